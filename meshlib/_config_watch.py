@@ -1,0 +1,251 @@
+"""Follows targets through the xDS graph and publishes Snapshots.
+
+Listener -> RouteConfiguration -> Cluster -> ClusterLoadAssignment. The watcher keeps
+exactly the subscriptions its targets need (reconciled after every update) and swaps
+in a new immutable Snapshot; compiled pieces whose resources did not change are reused.
+Runs on the xDS client's thread, except ``request`` which any thread may call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from xds_client import ResourceDoesNotExist, XdsClient
+from xds_client.resources import (
+    CLUSTER,
+    ENDPOINTS,
+    LISTENER,
+    ROUTE_CONFIG,
+    ClusterResource,
+    EndpointsResource,
+    ListenerResource,
+    ResourceType,
+    RouteConfigResource,
+)
+
+from ._endpoints import EndpointRegistry
+from ._routing import RouteTable
+from ._snapshot import ClusterView, ListenerView, Snapshot
+from .balancing import POLICIES, RoundRobinPicker
+
+__all__ = ["ConfigWatcher"]
+
+log = logging.getLogger("meshlib")
+_Key = tuple[str, str]  # (type_url, name)
+
+
+class _Slot:
+    """The latest value (or error) of one watched resource."""
+
+    __slots__ = ("cancel", "error", "missing", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: str = ""
+        self.missing = False
+        self.cancel: Callable[[], None] = lambda: None
+
+    @property
+    def settled(self) -> bool:
+        return self.value is not None or bool(self.error)
+
+
+class _SlotWatcher:
+    def __init__(self, owner: ConfigWatcher, slot: _Slot) -> None:
+        self._owner, self._slot = owner, slot
+
+    def on_resource_changed(self, name: str, resource: Any) -> None:
+        with self._owner._lock:
+            self._slot.value, self._slot.error, self._slot.missing = resource, "", False
+        self._owner._changed()
+
+    def on_resource_error(self, name: str, error: Exception) -> None:
+        with self._owner._lock:
+            self._slot.value, self._slot.error = None, str(error)
+            self._slot.missing = isinstance(error, ResourceDoesNotExist)
+        self._owner._changed()
+
+    def on_ambient_error(self, name: str, error: Exception) -> None:
+        log.info("xDS: %s: keeping last good config: %s", name, error)
+
+
+class ConfigWatcher:
+    """Subscribes what the requested targets need and publishes Snapshots."""
+
+    def __init__(self, client: XdsClient, publish: Callable[[Snapshot], None]) -> None:
+        self._client = client
+        self._publish = publish
+        self._lock = threading.RLock()
+        self._targets: dict[str, threading.Event] = {}
+        self._slots: dict[_Key, _Slot] = {}
+        self._registry = EndpointRegistry()
+        self._tables: dict[str, tuple[RouteConfigResource, RouteTable]] = {}
+        self._clusters: dict[str, tuple[Any, Any, ClusterView]] = {}
+        self._version = 0
+        self._busy = False
+        self._dirty = False
+
+    def request(self, target: str) -> threading.Event:
+        """Start resolving listener ``target``; the event is set once it is settled."""
+        with self._lock:
+            event = self._targets.get(target)
+            if event is not None:
+                return event
+            event = self._targets[target] = threading.Event()
+        self._changed()
+        return event
+
+    # -- reconcile --------------------------------------------------------------------
+    def _changed(self) -> None:
+        with self._lock:
+            if self._busy:  # a watch() inside reconcile delivered a cached resource
+                self._dirty = True
+                return
+            self._busy = True
+        try:
+            while True:
+                with self._lock:
+                    self._dirty = False
+                self._reconcile()
+                with self._lock:
+                    if not self._dirty:
+                        self._busy = False
+                        break
+        except BaseException:
+            with self._lock:
+                self._busy = False
+            raise
+
+    def _needed(self) -> set[_Key]:
+        with self._lock:
+            need: set[_Key] = {(LISTENER.type_url, t) for t in self._targets}
+            for t in self._targets:
+                listener = self._value(LISTENER, t)
+                if listener is None:
+                    continue
+                routes: RouteConfigResource | None = listener.inline_route_config
+                if listener.route_config_name:
+                    need.add((ROUTE_CONFIG.type_url, listener.route_config_name))
+                    routes = self._value(ROUTE_CONFIG, listener.route_config_name)
+                if routes is None:
+                    continue
+                for cname in routes.cluster_names():
+                    need.add((CLUSTER.type_url, cname))
+                    cluster: ClusterResource | None = self._value(CLUSTER, cname)
+                    if cluster is not None:
+                        need.add((ENDPOINTS.type_url, cluster.eds_service_name))
+            return need
+
+    def _reconcile(self) -> None:
+        need = self._needed()
+        types: dict[str, ResourceType[Any]] = {
+            t.type_url: t for t in (LISTENER, ROUTE_CONFIG, CLUSTER, ENDPOINTS)
+        }
+        with self._lock:
+            stale = [k for k in self._slots if k not in need]
+            fresh = [k for k in need if k not in self._slots]
+            for key in stale:
+                self._slots.pop(key).cancel()
+            for key in fresh:
+                self._slots[key] = _Slot()
+        for key in fresh:
+            slot = self._slots[key]
+            slot.cancel = self._client.watch(types[key[0]], key[1], _SlotWatcher(self, slot))
+        with self._lock:
+            again = self._dirty  # cached resources arrived during watch(): loop again first
+        if not again:
+            self._build()
+
+    def _value(self, rtype: ResourceType[Any], name: str) -> Any:
+        slot = self._slots.get((rtype.type_url, name))
+        return slot.value if slot is not None else None
+
+    def _error(self, rtype: ResourceType[Any], name: str) -> str:
+        slot = self._slots.get((rtype.type_url, name))
+        return slot.error if slot is not None else ""
+
+    # -- snapshot ---------------------------------------------------------------------
+    def _build(self) -> None:
+        with self._lock:
+            listeners: dict[str, ListenerView] = {}
+            cluster_names: set[str] = set()
+            ready: list[threading.Event] = []
+            for target, event in self._targets.items():
+                view, names, settled = self._listener_view(target)
+                if view is not None:
+                    listeners[target] = view
+                cluster_names |= names
+                if settled:
+                    ready.append(event)
+            clusters = {name: self._cluster_view(name) for name in cluster_names}
+            self._registry.retain({(c, e.address) for c in clusters for e in clusters[c].endpoints})
+            self._tables = {k: v for k, v in self._tables.items() if k in listeners}
+            self._clusters = {k: v for k, v in self._clusters.items() if k in clusters}
+            self._version += 1
+            snapshot = Snapshot(self._version, listeners, clusters)
+        self._publish(snapshot)
+        for event in ready:
+            # Settled only when every cluster it can reach has endpoints or an error.
+            event.set()
+
+    def _listener_view(self, target: str) -> tuple[ListenerView | None, set[str], bool]:
+        listener: ListenerResource | None = self._value(LISTENER, target)
+        if listener is None:
+            slot = self._slots.get((LISTENER.type_url, target))
+            if slot is None or not slot.error:
+                return None, set(), False
+            return ListenerView(target, None, slot.error, slot.missing), set(), True
+        config = listener.inline_route_config
+        if listener.route_config_name:
+            config = self._value(ROUTE_CONFIG, listener.route_config_name)
+            if config is None:
+                err = self._error(ROUTE_CONFIG, listener.route_config_name)
+                return (ListenerView(target, None, err) if err else None), set(), bool(err)
+        assert config is not None
+        cached = self._tables.get(target)
+        table = cached[1] if cached and cached[0] is config else RouteTable(config)
+        self._tables[target] = (config, table)
+        names = set(config.cluster_names())
+        settled = all(self._cluster_settled(n) for n in names)
+        return ListenerView(target, table), names, settled
+
+    def _cluster_settled(self, name: str) -> bool:
+        cluster: ClusterResource | None = self._value(CLUSTER, name)
+        if cluster is None:
+            return bool(self._error(CLUSTER, name))
+        slot = self._slots.get((ENDPOINTS.type_url, cluster.eds_service_name))
+        return slot is not None and slot.settled
+
+    def _cluster_view(self, name: str) -> ClusterView:
+        cluster: ClusterResource | None = self._value(CLUSTER, name)
+        if cluster is None:
+            return ClusterView(name, None, (), None, self._error(CLUSTER, name) or "not resolved")
+        eds: EndpointsResource | None = self._value(ENDPOINTS, cluster.eds_service_name)
+        cached = self._clusters.get(name)
+        if cached and cached[0] is cluster and cached[1] is eds:
+            return cached[2]
+        if eds is None:
+            err = self._error(ENDPOINTS, cluster.eds_service_name) or "endpoints not resolved"
+            view = ClusterView(name, cluster, (), None, err)
+        else:
+            states = tuple(self._registry.get(name, e) for e in eds.endpoints())
+            factory = POLICIES.get(cluster.lb_policy)
+            if factory is None:
+                log.warning(
+                    "cluster %s: lb_policy %s not implemented yet; using ROUND_ROBIN",
+                    name,
+                    cluster.lb_policy,
+                )
+                factory = RoundRobinPicker
+            view = ClusterView(name, cluster, states, factory(states))
+        self._clusters[name] = (cluster, eds, view)
+        return view
+
+    def close(self) -> None:
+        with self._lock:
+            slots, self._slots = list(self._slots.values()), {}
+        for slot in slots:
+            slot.cancel()

@@ -1,0 +1,354 @@
+"""Typed, validated models of the Kubernetes objects the control plane reads.
+
+Each ``parse_*`` function takes one decoded JSON/YAML document and returns a frozen
+model, or raises :class:`ConfigError` naming the field path that is wrong. Field names
+follow the Kubernetes API (``spec.ports[0].targetPort``), so messages point at the
+line a user would edit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "SERVICE_NAME_LABEL",
+    "ConfigError",
+    "Endpoint",
+    "EndpointConditions",
+    "EndpointPort",
+    "EndpointSlice",
+    "MeshObjects",
+    "ObjectRef",
+    "Service",
+    "ServicePort",
+    "object_id",
+    "parse_endpoint_slice",
+    "parse_service",
+]
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+_ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be loaded; ``problems`` holds one line per fault."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] | None = None) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = problems if problems is not None else (message,)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One entry of ``Service.spec.ports``."""
+
+    port: int
+    name: str = ""
+    target_port: int | str | None = None
+    protocol: str = "TCP"
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """A Kubernetes ``v1/Service``."""
+
+    name: str
+    namespace: str = "default"
+    ports: tuple[ServicePort, ...] = ()
+    cluster_ip: str | None = None
+    selector: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fqdn(self) -> str:
+        """``<name>.<namespace>.svc.cluster.local``."""
+        return f"{self.name}.{self.namespace}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class EndpointConditions:
+    """``endpoints[].conditions``; ``None`` means the field was absent."""
+
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        """Kubernetes semantics: absent ``ready`` means ready unless terminating."""
+        if self.ready is not None:
+            return self.ready
+        return not self.terminating
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """``endpoints[].targetRef``."""
+
+    kind: str = ""
+    name: str = ""
+    namespace: str = ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One entry of ``EndpointSlice.endpoints``."""
+
+    addresses: tuple[str, ...]
+    conditions: EndpointConditions = EndpointConditions()
+    node_name: str | None = None
+    zone: str | None = None
+    target_ref: ObjectRef | None = None
+
+
+@dataclass(frozen=True)
+class EndpointPort:
+    """One entry of ``EndpointSlice.ports``; ``port`` None means "all ports"."""
+
+    port: int | None
+    name: str = ""
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    """A Kubernetes ``discovery.k8s.io/v1/EndpointSlice``."""
+
+    name: str
+    namespace: str
+    service_name: str | None
+    address_type: str
+    endpoints: tuple[Endpoint, ...] = ()
+    ports: tuple[EndpointPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class MeshObjects:
+    """Everything a source read, ready for translation."""
+
+    services: tuple[Service, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
+
+    def slices_for(self, service: Service) -> tuple[EndpointSlice, ...]:
+        """EndpointSlices labelled for ``service`` in its namespace."""
+        return tuple(
+            s
+            for s in self.endpoint_slices
+            if s.namespace == service.namespace and s.service_name == service.name
+        )
+
+
+class _FieldError(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+
+
+def _mapping(value: Any, path: str, *, required: bool = False) -> Mapping[str, Any]:
+    if value is None:
+        if required:
+            raise _FieldError(path, "is required")
+        return {}
+    if not isinstance(value, Mapping):
+        raise _FieldError(path, "must be a mapping")
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _FieldError(path, "must be a list")
+    return value
+
+
+def _str(value: Any, path: str, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise _FieldError(path, "is required")
+        return None
+    if not isinstance(value, str):
+        raise _FieldError(path, "must be a string")
+    return value
+
+
+def _bool(value: Any, path: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise _FieldError(path, "must be true or false")
+
+
+def _port(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _FieldError(path, "must be an integer 1-65535")
+    return value
+
+
+def _dns(value: Any, path: str, pattern: re.Pattern[str], max_len: int) -> str:
+    text = _str(value, path, required=True)
+    assert text is not None
+    if len(text) > max_len or not pattern.match(text):
+        raise _FieldError(path, f"{text!r} is not a valid DNS name")
+    return text
+
+
+def _protocol(value: Any, path: str) -> str:
+    proto = _str(value, path) or "TCP"
+    if proto not in _PROTOCOLS:
+        raise _FieldError(path, f"must be one of {', '.join(_PROTOCOLS)}")
+    return proto
+
+
+def _labels(value: Any, path: str) -> dict[str, str]:
+    labels = _mapping(value, path)
+    out: dict[str, str] = {}
+    for key, val in labels.items():
+        out[str(key)] = _str(val, f"{path}[{key}]") or ""
+    return out
+
+
+def _metadata(doc: Mapping[str, Any]) -> tuple[str, str, dict[str, str]]:
+    meta = _mapping(doc.get("metadata"), "metadata", required=True)
+    name = _dns(meta.get("name"), "metadata.name", _DNS_SUBDOMAIN, 253)
+    namespace = _dns(meta.get("namespace", "default"), "metadata.namespace", _DNS_LABEL, 63)
+    return name, namespace, _labels(meta.get("labels"), "metadata.labels")
+
+
+def object_id(doc: Mapping[str, Any]) -> str:
+    """``<namespace>/<name>`` as well as a possibly malformed document allows."""
+    meta = doc.get("metadata")
+    if not isinstance(meta, Mapping):
+        return "<unnamed>"
+    ns = meta.get("namespace", "default")
+    return f"{ns}/{meta.get('name', '<unnamed>')}"
+
+
+def _wrap(kind: str, doc: Mapping[str, Any], err: _FieldError) -> ConfigError:
+    return ConfigError(f"{kind} {object_id(doc)}: {err}")
+
+
+def parse_service(doc: Mapping[str, Any]) -> Service:
+    """Validate one ``kind: Service`` document."""
+    try:
+        name, namespace, _ = _metadata(doc)
+        if len(name) > 63 or not _DNS_LABEL.match(name):
+            raise _FieldError("metadata.name", f"{name!r} is not a valid DNS label")
+        spec = _mapping(doc.get("spec"), "spec", required=True)
+        ports: list[ServicePort] = []
+        for i, raw in enumerate(_list(spec.get("ports"), "spec.ports")):
+            path = f"spec.ports[{i}]"
+            item = _mapping(raw, path, required=True)
+            target = item.get("targetPort")
+            if target is not None and not isinstance(target, str):
+                target = _port(target, f"{path}.targetPort")
+            ports.append(
+                ServicePort(
+                    port=_port(item.get("port"), f"{path}.port"),
+                    name=_str(item.get("name"), f"{path}.name") or "",
+                    target_port=target,
+                    protocol=_protocol(item.get("protocol"), f"{path}.protocol"),
+                    app_protocol=_str(item.get("appProtocol"), f"{path}.appProtocol"),
+                )
+            )
+        names = [p.name for p in ports]
+        if len(ports) > 1 and (len(set(names)) != len(names) or "" in names):
+            raise _FieldError("spec.ports", "ports must have unique, non-empty names")
+        cluster_ip = _str(spec.get("clusterIP"), "spec.clusterIP")
+        if cluster_ip not in (None, "", "None"):
+            try:
+                ipaddress.ip_address(cluster_ip)
+            except ValueError:
+                msg = f"{cluster_ip!r} is not an IP address"
+                raise _FieldError("spec.clusterIP", msg) from None
+        return Service(
+            name=name,
+            namespace=namespace,
+            ports=tuple(ports),
+            cluster_ip=cluster_ip or None,
+            selector=_labels(spec.get("selector"), "spec.selector"),
+        )
+    except _FieldError as err:
+        raise _wrap("Service", doc, err) from None
+
+
+def _endpoint(raw: Any, path: str, address_type: str) -> Endpoint:
+    item = _mapping(raw, path, required=True)
+    addresses: list[str] = []
+    raw_addresses = _list(item.get("addresses"), f"{path}.addresses")
+    if not raw_addresses:
+        raise _FieldError(f"{path}.addresses", "must list at least one address")
+    for j, addr in enumerate(raw_addresses):
+        apath = f"{path}.addresses[{j}]"
+        text = _str(addr, apath, required=True)
+        assert text is not None
+        if address_type != "FQDN":
+            try:
+                ip = ipaddress.ip_address(text)
+            except ValueError:
+                raise _FieldError(apath, f"{text!r} is not an {address_type} address") from None
+            if ip.version != (4 if address_type == "IPv4" else 6):
+                raise _FieldError(apath, f"{text!r} is not an {address_type} address")
+        addresses.append(text)
+    cond = _mapping(item.get("conditions"), f"{path}.conditions")
+    ref = item.get("targetRef")
+    target_ref = None
+    if ref is not None:
+        rpath = f"{path}.targetRef"
+        refmap = _mapping(ref, rpath)
+        target_ref = ObjectRef(
+            kind=_str(refmap.get("kind"), f"{rpath}.kind") or "",
+            name=_str(refmap.get("name"), f"{rpath}.name") or "",
+            namespace=_str(refmap.get("namespace"), f"{rpath}.namespace") or "",
+        )
+    return Endpoint(
+        addresses=tuple(addresses),
+        conditions=EndpointConditions(
+            ready=_bool(cond.get("ready"), f"{path}.conditions.ready"),
+            serving=_bool(cond.get("serving"), f"{path}.conditions.serving"),
+            terminating=_bool(cond.get("terminating"), f"{path}.conditions.terminating"),
+        ),
+        node_name=_str(item.get("nodeName"), f"{path}.nodeName"),
+        zone=_str(item.get("zone"), f"{path}.zone"),
+        target_ref=target_ref,
+    )
+
+
+def parse_endpoint_slice(doc: Mapping[str, Any]) -> EndpointSlice:
+    """Validate one ``kind: EndpointSlice`` document."""
+    try:
+        name, namespace, labels = _metadata(doc)
+        address_type = _str(doc.get("addressType"), "addressType", required=True)
+        if address_type not in _ADDRESS_TYPES:
+            raise _FieldError("addressType", f"must be one of {', '.join(_ADDRESS_TYPES)}")
+        endpoints = tuple(
+            _endpoint(raw, f"endpoints[{i}]", address_type)
+            for i, raw in enumerate(_list(doc.get("endpoints"), "endpoints"))
+        )
+        ports: list[EndpointPort] = []
+        for i, raw in enumerate(_list(doc.get("ports"), "ports")):
+            path = f"ports[{i}]"
+            item = _mapping(raw, path, required=True)
+            port = item.get("port")
+            ports.append(
+                EndpointPort(
+                    port=None if port is None else _port(port, f"{path}.port"),
+                    name=_str(item.get("name"), f"{path}.name") or "",
+                    protocol=_protocol(item.get("protocol"), f"{path}.protocol"),
+                )
+            )
+        return EndpointSlice(
+            name=name,
+            namespace=namespace,
+            service_name=labels.get(SERVICE_NAME_LABEL),
+            address_type=address_type,
+            endpoints=endpoints,
+            ports=tuple(ports),
+        )
+    except _FieldError as err:
+        raise _wrap("EndpointSlice", doc, err) from None

@@ -1,0 +1,83 @@
+"""Real servers on loopback for tests: uvicorn apps on ephemeral ports, config writers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+
+class UvicornThread:
+    """Serve an ASGI app with a real uvicorn server on 127.0.0.1, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        # uvicorn binds port 0 itself: handing it a pre-bound socket made every request
+        # on loopback take ~40 ms (seen here), a Nagle/delayed-ACK pattern.
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.port = 0
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> UvicornThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> UvicornThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def service_objects(
+    name: str, port: int, endpoints: Iterable[tuple[str, int]], namespace: str = "default"
+) -> list[dict[str, Any]]:
+    """A Service and one EndpointSlice per endpoint (replicas may share an IP on loopback)."""
+    objs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"ports": [{"name": "http", "port": port, "targetPort": port}]},
+        }
+    ]
+    for i, (host, ep_port) in enumerate(endpoints):
+        objs.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-{i}",
+                    "namespace": namespace,
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+                "ports": [{"name": "http", "port": ep_port, "protocol": "TCP"}],
+            }
+        )
+    return objs
+
+
+def write_config(
+    directory: Path, objects: list[dict[str, Any]], filename: str = "mesh.yaml"
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / filename
+    path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    return path

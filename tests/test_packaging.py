@@ -1,0 +1,90 @@
+"""The distribution: three import packages, from the editable install and from a wheel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPORT_CHECK = (
+    "import meshlib, xds_client, meshlib.integrations, meshlib.controlplane, pathlib;"
+    "print(pathlib.Path(meshlib.integrations.__file__).parent)"
+)
+
+
+def test_editable_install_maps_integrations() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True, check=True, cwd="/"
+    )
+    assert Path(out.stdout.strip()) == ROOT / "integrations"
+
+
+def test_public_names() -> None:
+    import meshlib
+    import xds_client
+
+    assert set(meshlib.__all__) == {
+        "BootstrapError",
+        "Call",
+        "Mesh",
+        "MeshConnectError",
+        "MeshError",
+        "MeshTransport",
+        "NoHealthyUpstream",
+        "RouteNotFound",
+        "Snapshot",
+        "TargetNotResolved",
+    }
+    assert {"XdsClient", "load_bootstrap", "ResourceWatcher", "Bootstrap"} <= set(
+        xds_client.__all__
+    )
+    for module in (meshlib, xds_client):
+        for name in module.__all__:
+            assert hasattr(module, name), name
+
+
+@pytest.mark.timeout(300)
+def test_wheel_installs_and_imports_in_a_fresh_venv(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next((tmp_path / "dist").glob("meshlib-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
+    # Dependencies come from this venv's site-packages (a plain path entry: its .pth files,
+    # including the editable finder, are not processed), so only the wheel provides meshlib.
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig;print(sysconfig.get_path('purelib'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    (site / "zz_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    out = subprocess.run(
+        [str(py), "-c", IMPORT_CHECK], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert Path(out.stdout.strip()) == site / "meshlib" / "integrations"
+    entry = subprocess.run(
+        [str(env_dir / "bin" / "meshlib"), "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert entry.returncode == 0 and "control-plane" in entry.stdout

@@ -1,0 +1,231 @@
+"""gRPC-format xDS bootstrap: the file istio-agent and Traffic Director write.
+
+Lookup order (gRFC A27): an explicit path or mapping from code, then the
+``GRPC_XDS_BOOTSTRAP`` environment variable (a path), then
+``GRPC_XDS_BOOTSTRAP_CONFIG`` (inline JSON). Unknown fields are ignored; every
+error names the source and the JSON path of the bad field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Bootstrap",
+    "BootstrapError",
+    "CertificateProviderConfig",
+    "Locality",
+    "Node",
+    "ServerConfig",
+    "load_bootstrap",
+]
+
+ENV_PATH = "GRPC_XDS_BOOTSTRAP"
+ENV_CONFIG = "GRPC_XDS_BOOTSTRAP_CONFIG"
+SUPPORTED_CHANNEL_CREDS = ("insecure", "tls", "google_default")
+
+
+class BootstrapError(ValueError):
+    """The bootstrap is missing or invalid; the message names the source and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """One entry of ``xds_servers``: where and how to reach a management server."""
+
+    server_uri: str
+    channel_creds_type: str = "insecure"
+    channel_creds_config: Mapping[str, Any] = field(default_factory=dict)
+    server_features: tuple[str, ...] = ()
+
+    @property
+    def ignore_resource_deletion(self) -> bool:
+        return "ignore_resource_deletion" in self.server_features
+
+
+@dataclass(frozen=True, slots=True)
+class Locality:
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """The identity this client presents to the control plane."""
+
+    id: str = ""
+    cluster: str = ""
+    locality: Locality = Locality()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateProviderConfig:
+    plugin_name: str
+    config: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """A validated bootstrap."""
+
+    xds_servers: tuple[ServerConfig, ...]
+    node: Node
+    certificate_providers: Mapping[str, CertificateProviderConfig] = field(default_factory=dict)
+    client_default_listener_resource_name_template: str = "%s"
+    server_listener_resource_name_template: str = ""
+    source: str = "<dict>"
+
+
+def load_bootstrap(source: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> Bootstrap:
+    """Load and validate a bootstrap from a path, a mapping, or the environment."""
+    if isinstance(source, Mapping):
+        return parse_bootstrap(source, "<bootstrap dict>")
+    if source is not None:
+        return _load_file(Path(source))
+    path = os.environ.get(ENV_PATH)
+    if path:
+        return _load_file(Path(path))
+    inline = os.environ.get(ENV_CONFIG)
+    if inline:
+        return parse_bootstrap(_parse_json(inline, ENV_CONFIG), ENV_CONFIG)
+    raise BootstrapError(
+        f"no xDS bootstrap: pass one to Mesh(bootstrap=...) or set {ENV_PATH} (a path) "
+        f"or {ENV_CONFIG} (inline JSON)"
+    )
+
+
+def _load_file(path: Path) -> Bootstrap:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BootstrapError(f"{path}: bootstrap file does not exist") from None
+    except OSError as exc:
+        raise BootstrapError(f"{path}: cannot read bootstrap file: {exc.strerror}") from None
+    return parse_bootstrap(_parse_json(text, str(path)), str(path))
+
+
+def _parse_json(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BootstrapError(
+            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+class _Reader:
+    """Typed accessors that report ``source: json.path: problem``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, problem: str) -> BootstrapError:
+        return BootstrapError(f"{self.source}: {path}: {problem}")
+
+    def obj(self, value: Any, path: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(path, f"must be a JSON object, got {_kind(value)}")
+        return value
+
+    def array(self, value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"must be a JSON array, got {_kind(value)}")
+        return value
+
+    def string(self, value: Any, path: str, *, required: bool = False) -> str:
+        if value is None and not required:
+            return ""
+        if not isinstance(value, str) or (required and not value):
+            raise self.fail(path, f"must be a non-empty string, got {_kind(value)}")
+        return value
+
+
+def parse_bootstrap(data: Any, source: str) -> Bootstrap:
+    """Validate decoded bootstrap JSON; ``source`` names it in errors."""
+    r = _Reader(source)
+    root = r.obj(data, "$")
+    if "xds_servers" not in root:
+        raise r.fail("xds_servers", "is required")
+    servers_raw = r.array(root["xds_servers"], "xds_servers")
+    if not servers_raw:
+        raise r.fail("xds_servers", "must list at least one server")
+    servers = tuple(_server(r, s, f"xds_servers[{i}]") for i, s in enumerate(servers_raw))
+    node = _node(r, root.get("node", {}), "node")
+    providers: dict[str, CertificateProviderConfig] = {}
+    raw_providers = r.obj(root.get("certificate_providers", {}), "certificate_providers")
+    for name, value in raw_providers.items():
+        path = f"certificate_providers.{name}"
+        entry = r.obj(value, path)
+        plugin = r.string(entry.get("plugin_name"), f"{path}.plugin_name", required=True)
+        config = r.obj(entry.get("config", {}), f"{path}.config")
+        providers[name] = CertificateProviderConfig(plugin, dict(config))
+    return Bootstrap(
+        xds_servers=servers,
+        node=node,
+        certificate_providers=providers,
+        client_default_listener_resource_name_template=r.string(
+            root.get("client_default_listener_resource_name_template"),
+            "client_default_listener_resource_name_template",
+        )
+        or "%s",
+        server_listener_resource_name_template=r.string(
+            root.get("server_listener_resource_name_template"),
+            "server_listener_resource_name_template",
+        ),
+        source=source,
+    )
+
+
+def _server(r: _Reader, value: Any, path: str) -> ServerConfig:
+    entry = r.obj(value, path)
+    uri = r.string(entry.get("server_uri"), f"{path}.server_uri", required=True)
+    creds = r.array(entry.get("channel_creds", []), f"{path}.channel_creds")
+    chosen: tuple[str, Mapping[str, Any]] | None = None
+    for i, cred in enumerate(creds):
+        cred_path = f"{path}.channel_creds[{i}]"
+        cred_obj = r.obj(cred, cred_path)
+        kind = r.string(cred_obj.get("type"), f"{cred_path}.type", required=True)
+        if kind in SUPPORTED_CHANNEL_CREDS:
+            chosen = (kind, dict(r.obj(cred_obj.get("config", {}), f"{cred_path}.config")))
+            break
+    if creds and chosen is None:
+        raise r.fail(
+            f"{path}.channel_creds",
+            f"no supported type (supported: {', '.join(SUPPORTED_CHANNEL_CREDS)})",
+        )
+    features = r.array(entry.get("server_features", []), f"{path}.server_features")
+    for i, feature in enumerate(features):
+        r.string(feature, f"{path}.server_features[{i}]", required=True)
+    kind, config = chosen or ("insecure", {})
+    return ServerConfig(uri, kind, config, tuple(features))
+
+
+def _node(r: _Reader, value: Any, path: str) -> Node:
+    entry = r.obj(value, path)
+    loc = r.obj(entry.get("locality", {}), f"{path}.locality")
+    metadata = r.obj(entry.get("metadata", {}), f"{path}.metadata")
+    return Node(
+        id=r.string(entry.get("id"), f"{path}.id"),
+        cluster=r.string(entry.get("cluster"), f"{path}.cluster"),
+        locality=Locality(
+            region=r.string(loc.get("region"), f"{path}.locality.region"),
+            zone=r.string(loc.get("zone"), f"{path}.locality.zone"),
+            sub_zone=r.string(loc.get("sub_zone"), f"{path}.locality.sub_zone"),
+        ),
+        metadata=dict(metadata),
+    )
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
