@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from xds_client.resources import Endpoint
 
+from ._outcome import Outcome
+
 __all__ = ["EndpointRegistry", "EndpointState"]
 
 
@@ -30,10 +32,11 @@ class EndpointState:
             self.active_requests += 1
             self.total_requests += 1
 
-    def finished(self, ok: bool) -> None:
+    def finished(self, outcome: Outcome) -> None:
+        """Record the attempt's outcome (feeds outlier detection and LB feedback)."""
         with self._lock:
             self.active_requests -= 1
-            if not ok:
+            if outcome.upstream_failure:
                 self.failures += 1
 
 

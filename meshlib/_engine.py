@@ -97,23 +97,14 @@ class Engine:
     # concrete layer --------------------------------------------------------------------
     def pick(self, plan: RoutePlan, call: Call) -> Pick:
         cluster = self.snapshot.clusters.get(plan.cluster)
-        if cluster is None or cluster.picker is None:
-            why = cluster.error if cluster is not None else "unknown cluster"
+        if cluster is None:
             raise NoHealthyUpstream(
-                f"{plan.cluster}: no healthy upstream ({why})",
+                f"{plan.cluster}: no healthy upstream (unknown cluster)",
                 target=call.authority,
                 cluster=plan.cluster,
                 reason="no_healthy_upstream",
             )
-        endpoint = cluster.picker.pick(call)
-        if endpoint is None:
-            raise NoHealthyUpstream(
-                f"{plan.cluster}: no healthy upstream",
-                target=call.authority,
-                cluster=plan.cluster,
-                reason="no_healthy_upstream",
-            )
-        return Pick(plan, endpoint)
+        return Pick(plan, cluster.pick(call))
 
     def describe(self) -> str:
         """The client stack, outermost first."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from ._call import Call, authority_of
 from ._engine import Engine, Pick
 from ._errors import MeshError, NoHealthyUpstream, RouteNotFound
+from ._outcome import Outcome, OutcomeKind
 from ._snapshot import ListenerView
 
 __all__ = ["MeshConnectError", "MeshTransport", "UnknownHostPolicy"]
@@ -81,13 +84,25 @@ class MeshTransport(httpx.BaseTransport):
             extensions=_cap_timeouts(request.extensions, pick.plan.timeout),
         )
         ep.started()
-        ok = False
+        start = time.monotonic()
+        outcome = Outcome(OutcomeKind.LOCAL)
         try:
             response = self._pool.handle_request(upstream)
-            ok = response.status_code < 500
+            outcome = Outcome(
+                OutcomeKind.RESPONSE, response.status_code, latency=time.monotonic() - start
+            )
             return response
+        except httpx.ConnectError:
+            outcome = Outcome(OutcomeKind.CONNECT_FAILURE, latency=time.monotonic() - start)
+            raise
+        except httpx.TimeoutException:
+            outcome = Outcome(OutcomeKind.TIMEOUT, latency=time.monotonic() - start)
+            raise
+        except httpx.TransportError:
+            outcome = Outcome(OutcomeKind.RESET, latency=time.monotonic() - start)
+            raise
         finally:
-            ep.finished(ok)
+            ep.finished(outcome)
 
     def close(self) -> None:
         self._pool.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from xds_client.resources import ClusterResource
 
+from ._call import Call
 from ._endpoints import EndpointState
+from ._errors import NoHealthyUpstream
 from ._routing import RouteTable
 from .balancing import Picker
 
@@ -33,6 +35,21 @@ class ClusterView:
     endpoints: tuple[EndpointState, ...]
     picker: Picker | None
     error: str = ""
+
+    # The concrete layer's interface, as the logical layer (routing, retries) calls it.
+    def pick(self, call: Call, *, exclude: Collection[EndpointState] = ()) -> EndpointState:
+        """An endpoint for one attempt, avoiding ``exclude`` (retry host predicates) when
+        possible; raises NoHealthyUpstream."""
+        endpoint = self.picker.pick(call) if self.picker is not None else None
+        if endpoint is None:
+            why = f" ({self.error})" if self.error else ""
+            raise NoHealthyUpstream(
+                f"{self.name}: no healthy upstream{why}",
+                target=call.authority,
+                cluster=self.name,
+                reason="no_healthy_upstream",
+            )
+        return endpoint
 
 
 @dataclass(frozen=True, slots=True)
