@@ -1,0 +1,1 @@
+"""Resilience: retries, timeouts, faults, circuit breaking, outlier detection."""
