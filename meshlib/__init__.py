@@ -10,20 +10,31 @@ with Mesh() as mesh:                          # bootstrap from GRPC_XDS_BOOTSTRA
 from xds_client import BootstrapError
 
 from ._call import Call
-from ._errors import MeshError, NoHealthyUpstream, RouteNotFound, TargetNotResolved
-from ._httpx_transport import MeshConnectError, MeshTransport
+from ._errors import (
+    CircuitBreakerOpen,
+    MeshError,
+    NoHealthyUpstream,
+    RouteNotFound,
+    TargetNotResolved,
+    UpstreamTimeout,
+)
+from ._httpx_transport import AsyncMeshTransport, MeshConnectError, MeshTimeoutError, MeshTransport
 from ._mesh import Mesh
 from ._snapshot import Snapshot
 
 __all__ = [
+    "AsyncMeshTransport",
     "BootstrapError",
     "Call",
+    "CircuitBreakerOpen",
     "Mesh",
     "MeshConnectError",
     "MeshError",
+    "MeshTimeoutError",
     "MeshTransport",
     "NoHealthyUpstream",
     "RouteNotFound",
     "Snapshot",
     "TargetNotResolved",
+    "UpstreamTimeout",
 ]

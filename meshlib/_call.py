@@ -13,13 +13,17 @@ class Call:
     """What routing needs to know of a request, whichever client library made it.
 
     ``authority`` is ``host:port`` as the application dialled it (the listener name);
-    ``headers`` keys are lower-case.
+    ``path`` includes the query; ``headers`` keys are lower-case (a case-insensitive
+    mapping such as ``httpx.Headers`` also does); ``source_ip`` feeds the
+    ``connection_properties`` hash policy and may be empty.
     """
 
     authority: str
     method: str
     path: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    scheme: str = "http"
+    source_ip: str = ""
 
     @property
     def host(self) -> str:

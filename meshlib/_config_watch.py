@@ -4,6 +4,11 @@ Listener -> RouteConfiguration -> Cluster -> ClusterLoadAssignment. The watcher 
 exactly the subscriptions its targets need (reconciled after every update) and swaps
 in a new immutable Snapshot; compiled pieces whose resources did not change are reused.
 Runs on the xDS client's thread, except ``request`` which any thread may call.
+
+Per-cluster state that outlives a push is kept here and handed to each new ClusterView:
+endpoint states (EndpointRegistry), the cluster circuit breaker, the outlier detector
+(swept, with balancer rebuilds, on the OutlierSweeper's thread) and, when
+``endpoint_breakers`` is given, one pybreaker breaker per endpoint.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from xds_client.resources import (
     RouteConfigResource,
 )
 
-from ._endpoints import EndpointRegistry
+from ._endpoints import EndpointRegistry, EndpointState
 from ._routing import RouteTable
-from ._snapshot import ClusterView, ListenerView, Snapshot
-from .balancing import POLICIES, RoundRobinPicker
+from ._snapshot import ClusterView, ListenerView, LiveBalancer, Snapshot
+from .balancing import LocalityGroup
+from .resilience.breakers import ClusterBreaker
+from .resilience.endpoint_breaker import EndpointBreakers
+from .resilience.outlier import OutlierDetector, OutlierSweeper
 
 __all__ = ["ConfigWatcher"]
 
@@ -75,8 +83,18 @@ class _SlotWatcher:
 class ConfigWatcher:
     """Subscribes what the requested targets need and publishes Snapshots."""
 
-    def __init__(self, client: XdsClient, publish: Callable[[Snapshot], None]) -> None:
+    def __init__(
+        self,
+        client: XdsClient,
+        publish: Callable[[Snapshot], None],
+        *,
+        endpoint_breakers: EndpointBreakers | None = None,
+    ) -> None:
         self._client = client
+        self._endpoint_breakers = endpoint_breakers
+        self._breakers: dict[str, ClusterBreaker] = {}
+        self._detectors: dict[str, OutlierDetector] = {}
+        self.sweeper = OutlierSweeper()
         self._publish = publish
         self._lock = threading.RLock()
         self._targets: dict[str, threading.Event] = {}
@@ -135,7 +153,7 @@ class ConfigWatcher:
                 for cname in routes.cluster_names():
                     need.add((CLUSTER.type_url, cname))
                     cluster: ClusterResource | None = self._value(CLUSTER, cname)
-                    if cluster is not None:
+                    if cluster is not None and cluster.load_assignment is None:
                         need.add((ENDPOINTS.type_url, cluster.eds_service_name))
             return need
 
@@ -173,17 +191,27 @@ class ConfigWatcher:
             listeners: dict[str, ListenerView] = {}
             cluster_names: set[str] = set()
             ready: list[threading.Event] = []
+            viewed: set[str] = set()
             for target, event in self._targets.items():
                 view, names, settled = self._listener_view(target)
                 if view is not None:
-                    listeners[target] = view
+                    viewed.add(target)
+                    # A target is published once every cluster it can reach is settled, so
+                    # the first calls never see a route to a cluster still resolving; after
+                    # that, updates publish at once (the control plane orders pushes).
+                    if settled or event.is_set():
+                        listeners[target] = view
                 cluster_names |= names
                 if settled:
                     ready.append(event)
             clusters = {name: self._cluster_view(name) for name in cluster_names}
             self._registry.retain({(c, e.address) for c in clusters for e in clusters[c].endpoints})
-            self._tables = {k: v for k, v in self._tables.items() if k in listeners}
+            self._tables = {k: v for k, v in self._tables.items() if k in viewed}
             self._clusters = {k: v for k, v in self._clusters.items() if k in clusters}
+            self._breakers = {k: v for k, v in self._breakers.items() if k in clusters}
+            for gone in [k for k in self._detectors if k not in clusters]:
+                self.sweeper.unregister(gone)
+                del self._detectors[gone]
             self._version += 1
             snapshot = Snapshot(self._version, listeners, clusters)
         self._publish(snapshot)
@@ -216,6 +244,8 @@ class ConfigWatcher:
         cluster: ClusterResource | None = self._value(CLUSTER, name)
         if cluster is None:
             return bool(self._error(CLUSTER, name))
+        if cluster.load_assignment is not None:
+            return True
         slot = self._slots.get((ENDPOINTS.type_url, cluster.eds_service_name))
         return slot is not None and slot.settled
 
@@ -223,28 +253,63 @@ class ConfigWatcher:
         cluster: ClusterResource | None = self._value(CLUSTER, name)
         if cluster is None:
             return ClusterView(name, None, (), None, self._error(CLUSTER, name) or "not resolved")
-        eds: EndpointsResource | None = self._value(ENDPOINTS, cluster.eds_service_name)
+        eds: EndpointsResource | None = cluster.load_assignment
+        if eds is None:
+            eds = self._value(ENDPOINTS, cluster.eds_service_name)
         cached = self._clusters.get(name)
         if cached and cached[0] is cluster and cached[1] is eds:
             return cached[2]
+        breaker = self._breakers.get(name)
+        if breaker is None:
+            breaker = self._breakers[name] = ClusterBreaker(name)
+        breaker.configure(cluster.circuit_breakers)
         if eds is None:
             err = self._error(ENDPOINTS, cluster.eds_service_name) or "endpoints not resolved"
-            view = ClusterView(name, cluster, (), None, err)
+            view = ClusterView(name, cluster, (), None, err, breaker)
         else:
-            states = tuple(self._registry.get(name, e) for e in eds.endpoints())
-            factory = POLICIES.get(cluster.lb_policy)
-            if factory is None:
-                log.warning(
-                    "cluster %s: lb_policy %s not implemented yet; using ROUND_ROBIN",
-                    name,
-                    cluster.lb_policy,
+            groups = [
+                LocalityGroup(
+                    loc.weight,
+                    loc.priority,
+                    tuple(self._registry.get(name, e) for e in loc.endpoints),
                 )
-                factory = RoundRobinPicker
-            view = ClusterView(name, cluster, states, factory(states))
+                for loc in eds.localities
+            ]
+            states = tuple(e for g in groups for e in g.endpoints)
+            self._attach(name, cluster, states)
+            live = LiveBalancer(
+                groups, cluster.lb, eds.overprovisioning_factor, cluster.healthy_panic_threshold
+            )
+            view = ClusterView(name, cluster, states, live, "", breaker)
+            detector = self._detectors.get(name)
+            if detector is not None:
+                self.sweeper.register(name, detector, live.rebuild)
         self._clusters[name] = (cluster, eds, view)
         return view
 
+    def _attach(
+        self, name: str, cluster: ClusterResource, states: tuple[EndpointState, ...]
+    ) -> None:
+        """Give endpoint states their cluster's outlier detector and their breakers."""
+        config = cluster.outlier_detection
+        detector = self._detectors.get(name)
+        if config is None:
+            if detector is not None:
+                self.sweeper.unregister(name)
+                del self._detectors[name]
+            for s in states:  # outlier detection removed: nothing stays ejected
+                s.outlier, s.ejected = None, False
+        elif detector is None:
+            detector = self._detectors[name] = OutlierDetector(name, config)
+        if detector is not None and config is not None:
+            detector.configure(config, states)
+        if self._endpoint_breakers is not None:
+            for s in states:
+                if s.breaker is None:
+                    s.breaker = self._endpoint_breakers.create(name, s.address)
+
     def close(self) -> None:
+        self.sweeper.close()
         with self._lock:
             slots, self._slots = list(self._slots.values()), {}
         for slot in slots:

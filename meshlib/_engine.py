@@ -1,42 +1,78 @@
-"""The engine: sans-I/O routing and endpoint choice that every client adapter drives.
+"""The engine: sans-I/O routing, policy and endpoint decisions that every client adapter
+drives (httpx sync and async, grpcio sync and aio).
 
-The client is a stack of layers, outermost first; each adds one concern:
+The client is a stack of layers, outermost first; each adds one concern (``STACK``).
 
-- logical: resolve the target, walk the route table (route, timeout)
-- concrete: the cluster, its LB picker
-- endpoint: one attempt on a pooled connection (done by the adapter)
+Adapter contract — how a client library's adapter carries one request:
 
-Adapters differ only in how they wait for a target's first resolution.
+1. **Resolve.** ``engine.listener(authority)`` returns a ``ListenerView``, or a
+   ``threading.Event`` to wait on (sync: ``event.wait``; async: in a worker thread), then
+   ``engine.resolved(authority)``. A view with ``missing`` set is not a mesh host.
+2. **Call.** Build a :class:`~meshlib.Call`: ``authority`` (``host:port`` dialled),
+   ``method``, ``path`` (with query), lower-case ``headers`` (for gRPC:
+   ``content-type: application/grpc`` and ``grpc-timeout`` when the caller set a deadline).
+3. **Plan.** ``plan = engine.route(view, call)`` walks the route table once:
+   cluster (fixed, weighted, or by header), rewrites (``plan.path``, ``plan.authority``),
+   header mutations (``plan.headers.request(list)`` / ``.response(list)`` on
+   ``(name, value)`` lists), overall ``plan.timeout``, retry policy, hash key, mirrors.
+   Raises ``RouteNotFound`` / ``TargetNotResolved``.
+4. **Fault.** ``fault = engine.fault(plan, call)``: if not None, wait ``fault.delay``
+   seconds, then if ``fault.aborts`` answer locally with ``fault.http_status`` (or a gRPC
+   status ``fault.grpc_status``) without sending; always ``fault.release()`` at the end.
+5. **Mirror.** For each ``target`` in ``plan.mirrors``: ``engine.mirror_endpoint(target,
+   call)`` and send a copy with Host ``target.authority(host)`` in the background; never
+   wait for it, ignore its result.
+6. **Attempts.** ``loop = engine.attempts(plan, call, replayable=...)`` after the fault
+   delay (the route timeout starts here; ``replayable`` is False when the body cannot be
+   sent twice: no retries). Repeat:
+   ``attempt = loop.next_attempt()`` (admission, LB pick avoiding previous hosts; raises
+   ``UpstreamTimeout``, ``NoHealthyUpstream``, ``CircuitBreakerOpen``), send to
+   ``attempt.endpoint`` within ``attempt.timeout`` seconds (None: no limit), turn the
+   result into an :class:`~meshlib._outcome.Outcome` (``RESPONSE`` with status and
+   ``grpc_status`` from headers/trailers-only, ``CONNECT_FAILURE``, ``RESET``,
+   ``TIMEOUT``), then ``delay = loop.record(attempt, outcome, response_headers)``. None:
+   the call is over — hand this result (response or error) to the application after
+   ``plan.headers.response(...)``. Otherwise discard the response, sleep ``delay`` and go
+   again. ``loop.close()`` in a ``finally``.
+
+Only steps 1, 4, 5 and 6 wait, and only there do the sync and async adapters differ.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ._call import Call
 from ._config_watch import ConfigWatcher
 from ._endpoints import EndpointState
-from ._errors import NoHealthyUpstream, RouteNotFound, TargetNotResolved
-from ._routing import RoutePlan
+from ._errors import MeshError, NoHealthyUpstream, RouteNotFound, TargetNotResolved
 from ._snapshot import ListenerView, Snapshot
+from .resilience.fault import FaultDecision
+from .resilience.mirror import MirrorTarget
+from .resilience.retry import AttemptLoop
+from .routing import RoutePlan
 
 __all__ = ["STACK", "Engine", "Pick"]
 
 STACK = (
-    ("logical", "resolve target -> listener -> route table; route, timeout"),
-    ("concrete", "cluster -> load-balancer pick"),
+    ("logical", "resolve target -> listener -> route table; route, rewrites, header mutations"),
+    ("fault", "HTTP fault filter: delay, abort (percentage, header-controlled, max active)"),
+    ("mirror", "shadow copies to mirror clusters, fire and forget"),
+    ("retry", "attempt loop: route timeout, per-try timeout, retry_on, jittered back-off"),
+    ("concrete", "cluster -> admission (circuit breaker) -> load-balancer pick"),
     ("endpoint", "one attempt on a pooled connection to the endpoint"),
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Pick:
-    """Where one attempt goes."""
+    """Where one attempt goes (kept for adapters that do a single attempt)."""
 
-    plan: RoutePlan
-    endpoint: EndpointState
+    __slots__ = ("endpoint", "plan")
+
+    def __init__(self, plan: RoutePlan, endpoint: EndpointState) -> None:
+        self.plan = plan
+        self.endpoint = endpoint
 
 
 class Engine:
@@ -81,6 +117,7 @@ class Engine:
         return view
 
     def route(self, view: ListenerView, call: Call) -> RoutePlan:
+        """Walk the route table: the plan for ``call`` or RouteNotFound."""
         if view.routes is None:
             raise TargetNotResolved(
                 f"{call.authority}: {view.error}", target=call.authority, reason="listener_error"
@@ -94,8 +131,27 @@ class Engine:
             )
         return plan
 
+    def fault(self, plan: RoutePlan, call: Call) -> FaultDecision | None:
+        """The fault filter's decision for this call (delay and/or local abort)."""
+        return plan.fault.decide(call, plan.cluster) if plan.fault is not None else None
+
+    def attempts(self, plan: RoutePlan, call: Call, *, replayable: bool = True) -> AttemptLoop:
+        """The attempt loop of one call, over the clusters of the current Snapshot."""
+        return AttemptLoop(plan, call, self.snapshot.clusters, replayable)
+
+    def mirror_endpoint(self, target: MirrorTarget, call: Call) -> EndpointState | None:
+        """An endpoint of the mirror cluster, or None (mirrors never fail the call)."""
+        cluster = self.snapshot.clusters.get(target.cluster)
+        if cluster is None:
+            return None
+        try:
+            return cluster.pick(call)
+        except MeshError:
+            return None
+
     # concrete layer --------------------------------------------------------------------
     def pick(self, plan: RoutePlan, call: Call) -> Pick:
+        """One endpoint for ``plan`` without the attempt loop (no retries)."""
         cluster = self.snapshot.clusters.get(plan.cluster)
         if cluster is None:
             raise NoHealthyUpstream(

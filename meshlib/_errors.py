@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["MeshError", "NoHealthyUpstream", "RouteNotFound", "TargetNotResolved"]
+__all__ = [
+    "CircuitBreakerOpen",
+    "MeshError",
+    "NoHealthyUpstream",
+    "RouteNotFound",
+    "TargetNotResolved",
+    "UpstreamTimeout",
+]
 
 
 class MeshError(Exception):
@@ -27,3 +34,23 @@ class RouteNotFound(MeshError):
 
 class NoHealthyUpstream(MeshError):
     """The chosen cluster has no usable endpoint (Envoy answers 503 'no healthy upstream')."""
+
+
+class UpstreamTimeout(MeshError):
+    """The route timeout passed before the upstream answered (Envoy answers 504)."""
+
+
+class CircuitBreakerOpen(MeshError):
+    """A cluster circuit-breaker threshold is full (reason ``overflow``): the request fails
+    fast without reaching an endpoint. Envoy answers such a request with HTTP 503 and
+    ``x-envoy-overloaded: true`` (a gRPC caller sees UNAVAILABLE); ``limit`` names the
+    threshold (``max_requests``, ``max_pending_requests``, ``max_connections``)."""
+
+    http_status = 503
+    grpc_status = 14  # UNAVAILABLE
+
+    def __init__(
+        self, message: str, *, target: str = "", cluster: str = "", limit: str = ""
+    ) -> None:
+        super().__init__(message, target=target, cluster=cluster, reason="overflow")
+        self.limit = limit

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -12,8 +12,31 @@ from xds_client import Bootstrap, XdsClient, load_bootstrap
 
 from ._config_watch import ConfigWatcher
 from ._engine import Engine
-from ._httpx_transport import MeshTransport, UnknownHostPolicy
+from ._httpx_transport import AsyncMeshTransport, MeshTransport, UnknownHostPolicy
 from ._snapshot import Snapshot
+from .httpx import DEFAULT_RETRY_BUFFER, Connectors
+from .httpx._sync import check_policy
+from .security import CertificateProviders
+from .telemetry import Telemetry
+
+if TYPE_CHECKING:
+    import grpc
+
+    from .admin import AdminServer
+    from .grpc import MeshAioChannel, MeshChannel
+
+#: httpx.Client keywords that configure its own transport: they also configure the
+#: passthrough transport for hosts the mesh does not know (``limits``: each endpoint's pool).
+TRANSPORT_KWARGS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
+
+
+def _workload(node_id: str) -> tuple[str, str]:
+    """(workload, namespace) from an istio node id ``sidecar~ip~pod.ns~ns.svc...``."""
+    parts = node_id.split("~")
+    pod_ns = parts[2].split(".") if len(parts) > 2 else []
+    workload = pod_ns[0].rsplit("-", 2)[0] if pod_ns else "unknown"
+    return workload, pod_ns[1] if len(pod_ns) > 1 else "unknown"
+
 
 __all__ = ["Mesh"]
 
@@ -23,6 +46,8 @@ class Mesh:
 
     ``bootstrap`` is a path, a dict, or None to read ``GRPC_XDS_BOOTSTRAP`` /
     ``GRPC_XDS_BOOTSTRAP_CONFIG``. Use as a context manager, or call ``close()``.
+    ``telemetry`` (default: one following the global OpenTelemetry providers) records
+    every call; ``unknown_hosts="fail"`` refuses hosts the control plane does not know.
     """
 
     def __init__(
@@ -31,11 +56,16 @@ class Mesh:
         *,
         resolve_timeout: float = 10.0,
         unknown_hosts: UnknownHostPolicy = "passthrough",
+        telemetry: Telemetry | None = None,
     ) -> None:
+        check_policy(unknown_hosts)
         self.bootstrap: Bootstrap = load_bootstrap(bootstrap)
         self.resolve_timeout = resolve_timeout
         self.unknown_hosts = unknown_hosts
         self._client = XdsClient(self.bootstrap)
+        workload, namespace = _workload(self.bootstrap.node.id)
+        self.telemetry: Telemetry = telemetry or Telemetry(workload=workload, namespace=namespace)
+        self._connectors = Connectors(CertificateProviders(self.bootstrap.certificate_providers))
         template = self.bootstrap.client_default_listener_resource_name_template
         self._engine = Engine(
             lambda publish: ConfigWatcher(self._client, publish),
@@ -47,15 +77,107 @@ class Mesh:
         """The current immutable config snapshot."""
         return self._engine.snapshot
 
-    def httpx_transport(self) -> MeshTransport:
-        """A transport to pass as ``httpx.Client(transport=...)``."""
+    def httpx_transport(
+        self,
+        *,
+        passthrough: httpx.BaseTransport | None = None,
+        limits: httpx.Limits | None = None,
+        retry_buffer: int = DEFAULT_RETRY_BUFFER,
+    ) -> MeshTransport:
+        """A transport to pass as ``httpx.Client(transport=...)``: mesh hosts go through
+        the mesh (``limits`` per endpoint pool), others to ``passthrough``."""
         return MeshTransport(
-            self._engine, resolve_timeout=self.resolve_timeout, unknown_hosts=self.unknown_hosts
+            self._engine,
+            resolve_timeout=self.resolve_timeout,
+            unknown_hosts=self.unknown_hosts,
+            passthrough=passthrough,
+            telemetry=self.telemetry,
+            connectors=self._connectors,
+            limits=limits,
+            retry_buffer=retry_buffer,
         )
 
     def httpx_client(self, **kwargs: Any) -> httpx.Client:
-        """An ``httpx.Client`` whose requests go through the mesh; kwargs go to httpx."""
-        return httpx.Client(transport=self.httpx_transport(), **kwargs)
+        """An ``httpx.Client`` whose requests go through the mesh; kwargs go to httpx
+        (``verify``, ``http2``, ``limits``... also shape the passthrough transport)."""
+        own = {k: kwargs.pop(k) for k in TRANSPORT_KWARGS if k in kwargs}
+        transport = self.httpx_transport(
+            passthrough=httpx.HTTPTransport(**own), limits=own.get("limits")
+        )
+        return httpx.Client(transport=transport, **kwargs)
+
+    def grpc_channel(
+        self,
+        target: str,
+        *,
+        options: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> MeshChannel:
+        """A drop-in ``grpc.Channel`` for ``xds:///host:port`` whose calls go through the mesh."""
+        from .grpc import MeshChannel
+
+        return MeshChannel(
+            self._engine,
+            target,
+            options=options,
+            credentials=credentials,
+            resolve_timeout=self.resolve_timeout,
+            unknown_hosts=self.unknown_hosts,
+            telemetry=self.telemetry,
+        )
+
+    def grpc_aio_channel(
+        self,
+        target: str,
+        *,
+        options: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> MeshAioChannel:
+        """A drop-in ``grpc.aio.Channel`` for ``xds:///host:port`` (use it on one event loop)."""
+        from .grpc import MeshAioChannel
+
+        return MeshAioChannel(
+            self._engine,
+            target,
+            options=options,
+            credentials=credentials,
+            resolve_timeout=self.resolve_timeout,
+            unknown_hosts=self.unknown_hosts,
+            telemetry=self.telemetry,
+        )
+
+    def httpx_async_transport(
+        self,
+        *,
+        passthrough: httpx.AsyncBaseTransport | None = None,
+        limits: httpx.Limits | None = None,
+        retry_buffer: int = DEFAULT_RETRY_BUFFER,
+    ) -> AsyncMeshTransport:
+        """A transport to pass as ``httpx.AsyncClient(transport=...)``."""
+        return AsyncMeshTransport(
+            self._engine,
+            resolve_timeout=self.resolve_timeout,
+            unknown_hosts=self.unknown_hosts,
+            passthrough=passthrough,
+            telemetry=self.telemetry,
+            connectors=self._connectors,
+            limits=limits,
+            retry_buffer=retry_buffer,
+        )
+
+    def httpx_async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` whose requests go through the mesh; kwargs go to httpx."""
+        own = {k: kwargs.pop(k) for k in TRANSPORT_KWARGS if k in kwargs}
+        transport = self.httpx_async_transport(
+            passthrough=httpx.AsyncHTTPTransport(**own), limits=own.get("limits")
+        )
+        return httpx.AsyncClient(transport=transport, **kwargs)
+
+    def admin(self, port: int = 0, **kwargs: Any) -> AdminServer:
+        """Start an admin server for this mesh (loopback); stop it or use it as a context."""
+        from .admin import AdminServer
+
+        return AdminServer(self, port=port, telemetry=self.telemetry, **kwargs).start()
 
     def describe(self) -> str:
         """The client stack, outermost layer first."""

@@ -1,7 +1,11 @@
 """What one attempt came to, in transport-neutral terms.
 
 Adapters translate their client library's result into an Outcome; the resilience layer
-(retries, outlier detection, LB feedback) reads only this.
+(retries, outlier detection, LB feedback, the per-endpoint breaker) reads only this.
+The classification follows Envoy's outlier detection: HTTP 5xx answers are externally
+originated errors (502/503/504 are also gateway failures); connect failures, resets and
+timeouts are locally originated errors; LOCAL outcomes (fault aborts, overflow) never
+reached the endpoint and count as nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 __all__ = ["Outcome", "OutcomeKind"]
+
+_GATEWAY = frozenset({502, 503, 504})
 
 
 class OutcomeKind(Enum):
@@ -33,3 +39,22 @@ class Outcome:
         if self.kind is OutcomeKind.RESPONSE:
             return self.status is not None and self.status >= 500
         return self.kind is not OutcomeKind.LOCAL
+
+    @property
+    def reached_upstream(self) -> bool:
+        """False for LOCAL outcomes, which no endpoint statistic should see."""
+        return self.kind is not OutcomeKind.LOCAL
+
+    @property
+    def local_origin_failure(self) -> bool:
+        """Connect failure, reset or timeout: the error originated on this side."""
+        return self.kind in (OutcomeKind.CONNECT_FAILURE, OutcomeKind.RESET, OutcomeKind.TIMEOUT)
+
+    @property
+    def http_5xx(self) -> bool:
+        return self.kind is OutcomeKind.RESPONSE and self.status is not None and self.status >= 500
+
+    @property
+    def gateway_failure(self) -> bool:
+        """502, 503 or 504 from the upstream."""
+        return self.kind is OutcomeKind.RESPONSE and self.status in _GATEWAY

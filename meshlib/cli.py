@@ -4,19 +4,25 @@ Each subcommand is a function registered with :func:`command`; it receives its o
 ``argparse`` sub-parser to fill and returns the handler that runs it::
 
     meshlib control-plane --config examples/demo/config --port 15010
+    meshlib bootstrap --xds 127.0.0.1:15010 --pod web-0 --cert-dir certs --ca-dir ca > b.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 __all__ = ["main"]
+
+ISTIO_CERT_DIR = "/var/lib/istio/data"  # where istio-agent writes workload certificates
 
 Handler = Callable[[argparse.Namespace], int]
 Setup = Callable[[argparse.ArgumentParser], Handler]
@@ -35,12 +41,27 @@ def command(name: str, help: str) -> Callable[[Setup], Setup]:
 
 @command("control-plane", "run the embedded xDS control plane until SIGINT/SIGTERM")
 def _control_plane(parser: argparse.ArgumentParser) -> Handler:
-    parser.add_argument("--config", required=True, help="YAML/JSON file or directory")
+    parser.add_argument("--config", help="YAML/JSON file or directory")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, default=15010, help="port to bind; 0 picks one")
+    parser.add_argument(
+        "--no-watch",
+        dest="watch",
+        action="store_false",
+        help="do not watch --config for changes (by default edits are pushed live)",
+    )
+    parser.add_argument(
+        "--debounce",
+        type=float,
+        default=0.2,
+        help="seconds of quiet after an edit before it is pushed (default %(default)s)",
+    )
+    _kubernetes_and_ca_flags(parser)
 
     def run(args: argparse.Namespace) -> int:
         from meshlib.controlplane import ControlPlane
+
+        source, ca = _source_and_ca(parser, args)
 
         done = threading.Event()
 
@@ -49,7 +70,14 @@ def _control_plane(parser: argparse.ArgumentParser) -> Handler:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            with ControlPlane(args.config, host=args.host, port=args.port) as cp:
+            with ControlPlane(
+                source,
+                host=args.host,
+                port=args.port,
+                ca=ca,
+                watch=args.watch,
+                debounce=args.debounce,
+            ) as cp:
                 print(f"meshlib control plane listening on {cp.address}", flush=True)
                 while not done.wait(0.5):
                     pass
@@ -60,6 +88,182 @@ def _control_plane(parser: argparse.ArgumentParser) -> Handler:
         return 0
 
     return run
+
+
+def _kubernetes_and_ca_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Kubernetes and certificates")
+    group.add_argument(
+        "--kubernetes", action="store_true", help="watch a live API server instead of --config"
+    )
+    group.add_argument(
+        "--kubeconfig", help="kubeconfig path (default: in-cluster or ~/.kube/config)"
+    )
+    group.add_argument("--kube-context", help="kubeconfig context to use")
+    group.add_argument(
+        "--watch-namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="only this namespace (repeatable; default all)",
+    )
+    group.add_argument(
+        "--ca-dir", help="create or load the mesh CA here (root-cert.pem, root-key.pem)"
+    )
+
+
+def _source_and_ca(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The control plane's source (files or Kubernetes) and CA, from the flags."""
+    from meshlib.controlplane import KubernetesSource
+
+    if bool(args.config) == bool(args.kubernetes):
+        parser.error("give one of --config DIR or --kubernetes")
+    source: Any = args.config
+    if args.kubernetes:
+        source = KubernetesSource(
+            kubeconfig=args.kubeconfig, context=args.kube_context, namespaces=args.namespaces
+        )
+    ca = _certificate_authority(parser, args.ca_dir) if args.ca_dir else None
+    if ca is not None:
+        print(f"meshlib certificate authority in {ca.directory}", flush=True)
+    return source, ca
+
+
+def _certificate_authority(
+    parser: argparse.ArgumentParser, directory: str, trust_domain: str = "cluster.local"
+) -> Any:
+    from meshlib.controlplane import CertificateAuthority, CertificateError
+
+    try:
+        return CertificateAuthority(directory, trust_domain=trust_domain)
+    except CertificateError as err:
+        parser.error(f"--ca-dir: {err}")
+
+
+@command("bootstrap", "print a workload's gRPC xDS bootstrap JSON (as istio-agent writes it)")
+def _bootstrap(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument("--xds", required=True, metavar="ADDR", help="control plane host:port")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--node-id", help="the node id, e.g. sidecar~IP~POD.NS~NS.svc.cluster.local")
+    who.add_argument("--pod", help="pod name: the node id is istio's sidecar~IP~POD.NS~...")
+    parser.add_argument(
+        "--namespace", help="the workload's namespace (default: from the node id or 'default')"
+    )
+    parser.add_argument("--ip", help="the workload's IP (default: from the node id or 127.0.0.1)")
+    parser.add_argument("--service-account", default="default", help="for the SPIFFE identity")
+    parser.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="a pod label (repeatable)"
+    )
+    parser.add_argument(
+        "--cert-dir",
+        default=ISTIO_CERT_DIR,
+        help="where the file_watcher provider reads certificates (default %(default)s)",
+    )
+    parser.add_argument(
+        "--ca-dir", help="issue the workload certificate from the CA here into --cert-dir"
+    )
+    parser.add_argument(
+        "--cert-ttl",
+        type=float,
+        default=86400.0,
+        help="certificate lifetime in seconds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--trust-domain", default="cluster.local", help="SPIFFE trust domain (default %(default)s)"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        labels = {}
+        for item in args.label:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                parser.error(f"--label: {item!r} is not KEY=VALUE")
+            labels[key] = value
+        bootstrap = build_bootstrap(
+            args.xds,
+            node_id=args.node_id,
+            pod=args.pod,
+            namespace=args.namespace,
+            ip=args.ip,
+            service_account=args.service_account,
+            labels=labels,
+            cert_dir=args.cert_dir,
+        )
+        if args.ca_dir:
+            from meshlib.controlplane import spiffe_id
+
+            ca = _certificate_authority(parser, args.ca_dir, args.trust_domain)
+            namespace = bootstrap["node"]["metadata"]["NAMESPACE"]
+            identity = spiffe_id(namespace, args.service_account, args.trust_domain)
+            files = ca.write_workload_files(identity, args.cert_dir, ttl=args.cert_ttl)
+            print(f"meshlib: wrote {identity} certificate to {files.cert_chain}", file=sys.stderr)
+        print(json.dumps(bootstrap, indent=2))
+        return 0
+
+    return run
+
+
+def build_bootstrap(
+    xds: str,
+    *,
+    node_id: str | None = None,
+    pod: str | None = None,
+    namespace: str | None = None,
+    ip: str | None = None,
+    service_account: str = "default",
+    labels: dict[str, str] | None = None,
+    cert_dir: str = ISTIO_CERT_DIR,
+    refresh_interval: str = "900s",
+) -> dict[str, Any]:
+    """A gRPC xDS bootstrap for one workload, shaped as istio-agent's grpc-agent writes it.
+
+    The node id is istio's ``sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`` (or
+    ``node_id``, whose ip and namespace then fill in what is not given); the metadata has
+    ``GENERATOR=grpc`` so istiod-style control planes send proxyless config; certificate
+    provider ``default`` is a ``file_watcher`` over ``cert_dir``'s istio file names.
+    """
+    if node_id is None and pod is None:
+        raise ValueError("bootstrap: give node_id or pod")
+    parts = node_id.split("~") if node_id else []
+    if len(parts) == 4 and parts[0] == "sidecar":  # sidecar~IP~POD.NS~NS.svc.cluster.local
+        ip = ip or parts[1]
+        namespace = namespace or parts[3].split(".", 1)[0]
+    ip = ip or "127.0.0.1"
+    namespace = namespace or "default"
+    node_id = node_id or f"sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local"
+    metadata: dict[str, Any] = {
+        "GENERATOR": "grpc",
+        "NAMESPACE": namespace,
+        "INSTANCE_IPS": ip,
+        "SERVICE_ACCOUNT": service_account,
+    }
+    if labels:
+        metadata["LABELS"] = dict(labels)
+    directory = os.path.abspath(cert_dir)
+    return {
+        "xds_servers": [
+            {
+                "server_uri": xds,
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": {"id": node_id, "metadata": metadata, "locality": {}},
+        "certificate_providers": {
+            "default": {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": os.path.join(directory, "cert-chain.pem"),
+                    "private_key_file": os.path.join(directory, "key.pem"),
+                    "ca_certificate_file": os.path.join(directory, "root-cert.pem"),
+                    "refresh_interval": refresh_interval,
+                },
+            }
+        },
+        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
+    }
+
+
+from . import _cli_status  # noqa: E402, F401 (registers status, config-dump)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

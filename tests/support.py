@@ -15,12 +15,12 @@ import yaml
 class UvicornThread:
     """Serve an ASGI app with a real uvicorn server on 127.0.0.1, in a thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, port: int = 0, **config: Any) -> None:
         # uvicorn binds port 0 itself: handing it a pre-bound socket made every request
         # on loopback take ~40 ms (seen here), a Nagle/delayed-ACK pattern.
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.port = 0
+        settings = {"log_level": "warning", "lifespan": "off", **config}
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **settings))
+        self.port = port
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> UvicornThread:

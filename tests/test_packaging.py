@@ -29,16 +29,20 @@ def test_public_names() -> None:
     import xds_client
 
     assert set(meshlib.__all__) == {
+        "AsyncMeshTransport",
         "BootstrapError",
         "Call",
+        "CircuitBreakerOpen",
         "Mesh",
         "MeshConnectError",
         "MeshError",
+        "MeshTimeoutError",
         "MeshTransport",
         "NoHealthyUpstream",
         "RouteNotFound",
         "Snapshot",
         "TargetNotResolved",
+        "UpstreamTimeout",
     }
     assert {"XdsClient", "load_bootstrap", "ResourceWatcher", "Bootstrap"} <= set(
         xds_client.__all__

@@ -7,9 +7,14 @@ Usable on its own; never imports meshlib::
 
     client = XdsClient(load_bootstrap())          # GRPC_XDS_BOOTSTRAP / _CONFIG
     cancel = client.watch(LISTENER, "reviews:9080", CallbackWatcher(print))
+    print(client.dump())                          # CSDS: per-resource status
+
+``xds_client.testing.ScriptedAdsServer`` is a real ADS server for tests, and
+``xds_client.builders`` builds valid resources to start from.
 """
 
 from ._bootstrap import (
+    Authority,
     Bootstrap,
     BootstrapError,
     CertificateProviderConfig,
@@ -18,17 +23,30 @@ from ._bootstrap import (
     ServerConfig,
     load_bootstrap,
 )
-from ._client import XdsClient
+from ._client import DEFAULT_RESOURCE_TYPES, XdsClient
+from ._connection import Backoff, XdsConnectionError
+from ._csds import CsdsServicer
+from ._names import (
+    XdstpName,
+    canonical_name,
+    listener_resource_name,
+    parse_xdstp,
+    server_listener_resource_name,
+)
 from ._transport import AdsStream, AdsTransport, GrpcAdsTransport, StreamClosed
 from ._watchers import CallbackWatcher, ResourceDoesNotExist, ResourceWatcher
 
 __all__ = [
+    "DEFAULT_RESOURCE_TYPES",
     "AdsStream",
     "AdsTransport",
+    "Authority",
+    "Backoff",
     "Bootstrap",
     "BootstrapError",
     "CallbackWatcher",
     "CertificateProviderConfig",
+    "CsdsServicer",
     "GrpcAdsTransport",
     "Locality",
     "Node",
@@ -37,5 +55,11 @@ __all__ = [
     "ServerConfig",
     "StreamClosed",
     "XdsClient",
+    "XdsConnectionError",
+    "XdstpName",
+    "canonical_name",
+    "listener_resource_name",
     "load_bootstrap",
+    "parse_xdstp",
+    "server_listener_resource_name",
 ]

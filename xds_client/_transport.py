@@ -1,6 +1,8 @@
-"""The ADS transport seam: a bidirectional DiscoveryRequest/DiscoveryResponse stream.
+"""The ADS transport seam: bidirectional request/response streams to a management server.
 
-The transport knows nothing of resource types; the client knows nothing of gRPC.
+The transport knows nothing of resource types; the client knows nothing of gRPC. A
+stream carries ``DiscoveryRequest``/``DiscoveryResponse`` (state of the world) or
+``DeltaDiscoveryRequest``/``DeltaDiscoveryResponse`` (incremental).
 """
 
 from __future__ import annotations
@@ -8,10 +10,10 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from ._bootstrap import ServerConfig
 
@@ -23,11 +25,11 @@ class StreamClosed(Exception):
 
 
 class AdsStream(Protocol):
-    def send(self, request: discovery_pb2.DiscoveryRequest) -> None:
+    def send(self, request: Any) -> None:
         """Queue a request; never blocks."""
         ...
 
-    def responses(self) -> Iterator[discovery_pb2.DiscoveryResponse]:
+    def responses(self) -> Iterator[Any]:
         """Responses until the stream ends; raises StreamClosed on failure."""
         ...
 
@@ -36,26 +38,29 @@ class AdsStream(Protocol):
 
 class AdsTransport(Protocol):
     def connect(self, server: ServerConfig) -> AdsStream:
-        """Open a new ADS stream to ``server``."""
+        """Open a new state-of-the-world ADS stream to ``server``."""
+        ...
+
+    def connect_delta(self, server: ServerConfig) -> AdsStream:
+        """Open a new incremental (delta) ADS stream to ``server``."""
         ...
 
     def close(self) -> None: ...
 
 
 class _GrpcStream:
-    def __init__(self, channel: grpc.Channel) -> None:
-        self._queue: queue.SimpleQueue[discovery_pb2.DiscoveryRequest | None] = queue.SimpleQueue()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        self._call = stub.StreamAggregatedResources(self._requests())
+    def __init__(self, method: Any) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._call = method(self._requests())
 
-    def _requests(self) -> Iterator[discovery_pb2.DiscoveryRequest]:
+    def _requests(self) -> Iterator[Any]:
         while (item := self._queue.get()) is not None:
             yield item
 
-    def send(self, request: discovery_pb2.DiscoveryRequest) -> None:
+    def send(self, request: Any) -> None:
         self._queue.put(request)
 
-    def responses(self) -> Iterator[discovery_pb2.DiscoveryResponse]:
+    def responses(self) -> Iterator[Any]:
         try:
             yield from self._call
         except grpc.RpcError as exc:
@@ -69,17 +74,27 @@ class _GrpcStream:
 
 
 class GrpcAdsTransport:
-    """ADS over grpcio, one channel per management server, reused across streams."""
+    """ADS over grpcio, one channel per management server, reused across streams.
+
+    ``server_uri`` is anything grpcio accepts as a target: ``host:port``,
+    ``unix:///path`` or ``unix:path``, ``dns:///host:port``.
+    """
 
     def __init__(self) -> None:
         self._channels: dict[tuple[str, str], grpc.Channel] = {}
 
-    def connect(self, server: ServerConfig) -> AdsStream:
+    def _stub(self, server: ServerConfig) -> Any:
         key = (server.server_uri, server.channel_creds_type)
         channel = self._channels.get(key)
         if channel is None:
             channel = self._channels[key] = _open_channel(server)
-        return _GrpcStream(channel)
+        return ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+
+    def connect(self, server: ServerConfig) -> AdsStream:
+        return _GrpcStream(self._stub(server).StreamAggregatedResources)
+
+    def connect_delta(self, server: ServerConfig) -> AdsStream:
+        return _GrpcStream(self._stub(server).DeltaAggregatedResources)
 
     def close(self) -> None:
         for channel in self._channels.values():
@@ -94,7 +109,14 @@ def _open_channel(server: ServerConfig) -> grpc.Channel:
 
         def read(key: str) -> bytes | None:
             path = cfg.get(key)
-            return Path(path).read_bytes() if path else None
+            if not path:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise StreamClosed(
+                    f"{server.server_uri}: channel_creds tls {key} {path}: {exc.strerror}"
+                ) from None
 
         creds = grpc.ssl_channel_credentials(
             read("ca_certificate_file"), read("private_key_file"), read("certificate_file")

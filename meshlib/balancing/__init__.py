@@ -1,8 +1,35 @@
-"""Load balancing: one module per policy, each a picker over an immutable endpoint set."""
+"""Load balancing: one module per policy, each a picker over an immutable endpoint set.
 
+``Balancer`` adds priorities, locality weights and panic above the policy's picker.
+Policies (``LbConfig.policy``): ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV,
+PICK_FIRST, and meshlib's opt-in PEAK_EWMA.
+"""
+
+from ._hashing import murmur_hash2, xxhash64
 from ._picker import Picker, PickerFactory
+from .balancer import HASH_POLICIES, POLICIES, Balancer, LocalityGroup
+from .least_request import LeastRequestPicker
+from .maglev import MaglevPicker
+from .peak_ewma import PeakEwmaPicker
+from .pick_first import PickFirstPicker
+from .random_pick import RandomPicker
+from .ring_hash import RingHashPicker
 from .round_robin import RoundRobinPicker
 
-POLICIES: dict[str, PickerFactory] = {"ROUND_ROBIN": RoundRobinPicker}
-
-__all__ = ["POLICIES", "Picker", "PickerFactory", "RoundRobinPicker"]
+__all__ = [
+    "HASH_POLICIES",
+    "POLICIES",
+    "Balancer",
+    "LeastRequestPicker",
+    "LocalityGroup",
+    "MaglevPicker",
+    "PeakEwmaPicker",
+    "PickFirstPicker",
+    "Picker",
+    "PickerFactory",
+    "RandomPicker",
+    "RingHashPicker",
+    "RoundRobinPicker",
+    "murmur_hash2",
+    "xxhash64",
+]

@@ -1,11 +1,21 @@
 """The embedded xDS control plane.
 
-Reads Kubernetes objects (Service, EndpointSlice) from YAML/JSON files, translates them
-into xDS resources named as istiod's proxyless-gRPC generator names them, and serves
-them over ADS (state of the world) to gRPC's xDS client, meshlib's ``xds_client`` or
-anything else that speaks xDS v3.
+Reads Kubernetes and Istio objects (Service, EndpointSlice, Endpoints, Pod,
+ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication,
+AuthorizationPolicy, Sidecar) from YAML/JSON files, translates them into xDS resources
+named as istiod names them, and serves them over ADS (state of the world and delta):
+API listeners to proxyless clients (gRPC's xDS client, meshlib's ``xds_client``),
+socket listeners, clusters, routes and SDS secrets to Envoy.
 """
 
+from ._ca import (
+    CertificateAuthority,
+    CertificateError,
+    WorkloadCertificate,
+    WorkloadCertRotator,
+    WorkloadFiles,
+    spiffe_id,
+)
 from ._cache import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -18,6 +28,23 @@ from ._cache import (
 )
 from ._controlplane import ControlPlane
 from ._events import AckEvent
+from ._istio_mesh import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    ServiceEntry,
+    Sidecar,
+    WorkloadEntry,
+)
+from ._istio_networking import VirtualService
+from ._istio_policy import DestinationRule
+from ._kubernetes import (
+    RESOURCE_KINDS,
+    Backoff,
+    KubernetesError,
+    KubernetesSource,
+    LiveSource,
+    ResourceKind,
+)
 from ._objects import (
     ConfigError,
     Endpoint,
@@ -26,34 +53,61 @@ from ._objects import (
     EndpointSlice,
     MeshObjects,
     ObjectRef,
+    Pod,
     Service,
     ServicePort,
 )
-from ._sources import FileSource, Source
+from ._sources import FileSource, LoadResult, Source
 from ._translate import cluster_name, translate
+from ._translate_tls import SECRET_TYPE
+from ._views import NodeView, node_view
 
 __all__ = [
     "CLUSTER_TYPE",
     "ENDPOINT_TYPE",
     "LISTENER_TYPE",
+    "RESOURCE_KINDS",
     "ROUTE_TYPE",
+    "SECRET_TYPE",
     "AckEvent",
+    "AuthorizationPolicy",
+    "Backoff",
+    "CertificateAuthority",
+    "CertificateError",
     "ConfigError",
     "ControlPlane",
+    "DestinationRule",
     "Endpoint",
     "EndpointConditions",
     "EndpointPort",
     "EndpointSlice",
     "FileSource",
+    "KubernetesError",
+    "KubernetesSource",
+    "LiveSource",
+    "LoadResult",
     "MeshObjects",
+    "NodeView",
     "ObjectRef",
+    "PeerAuthentication",
+    "Pod",
+    "ResourceKind",
     "Resources",
     "Service",
+    "ServiceEntry",
     "ServicePort",
+    "Sidecar",
     "Snapshot",
     "SnapshotCache",
     "Source",
     "VersionedSnapshotCache",
+    "VirtualService",
+    "WorkloadCertRotator",
+    "WorkloadCertificate",
+    "WorkloadEntry",
+    "WorkloadFiles",
     "cluster_name",
+    "node_view",
+    "spiffe_id",
     "translate",
 ]

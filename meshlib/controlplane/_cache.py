@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2
 
 __all__ = [
@@ -50,19 +51,36 @@ class Resources:
     ``shared`` is served to every node. ``by_namespace`` holds names that resolve
     differently per requesting node's namespace (the short ``name:port`` listeners);
     for a node in that namespace they are added to (and win over) ``shared``.
+
+    Optionally, ``render`` derives the full table for one node view (see
+    :class:`~meshlib.controlplane.NodeView`); ``inputs`` is what ``render`` depends on
+    beyond the tables (compared to decide whether anything changed); ``problems`` are
+    translation warnings to report.
     """
 
     shared: _Table = field(default_factory=dict)
     by_namespace: Mapping[str, _Table] = field(default_factory=dict)
+    render: Callable[[Any], _Table] | None = None
+    inputs: Any = None
+    problems: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Snapshot:
-    """One immutable, versioned view of every resource, packed as ``Any``."""
+    """One immutable, versioned view of every resource, packed as ``Any``.
+
+    Per-view tables (:meth:`resources_for`) are rendered on first use and kept for the
+    snapshot's lifetime, so every node with the same view shares them.
+    """
 
     version: str
     shared: _PackedTable = field(default_factory=dict)
     by_namespace: Mapping[str, _PackedTable] = field(default_factory=dict)
+    render: Callable[[Any], _Table] | None = None
+    inputs: Any = None
+    _views: dict[Any, _PackedTable] = field(default_factory=dict, repr=False)
+    _clusters: dict[Any, frozenset[str]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def resources(self, type_url: str, namespace: str | None = None) -> dict[str, any_pb2.Any]:
         """Resources of ``type_url`` as seen by a node in ``namespace``."""
@@ -70,6 +88,42 @@ class Snapshot:
         if namespace is not None:
             out.update(self.by_namespace.get(namespace, {}).get(type_url, {}))
         return out
+
+    def resources_for(self, view: Any, type_url: str) -> dict[str, any_pb2.Any]:
+        """Resources of ``type_url`` as served to a node with ``view`` (a NodeView)."""
+        if self.render is None:
+            return self.resources(type_url, getattr(view, "namespace", None))
+        with self._lock:
+            table = self._views.get(view)
+            if table is None:
+                table = self._views[view] = _pack_table(self.render(view))
+        return dict(table.get(type_url, {}))
+
+    def route_clusters(self, view: Any, route_names: frozenset[str]) -> frozenset[str]:
+        """Clusters named by the route configurations ``route_names`` of ``view``."""
+        key = (view, route_names)
+        with self._lock:
+            found = self._clusters.get(key)
+        if found is not None:
+            return found
+        routes = self.resources_for(view, ROUTE_TYPE)
+        names: set[str] = set()
+        for name in route_names:
+            packed = routes.get(name)
+            if packed is None:
+                continue
+            rc = route_pb2.RouteConfiguration()
+            packed.Unpack(rc)
+            for vh in rc.virtual_hosts:
+                for route in vh.routes:
+                    action = route.route
+                    if action.cluster:
+                        names.add(action.cluster)
+                    names.update(cw.name for cw in action.weighted_clusters.clusters)
+        found = frozenset(names)
+        with self._lock:
+            self._clusters[key] = found
+        return found
 
     def type_urls(self) -> list[str]:
         """Every type URL present, in :data:`PUSH_ORDER` first."""
@@ -135,10 +189,21 @@ class VersionedSnapshotCache:
         by_ns = {ns: t for ns, t in by_ns.items() if any(t.values())}
         with self._lock:
             current = self._snapshot
-            if _same(current.shared, shared) and _same_ns(current.by_namespace, by_ns):
+            if (
+                _same(current.shared, shared)
+                and _same_ns(current.by_namespace, by_ns)
+                and (current.render is None) == (resources.render is None)
+                and current.inputs == resources.inputs
+            ):
                 return current
             self._counter += 1
-            snap = Snapshot(version=str(self._counter), shared=shared, by_namespace=by_ns)
+            snap = Snapshot(
+                version=str(self._counter),
+                shared=shared,
+                by_namespace=by_ns,
+                render=resources.render,
+                inputs=resources.inputs,
+            )
             self._snapshot = snap
             waiters, self._waiters = self._waiters, []
         for loop, fut in waiters:

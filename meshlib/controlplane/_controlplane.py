@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
+import time
 from types import TracebackType
 from typing import Any
 
 from ._cache import Snapshot, SnapshotCache, VersionedSnapshotCache
 from ._events import AckEvent, EventLog
+from ._fields import ConfigError
 from ._objects import MeshObjects
 from ._server import XdsServer
-from ._sources import FileSource, Source
+from ._sources import FileSource, LoadResult, Source, assemble
 from ._translate import translate
 
 __all__ = ["ControlPlane"]
@@ -28,8 +31,13 @@ class ControlPlane:
     :class:`ConfigError` before anything listens) and again by :meth:`reload`. The
     gRPC server runs on its own thread, so every method is callable from sync code::
 
-        with ControlPlane("examples/demo/config") as cp:
+        with ControlPlane("examples/demo/config", watch=True) as cp:
             bootstrap = cp.bootstrap(namespace="default")
+
+    With ``watch=True`` the source's files are polled every ``poll_interval`` seconds;
+    an edit is applied once the files have been quiet for ``debounce`` seconds (so a
+    burst of writes is one push). ``ca`` (a ``CertificateAuthority``) lets Envoy nodes
+    fetch SDS certificates.
     """
 
     def __init__(
@@ -39,6 +47,10 @@ class ControlPlane:
         host: str = "127.0.0.1",
         port: int = 0,
         cache: SnapshotCache | None = None,
+        ca: Any = None,
+        watch: bool = False,
+        poll_interval: float = 0.2,
+        debounce: float = 0.1,
     ) -> None:
         self.source: Source = (
             FileSource(config) if isinstance(config, str | os.PathLike) else config
@@ -46,8 +58,18 @@ class ControlPlane:
         self.cache: SnapshotCache = cache if cache is not None else VersionedSnapshotCache()
         self.events = EventLog()
         self.objects = MeshObjects()
+        self.ca = ca
+        #: Problems of the last load or translation (rejected objects, unknown hosts).
+        self.problems: tuple[str, ...] = ()
+        self._good: dict[str, Any] = {}
         self._server = XdsServer(self.cache, self.events, host=host, port=port)
         self._started = False
+        self._watch = watch
+        self._poll_interval = poll_interval
+        self._debounce = debounce
+        self._stop_watch = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._reload_lock = threading.Lock()
 
     def __repr__(self) -> str:
         state = self.address if self._started else "stopped"
@@ -72,14 +94,31 @@ class ControlPlane:
         """Load the configuration, then start serving; returns ``self``."""
         if self._started:
             return self
+        fingerprint = self._fingerprint()
         self.reload()
         self._server.start()
         self._started = True
+        live = getattr(self.source, "watch", None)
+        if callable(live):  # a LiveSource tells us when its objects change
+            live(self._reload_quietly)
+        if self._watch:
+            self._stop_watch.clear()
+            self._watcher = threading.Thread(
+                target=self._watch_loop, args=(fingerprint,), name="meshlib-cp-watch", daemon=True
+            )
+            self._watcher.start()
         log.info("meshlib control plane on %s serving %r", self.address, self.source)
         return self
 
     def stop(self, grace: float = 1.0) -> None:
-        """End every xDS stream and stop the server."""
+        """Stop watching, end every xDS stream and stop the server."""
+        self._stop_watch.set()
+        if self._watcher is not None:
+            self._watcher.join(10)
+            self._watcher = None
+        close = getattr(self.source, "close", None)
+        if self._started and callable(close):
+            close()
         if self._started:
             self._server.stop(grace)
             self._started = False
@@ -98,13 +137,69 @@ class ControlPlane:
     def reload(self) -> Snapshot:
         """Re-read the source and push what changed.
 
-        On :class:`ConfigError` the previous configuration keeps serving.
+        Invalid objects are rejected one by one: the valid ones are applied and a
+        rejected object keeps its last good version (if it had one); then
+        :class:`ConfigError` lists every rejected object. If the source cannot be read
+        at all, nothing changes.
         """
-        objects = self.source.load()
-        snapshot = self.cache.set_resources(translate(objects))
-        self.objects = objects
+        with self._reload_lock:
+            load = getattr(self.source, "load_lenient", None)
+            if load is None:
+                result = LoadResult(_by_key(self.source.load()))
+            else:
+                result = load()
+                assert isinstance(result, LoadResult)
+            merged = dict(result.objects)
+            for key in result.rejected:
+                if key in self._good and key not in merged:
+                    merged[key] = self._good[key]
+            objects = assemble(merged)
+            resources = translate(objects, ca=self.ca)
+            snapshot = self.cache.set_resources(resources)
+            self._good, self.objects = merged, objects
+            self.problems = result.problems + resources.problems
         log.debug("snapshot version %s", snapshot.version)
+        if result.problems:
+            raise ConfigError("\n".join(result.problems), result.problems)
         return snapshot
+
+    def _fingerprint(self) -> object:
+        fingerprint = getattr(self.source, "fingerprint", None)
+        return fingerprint() if fingerprint is not None else None
+
+    def _watch_loop(self, seen: object) -> None:
+        while not self._stop_watch.wait(self._poll_interval):
+            current = self._fingerprint()
+            if current == seen:
+                continue
+            # Debounce: wait until the files stop changing, then apply them once.
+            while not self._stop_watch.wait(self._debounce):
+                latest = self._fingerprint()
+                if latest == current:
+                    break
+                current = latest
+            seen = current
+            self._reload_quietly()
+
+    def _reload_quietly(self) -> None:
+        try:
+            snapshot = self.reload()
+            log.info("config changed: snapshot version %s", snapshot.version)
+        except ConfigError as err:
+            log.error("config rejected (the rest keeps serving):\n%s", err)
+        except Exception:
+            log.exception("config reload failed")
+
+    def wait_for_version(self, version: int, timeout: float = 10.0) -> Snapshot:
+        """Block until the served snapshot's version is at least ``version``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.cache.snapshot()
+            if int(snap.version) >= version:
+                return snap
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"snapshot version {snap.version} < {version}")
+            time.sleep(0.02)
 
     def snapshot(self) -> Snapshot:
         """The snapshot currently served."""
@@ -168,3 +263,12 @@ class ControlPlane:
                 "metadata": {"GENERATOR": "grpc", "NAMESPACE": namespace},
             },
         }
+
+
+def _by_key(objects: MeshObjects) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for group in vars(objects).values():
+        for obj in group:
+            kind = "EndpointSlice" if type(obj).__name__ == "EndpointSlice" else type(obj).__name__
+            out[f"{kind} {obj.namespace}/{obj.name}"] = obj
+    return out

@@ -9,10 +9,30 @@ line a user would edit.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ._fields import DNS_LABEL as _DNS_LABEL
+from ._fields import ConfigError, object_id
+from ._fields import FieldError as _FieldError
+from ._fields import as_bool as _bool
+from ._fields import as_labels as _labels
+from ._fields import as_list as _list
+from ._fields import as_mapping as _mapping
+from ._fields import as_port as _port
+from ._fields import as_str as _str
+from ._fields import metadata as _metadata
+from ._fields import wrap as _wrap
+from ._istio_mesh import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    ServiceEntry,
+    Sidecar,
+    WorkloadEntry,
+)
+from ._istio_networking import VirtualService
+from ._istio_policy import DestinationRule
 
 __all__ = [
     "SERVICE_NAME_LABEL",
@@ -23,26 +43,19 @@ __all__ = [
     "EndpointSlice",
     "MeshObjects",
     "ObjectRef",
+    "Pod",
     "Service",
     "ServicePort",
     "object_id",
     "parse_endpoint_slice",
+    "parse_endpoints",
+    "parse_pod",
     "parse_service",
 ]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
-
-
-class ConfigError(ValueError):
-    """Configuration that cannot be loaded; ``problems`` holds one line per fault."""
-
-    def __init__(self, message: str, problems: tuple[str, ...] | None = None) -> None:
-        super().__init__(message)
-        self.problems: tuple[str, ...] = problems if problems is not None else (message,)
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,17 @@ class EndpointSlice:
     address_type: str
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[EndpointPort, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pod:
+    """The parts of a ``v1/Pod`` the mesh uses: labels (for subsets) and service account."""
+
+    name: str
+    namespace: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    service_account: str = "default"
 
 
 @dataclass(frozen=True)
@@ -135,6 +159,14 @@ class MeshObjects:
 
     services: tuple[Service, ...] = ()
     endpoint_slices: tuple[EndpointSlice, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    virtual_services: tuple[VirtualService, ...] = ()
+    destination_rules: tuple[DestinationRule, ...] = ()
+    service_entries: tuple[ServiceEntry, ...] = ()
+    workload_entries: tuple[WorkloadEntry, ...] = ()
+    peer_authentications: tuple[PeerAuthentication, ...] = ()
+    authorization_policies: tuple[AuthorizationPolicy, ...] = ()
+    sidecars: tuple[Sidecar, ...] = ()
 
     def slices_for(self, service: Service) -> tuple[EndpointSlice, ...]:
         """EndpointSlices labelled for ``service`` in its namespace."""
@@ -145,92 +177,11 @@ class MeshObjects:
         )
 
 
-class _FieldError(Exception):
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-
-
-def _mapping(value: Any, path: str, *, required: bool = False) -> Mapping[str, Any]:
-    if value is None:
-        if required:
-            raise _FieldError(path, "is required")
-        return {}
-    if not isinstance(value, Mapping):
-        raise _FieldError(path, "must be a mapping")
-    return value
-
-
-def _list(value: Any, path: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _FieldError(path, "must be a list")
-    return value
-
-
-def _str(value: Any, path: str, *, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise _FieldError(path, "is required")
-        return None
-    if not isinstance(value, str):
-        raise _FieldError(path, "must be a string")
-    return value
-
-
-def _bool(value: Any, path: str) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise _FieldError(path, "must be true or false")
-
-
-def _port(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise _FieldError(path, "must be an integer 1-65535")
-    return value
-
-
-def _dns(value: Any, path: str, pattern: re.Pattern[str], max_len: int) -> str:
-    text = _str(value, path, required=True)
-    assert text is not None
-    if len(text) > max_len or not pattern.match(text):
-        raise _FieldError(path, f"{text!r} is not a valid DNS name")
-    return text
-
-
 def _protocol(value: Any, path: str) -> str:
     proto = _str(value, path) or "TCP"
     if proto not in _PROTOCOLS:
         raise _FieldError(path, f"must be one of {', '.join(_PROTOCOLS)}")
     return proto
-
-
-def _labels(value: Any, path: str) -> dict[str, str]:
-    labels = _mapping(value, path)
-    out: dict[str, str] = {}
-    for key, val in labels.items():
-        out[str(key)] = _str(val, f"{path}[{key}]") or ""
-    return out
-
-
-def _metadata(doc: Mapping[str, Any]) -> tuple[str, str, dict[str, str]]:
-    meta = _mapping(doc.get("metadata"), "metadata", required=True)
-    name = _dns(meta.get("name"), "metadata.name", _DNS_SUBDOMAIN, 253)
-    namespace = _dns(meta.get("namespace", "default"), "metadata.namespace", _DNS_LABEL, 63)
-    return name, namespace, _labels(meta.get("labels"), "metadata.labels")
-
-
-def object_id(doc: Mapping[str, Any]) -> str:
-    """``<namespace>/<name>`` as well as a possibly malformed document allows."""
-    meta = doc.get("metadata")
-    if not isinstance(meta, Mapping):
-        return "<unnamed>"
-    ns = meta.get("namespace", "default")
-    return f"{ns}/{meta.get('name', '<unnamed>')}"
-
-
-def _wrap(kind: str, doc: Mapping[str, Any], err: _FieldError) -> ConfigError:
-    return ConfigError(f"{kind} {object_id(doc)}: {err}")
 
 
 def parse_service(doc: Mapping[str, Any]) -> Service:
@@ -349,6 +300,63 @@ def parse_endpoint_slice(doc: Mapping[str, Any]) -> EndpointSlice:
             address_type=address_type,
             endpoints=endpoints,
             ports=tuple(ports),
+            labels=labels,
         )
     except _FieldError as err:
         raise _wrap("EndpointSlice", doc, err) from None
+
+
+def parse_pod(doc: Mapping[str, Any]) -> Pod:
+    """Validate one ``kind: Pod`` document (only metadata and serviceAccountName are read)."""
+    try:
+        name, namespace, labels = _metadata(doc)
+        spec = _mapping(doc.get("spec"), "spec")
+        account = _str(spec.get("serviceAccountName"), "spec.serviceAccountName")
+        return Pod(name, namespace, labels, account or "default")
+    except _FieldError as err:
+        raise _wrap("Pod", doc, err) from None
+
+
+def parse_endpoints(doc: Mapping[str, Any]) -> EndpointSlice:
+    """Validate one ``kind: Endpoints`` (core v1) document, as an equivalent EndpointSlice.
+
+    ``subsets[].addresses`` become ready endpoints and ``notReadyAddresses`` not-ready
+    ones; the slice is labelled for the Service of the same name.
+    """
+    try:
+        name, namespace, labels = _metadata(doc)
+        endpoints: list[Endpoint] = []
+        ports: dict[str, EndpointPort] = {}
+        for i, raw in enumerate(_list(doc.get("subsets"), "subsets")):
+            path = f"subsets[{i}]"
+            subset = _mapping(raw, path, required=True)
+            for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+                for j, item in enumerate(_list(subset.get(key), f"{path}.{key}")):
+                    apath = f"{path}.{key}[{j}]"
+                    ip = _str(_mapping(item, apath).get("ip"), f"{apath}.ip", required=True)
+                    endpoint = _endpoint(
+                        {"addresses": [ip], "conditions": {"ready": ready}},
+                        apath,
+                        "IPv6" if ":" in str(ip) else "IPv4",
+                    )
+                    endpoints.append(endpoint)
+            for j, item in enumerate(_list(subset.get("ports"), f"{path}.ports")):
+                ppath = f"{path}.ports[{j}]"
+                port = _mapping(item, ppath, required=True)
+                pname = _str(port.get("name"), f"{ppath}.name") or ""
+                ports[pname] = EndpointPort(
+                    _port(port.get("port"), f"{ppath}.port"),
+                    pname,
+                    _protocol(port.get("protocol"), f"{ppath}.protocol"),
+                )
+        return EndpointSlice(
+            name=name,
+            namespace=namespace,
+            service_name=name,
+            address_type="IPv4",
+            endpoints=tuple(endpoints),
+            ports=tuple(ports.values()),
+            labels={**labels, SERVICE_NAME_LABEL: name},
+        )
+    except _FieldError as err:
+        raise _wrap("Endpoints", doc, err) from None

@@ -1,7 +1,8 @@
 """The ADS gRPC server: ``grpc.aio`` on its own thread and event loop.
 
-:class:`AdsServicer` runs one :class:`StreamState` per stream, merging the client's
-requests and the cache's new snapshots into one queue so responses leave in order.
+:class:`AdsServicer` runs one :class:`StreamState` (or :class:`DeltaStreamState`) per
+stream, merging the client's requests and the cache's new snapshots into one queue so
+responses leave in order.
 :class:`XdsServer` owns the thread, the loop and the ``grpc.aio`` server, so it can be
 started and stopped from synchronous code.
 """
@@ -20,6 +21,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from ._cache import Snapshot, SnapshotCache
+from ._delta import DeltaStreamState
 from ._events import EventLog
 from ._stream import StreamState
 
@@ -28,19 +30,20 @@ __all__ = ["AdsServicer", "XdsServer"]
 log = logging.getLogger(__name__)
 
 _EOF = object()
-_Item = object  # a DiscoveryRequest, a Snapshot, an exception or _EOF
+_Item = object  # a (Delta)DiscoveryRequest, a Snapshot, an exception or _EOF
+_State = StreamState | DeltaStreamState
 
 
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """State-of-the-world ADS over a :class:`SnapshotCache`."""
+    """ADS, state of the world and delta, over a :class:`SnapshotCache`."""
 
     def __init__(self, cache: SnapshotCache, events: EventLog) -> None:
         self._cache = cache
         self._events = events
         self._queues: set[asyncio.Queue[_Item]] = set()
-        self._states: set[StreamState] = set()
+        self._states: set[_State] = set()
 
-    def streams(self) -> list[StreamState]:
+    def streams(self) -> list[_State]:
         """The state of every open stream (read from the server's loop)."""
         return list(self._states)
 
@@ -54,9 +57,25 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        """Serve one ADS stream until the client or the server ends it."""
-        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        """Serve one state-of-the-world ADS stream until the client or the server ends it."""
         state = StreamState(snapshot=self._cache.snapshot(), events=self._events)
+        async for response in self._serve(state, request_iterator):
+            yield response
+
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        """Serve one incremental (delta) ADS stream until the client or the server ends it."""
+        state = DeltaStreamState(snapshot=self._cache.snapshot(), events=self._events)
+        async for response in self._serve(state, request_iterator):
+            yield response
+
+    async def _serve(
+        self, state: _State, request_iterator: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
         reader = asyncio.create_task(self._read(request_iterator, queue))
         watcher = asyncio.create_task(self._watch(state.snapshot.version, queue))
         self._queues.add(queue)
@@ -67,17 +86,17 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                 if item is _EOF:
                     break
                 if isinstance(item, Snapshot):
-                    responses = state.on_snapshot(item)
-                elif isinstance(item, discovery_pb2.DiscoveryRequest):
-                    responses = state.on_request(item)
+                    responses: list[Any] = state.on_snapshot(item)
+                elif isinstance(item, BaseException):
+                    raise item
                 else:
-                    raise item if isinstance(item, BaseException) else TypeError(item)
+                    responses = state.on_request(item)
                 for response in responses:
                     log.debug(
                         "node %s <- %s v%s nonce %s (%d resources)",
                         state.node_id,
                         response.type_url,
-                        response.version_info,
+                        state.snapshot.version,
                         response.nonce,
                         len(response.resources),
                     )
@@ -92,15 +111,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                     await task
             log.debug("node %s: stream closed", state.node_id)
 
-    async def DeltaAggregatedResources(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext
-    ) -> None:
-        """Delta xDS is not served yet."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not supported yet")
-
     async def _read(
         self,
-        requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        requests: AsyncIterator[Any],
         queue: asyncio.Queue[_Item],
     ) -> None:
         try:

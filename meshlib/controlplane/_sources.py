@@ -11,29 +11,70 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
+from ._fields import ConfigError, object_id
+from ._istio_mesh import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    ServiceEntry,
+    Sidecar,
+    WorkloadEntry,
+    parse_authorization_policy,
+    parse_peer_authentication,
+    parse_service_entry,
+    parse_sidecar,
+    parse_workload_entry,
+)
+from ._istio_networking import VirtualService, parse_virtual_service
+from ._istio_policy import DestinationRule, parse_destination_rule
 from ._objects import (
-    ConfigError,
     EndpointSlice,
     MeshObjects,
+    Pod,
     Service,
-    object_id,
     parse_endpoint_slice,
+    parse_endpoints,
+    parse_pod,
     parse_service,
 )
 
-__all__ = ["FileSource", "Source"]
+__all__ = ["FileSource", "LoadResult", "Source", "assemble"]
 
 log = logging.getLogger(__name__)
 
 _SUFFIXES = (".yaml", ".yml", ".json")
-_PARSERS: dict[str, Callable[[Mapping[str, Any]], Service | EndpointSlice]] = {
+# libyaml's parser when PyYAML was built with it (about 10x faster), else the Python one.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PARSERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "Service": parse_service,
     "EndpointSlice": parse_endpoint_slice,
+    "Endpoints": parse_endpoints,
+    "Pod": parse_pod,
+    "VirtualService": parse_virtual_service,
+    "DestinationRule": parse_destination_rule,
+    "ServiceEntry": parse_service_entry,
+    "WorkloadEntry": parse_workload_entry,
+    "PeerAuthentication": parse_peer_authentication,
+    "AuthorizationPolicy": parse_authorization_policy,
+    "Sidecar": parse_sidecar,
+}
+# MeshObjects field for each model type (Endpoints load as EndpointSlices).
+_FIELDS: dict[type, str] = {
+    Service: "services",
+    EndpointSlice: "endpoint_slices",
+    Pod: "pods",
+    VirtualService: "virtual_services",
+    DestinationRule: "destination_rules",
+    ServiceEntry: "service_entries",
+    WorkloadEntry: "workload_entries",
+    PeerAuthentication: "peer_authentications",
+    AuthorizationPolicy: "authorization_policies",
+    Sidecar: "sidecars",
 }
 
 
@@ -43,6 +84,29 @@ class Source(Protocol):
     def load(self) -> MeshObjects:
         """Read every object now; raise :class:`ConfigError` if any is invalid."""
         ...
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """A lenient load: the valid objects by ``"<Kind> <ns>/<name>"``, and the rejects.
+
+    ``problems`` holds one message per rejected object or file, naming the file, kind,
+    ``namespace/name`` and field; ``rejected`` the keys of the objects it names (so a
+    caller may keep serving their previous versions).
+    """
+
+    objects: Mapping[str, Any]
+    problems: tuple[str, ...] = ()
+    rejected: frozenset[str] = frozenset()
+
+
+def assemble(objects: Mapping[str, Any]) -> MeshObjects:
+    """Group models (as :class:`LoadResult` holds them) into :class:`MeshObjects`."""
+    groups: dict[str, list[Any]] = {name: [] for name in _FIELDS.values()}
+    for key in sorted(objects):
+        obj = objects[key]
+        groups[_FIELDS[type(obj)]].append(obj)
+    return MeshObjects(**{name: tuple(items) for name, items in groups.items()})
 
 
 class FileSource:
@@ -67,14 +131,45 @@ class FileSource:
             return [self.path]
         raise ConfigError(f"{self.path}: no such file or directory")
 
+    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """(path, mtime_ns, size) of every file: changes when an edit should be reloaded."""
+        out = []
+        try:
+            files = self.files()
+        except ConfigError:
+            return ()
+        for file in files:
+            try:
+                st = file.stat()
+            except OSError:
+                continue
+            out.append((str(file), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
     def load(self) -> MeshObjects:
         """Read and validate every object; all object errors are reported together."""
-        services: list[Service] = []
-        slices: list[EndpointSlice] = []
+        result = self.load_lenient()
+        if result.problems:
+            raise ConfigError("\n".join(result.problems), result.problems)
+        return assemble(result.objects)
+
+    def load_lenient(self) -> LoadResult:
+        """Read every object, skipping (and reporting) the invalid ones.
+
+        A file that cannot be read or parsed at all is one problem; a missing path
+        raises :class:`ConfigError`.
+        """
+        objects: dict[str, Any] = {}
         problems: list[str] = []
+        rejected: set[str] = set()
         seen: dict[str, Path] = {}
         for file in self.files():
-            for doc in _documents(file):
+            try:
+                docs = list(_documents(file))
+            except ConfigError as err:
+                problems.append(str(err))
+                continue
+            for doc in docs:
                 kind = doc.get("kind")
                 parser = _PARSERS.get(kind) if isinstance(kind, str) else None
                 if parser is None:
@@ -84,20 +179,16 @@ class FileSource:
                     obj = parser(doc)
                 except ConfigError as err:
                     problems.append(f"{file}: {err}")
+                    rejected.add(f"{kind} {object_id(doc)}")
                     continue
                 key = f"{kind} {obj.namespace}/{obj.name}"
                 if key in seen:
                     problems.append(f"{file}: {key}: already defined in {seen[key]}")
                     continue
                 seen[key] = file
-                if isinstance(obj, Service):
-                    services.append(obj)
-                else:
-                    slices.append(obj)
-        if problems:
-            raise ConfigError("\n".join(problems), tuple(problems))
-        log.debug("%s: %d services, %d endpoint slices", self.path, len(services), len(slices))
-        return MeshObjects(services=tuple(services), endpoint_slices=tuple(slices))
+                objects[key] = obj
+        log.debug("%s: %d objects, %d problems", self.path, len(objects), len(problems))
+        return LoadResult(objects, tuple(problems), frozenset(rejected))
 
 
 def _documents(file: Path) -> Iterator[Mapping[str, Any]]:
@@ -108,7 +199,7 @@ def _documents(file: Path) -> Iterator[Mapping[str, Any]]:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise ConfigError(f"{file}: cannot read: {reason}") from None
     try:
-        raw = [json.loads(text)] if file.suffix == ".json" else list(yaml.safe_load_all(text))
+        raw = [json.loads(text)] if file.suffix == ".json" else list(yaml.load_all(text, _LOADER))
     except json.JSONDecodeError as err:
         raise ConfigError(f"{file}: invalid JSON: {err}") from None
     except yaml.YAMLError as err:

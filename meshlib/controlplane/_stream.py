@@ -16,14 +16,20 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
-from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from ._cache import CLUSTER_TYPE, LISTENER_TYPE, PUSH_ORDER, Snapshot
+from ._cache import CLUSTER_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE, Snapshot
 from ._events import AckEvent, EventLog
+from ._views import NodeView, node_namespace, node_view
 
-__all__ = ["WILDCARD_TYPES", "StreamState", "node_namespace"]
+__all__ = [
+    "WILDCARD_TYPES",
+    "StreamState",
+    "next_nonce",
+    "node_namespace",
+    "record_verdict",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +40,9 @@ _NONCE_PREFIX = secrets.token_hex(4)
 _nonces = itertools.count(1)
 
 
-def _next_nonce() -> str:
+def next_nonce() -> str:
+    """A nonce unique to this process."""
     return f"{_NONCE_PREFIX}-{next(_nonces)}"
-
-
-def node_namespace(node: base_pb2.Node) -> str:
-    """The node's namespace: metadata ``NAMESPACE``, else from an istio-style node id."""
-    field_ = node.metadata.fields.get("NAMESPACE")
-    if field_ is not None and field_.string_value:
-        return str(field_.string_value)
-    parts = node.id.split("~")
-    if len(parts) == 4 and "." in parts[2]:
-        return str(parts[2].rsplit(".", 1)[1])
-    return "default"
 
 
 @dataclass
@@ -67,6 +63,7 @@ class StreamState:
     events: EventLog
     node_id: str = ""
     namespace: str = "default"
+    view: NodeView = field(default_factory=NodeView)
     _node_seen: bool = False
     _subs: dict[str, _Subscription] = field(default_factory=dict)
 
@@ -82,6 +79,7 @@ class StreamState:
             self._node_seen = True
             self.node_id = request.node.id
             self.namespace = node_namespace(request.node)
+            self.view = node_view(request.node)
         type_url = request.type_url
         if not type_url:
             log.warning("node %s: request without type_url ignored", self.node_id)
@@ -110,22 +108,48 @@ class StreamState:
         return [response] if response is not None else []
 
     def on_snapshot(self, snapshot: Snapshot) -> list[discovery_pb2.DiscoveryResponse]:
-        """Adopt a new snapshot; returns what changed for this stream, in push order."""
+        """Adopt a new snapshot; returns what changed for this stream, in push order.
+
+        The push is consistent: clusters are sent first, still holding the clusters
+        that are going away, then endpoints, listeners and routes, and only then the
+        final cluster list; so a client never holds a route naming a cluster it
+        does not have.
+        """
         self.snapshot = snapshot
         order = [t for t in PUSH_ORDER if t in self._subs]
         order += sorted(t for t in self._subs if t not in PUSH_ORDER)
         out: list[discovery_pb2.DiscoveryResponse] = []
+        clusters = self._subs.get(CLUSTER_TYPE)
+        removing = False
+        if clusters is not None and clusters.sent is not None:
+            new = self._select(CLUSTER_TYPE, clusters)
+            removing = bool(set(clusters.sent) - set(new))
+            if removing:
+                merged = {**clusters.sent, **new}
+                if merged != clusters.sent:
+                    out.append(self._response(CLUSTER_TYPE, clusters, merged))
+                order.remove(CLUSTER_TYPE)
         for type_url in order:
             response = self._respond(type_url, self._subs[type_url], subscribed=False)
+            if response is not None:
+                out.append(response)
+        if removing and clusters is not None:
+            response = self._respond(CLUSTER_TYPE, clusters, subscribed=False)
             if response is not None:
                 out.append(response)
         return out
 
     def _select(self, type_url: str, sub: _Subscription) -> dict[str, any_pb2.Any]:
-        available = self.snapshot.resources(type_url, self.namespace)
+        available = self.snapshot.resources_for(self.view, type_url)
         if sub.wildcard:
             return available
-        return {name: available[name] for name in sorted(sub.names) if name in available}
+        names = sub.names
+        routes = self._subs.get(ROUTE_TYPE)
+        if type_url == CLUSTER_TYPE and routes is not None:
+            # Also send the clusters this stream's routes name, before the client asks:
+            # a response to an older subscription must not look like their deletion.
+            names = names | self.snapshot.route_clusters(self.view, routes.names)
+        return {name: available[name] for name in sorted(names) if name in available}
 
     def _respond(
         self, type_url: str, sub: _Subscription, *, subscribed: bool
@@ -137,8 +161,13 @@ class StreamState:
                 return None
         elif selected == sub.sent or (not state_of_world and not selected):
             return None
+        return self._response(type_url, sub, selected)
+
+    def _response(
+        self, type_url: str, sub: _Subscription, selected: dict[str, any_pb2.Any]
+    ) -> discovery_pb2.DiscoveryResponse:
         sub.sent = selected
-        sub.nonce = _next_nonce()
+        sub.nonce = next_nonce()
         sub.version = self.snapshot.version
         return discovery_pb2.DiscoveryResponse(
             version_info=sub.version,
@@ -148,23 +177,28 @@ class StreamState:
         )
 
     def _record(self, request: discovery_pb2.DiscoveryRequest, sub: _Subscription) -> None:
-        nack = request.HasField("error_detail")
-        detail = request.error_detail.message if nack else None
-        if nack:
-            log.warning(
-                "node %s NACKed %s version %s: %s",
-                self.node_id,
-                request.type_url,
-                sub.version,
-                detail,
-            )
-        self.events.record(
-            AckEvent(
-                kind="NACK" if nack else "ACK",
-                node_id=self.node_id,
-                type_url=request.type_url,
-                version=sub.version,
-                nonce=sub.nonce,
-                error_detail=detail,
-            )
+        detail = request.error_detail.message if request.HasField("error_detail") else None
+        record_verdict(self.events, self.node_id, request.type_url, sub.version, sub.nonce, detail)
+
+
+def record_verdict(
+    events: EventLog,
+    node_id: str,
+    type_url: str,
+    version: str,
+    nonce: str,
+    error_detail: str | None,
+) -> None:
+    """Record a client's ACK (``error_detail`` None) or NACK of one response."""
+    if error_detail is not None:
+        log.warning("node %s NACKed %s version %s: %s", node_id, type_url, version, error_detail)
+    events.record(
+        AckEvent(
+            kind="NACK" if error_detail is not None else "ACK",
+            node_id=node_id,
+            type_url=type_url,
+            version=version,
+            nonce=nonce,
+            error_detail=error_detail,
         )
+    )

@@ -1,91 +1,56 @@
-"""Kubernetes objects -> xDS resources, named as istiod's proxyless-gRPC generator does.
+"""Kubernetes and Istio objects -> xDS resources, named as istiod's proxyless generator does.
 
-For every TCP port of every Service (FQDN ``<name>.<ns>.svc.cluster.local``):
+For every port of every Service (FQDN ``<name>.<ns>.svc.cluster.local``) and every
+ServiceEntry host:
 
 * Listeners ``<fqdn>:<port>``, ``<name>.<ns>.svc:<port>``, ``<name>.<ns>:<port>``, and
   ``<name>:<port>`` for nodes in the Service's namespace: API listeners whose
-  HttpConnectionManager fetches route configuration ``outbound|<port>||<fqdn>`` over ADS.
-* RouteConfiguration ``outbound|<port>||<fqdn>``: one virtual host, every alias with and
-  without the port, one ``prefix: "/"`` route to the cluster of the same name.
-* Cluster ``outbound|<port>||<fqdn>``: EDS over ADS, round robin.
-* ClusterLoadAssignment for that cluster, from every EndpointSlice of the Service.
+  HttpConnectionManager fetches route configuration ``outbound|<port>||<fqdn>`` over ADS
+  and runs the fault filter, then the router.
+* RouteConfiguration ``outbound|<port>||<fqdn>``: one virtual host (every alias with and
+  without the port), routes from the VirtualServices for the host, or one ``/`` route.
+* Clusters ``outbound|<port>|<subset>|<fqdn>`` (no subset and each DestinationRule
+  subset), with their ClusterLoadAssignments.
+* Server listeners ``xds.istio.io/grpc/lds/inbound/<ip>:<port>`` for every endpoint.
+
+That is the proxyless view; :func:`translate` also returns a renderer for the other
+views (grpcio, Sidecar-scoped, locality-aware, Envoy), see :mod:`._render`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from typing import Any
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import any_pb2
 
 from ._cache import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resources
-from ._objects import EndpointSlice, MeshObjects, Service, ServicePort
+from ._objects import MeshObjects
+from ._registry import MeshService, Registry
+from ._render import Renderer
+from ._rules import RuleIndex, cluster_name
+from ._translate_clusters import ads_source, build_cluster, build_load_assignment
+from ._translate_inbound import inbound_listeners
+from ._translate_routes import ROUTER_FILTER, http_filters, routes_for, vhost_domains
 
 __all__ = [
     "ROUTER_FILTER",
-    "build_cluster",
     "build_listener",
-    "build_load_assignment",
     "build_route_configuration",
     "cluster_name",
+    "http_filters",
     "listener_names",
     "translate",
     "vhost_domains",
 ]
 
 log = logging.getLogger(__name__)
-
-ROUTER_FILTER = "envoy.filters.http.router"
-_CONNECT_TIMEOUT = duration_pb2.Duration(seconds=10)
-
-
-def cluster_name(port: int, fqdn: str, subset: str = "") -> str:
-    """istiod's ``outbound|<port>|<subset>|<fqdn>``; also the route configuration name."""
-    return f"outbound|{port}|{subset}|{fqdn}"
-
-
-def listener_names(service: Service, port: int) -> tuple[list[str], list[str]]:
-    """(names valid from any namespace, names valid only inside the Service's namespace)."""
-    ns_qualified = [
-        f"{service.fqdn}:{port}",
-        f"{service.name}.{service.namespace}.svc:{port}",
-        f"{service.name}.{service.namespace}:{port}",
-    ]
-    return ns_qualified, [f"{service.name}:{port}"]
-
-
-def vhost_domains(service: Service, port: int) -> list[str]:
-    """Every host a client may dial for this port, with and without ``:<port>``."""
-    hosts = [
-        service.fqdn,
-        f"{service.name}.{service.namespace}.svc",
-        f"{service.name}.{service.namespace}",
-        service.name,
-    ]
-    if service.cluster_ip and service.cluster_ip != "None":
-        ip = service.cluster_ip
-        hosts.append(f"[{ip}]" if ":" in ip else ip)
-    out: list[str] = []
-    for host in hosts:
-        out += [host, f"{host}:{port}"]
-    return out
-
-
-def _ads() -> config_source_pb2.ConfigSource:
-    return config_source_pb2.ConfigSource(
-        ads=config_source_pb2.AggregatedConfigSource(),
-        resource_api_version=config_source_pb2.V3,
-    )
 
 
 def _pack(msg: object) -> any_pb2.Any:
@@ -94,13 +59,19 @@ def _pack(msg: object) -> any_pb2.Any:
     return out
 
 
+def listener_names(service: MeshService, port: int) -> tuple[list[str], list[str]]:
+    """(names valid from any namespace, names valid only inside the service's namespace)."""
+    aliases = service.aliases()
+    if service.short_name is None:
+        return [f"{a}:{port}" for a in aliases], []
+    return [f"{a}:{port}" for a in aliases[:-1]], [f"{aliases[-1]}:{port}"]
+
+
 def build_listener(name: str, route_config_name: str) -> listener_pb2.Listener:
     """An API listener whose HttpConnectionManager fetches ``route_config_name`` by RDS."""
     hcm = hcm_pb2.HttpConnectionManager(
-        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config_name),
-        http_filters=[
-            hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=_pack(router_pb2.Router())),
-        ],
+        rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=route_config_name),
+        http_filters=http_filters(),
     )
     return listener_pb2.Listener(
         name=name, api_listener=api_listener_pb2.ApiListener(api_listener=_pack(hcm))
@@ -108,130 +79,57 @@ def build_listener(name: str, route_config_name: str) -> listener_pb2.Listener:
 
 
 def build_route_configuration(
-    name: str, vhost_name: str, domains: list[str], cluster: str
+    name: str, vhost_name: str, domains: list[str], routes: list[route_components_pb2.Route]
 ) -> route_pb2.RouteConfiguration:
-    """One virtual host, one catch-all route to ``cluster``."""
-    route = route_components_pb2.Route(
-        match=route_components_pb2.RouteMatch(prefix="/"),
-        route=route_components_pb2.RouteAction(cluster=cluster),
-    )
-    vhost = route_components_pb2.VirtualHost(name=vhost_name, domains=domains, routes=[route])
+    """One virtual host holding ``routes``."""
+    vhost = route_components_pb2.VirtualHost(name=vhost_name, domains=domains, routes=routes)
     return route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost])
 
 
-def build_cluster(name: str) -> cluster_pb2.Cluster:
-    """An EDS cluster (endpoints over ADS, service_name = cluster name), round robin."""
-    return cluster_pb2.Cluster(
-        name=name,
-        type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
-            eds_config=_ads(), service_name=name
-        ),
-        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
-        connect_timeout=_CONNECT_TIMEOUT,
-    )
+def translate(objects: MeshObjects, *, ca: Any = None) -> Resources:
+    """Every resource of the proxyless view, plus a renderer for every other view.
 
-
-def _slice_port(svc_port: ServicePort, n_service_ports: int, eps: EndpointSlice) -> int | None:
-    for p in eps.ports:
-        if p.name == svc_port.name and p.port is not None:
-            return p.port
-    if not svc_port.name:
-        if len(eps.ports) == 1 and n_service_ports == 1 and eps.ports[0].port is not None:
-            return eps.ports[0].port
-        if isinstance(svc_port.target_port, int):
-            return svc_port.target_port
-        if svc_port.target_port is None and not eps.ports:
-            return svc_port.port
-    return None
-
-
-def build_load_assignment(
-    name: str, service: Service, svc_port: ServicePort, slices: Iterable[EndpointSlice]
-) -> endpoint_pb2.ClusterLoadAssignment:
-    """Merge the Service's EndpointSlices into one locality per zone.
-
-    Ready endpoints are HEALTHY; terminating ones still serving are DRAINING; the rest
-    are left out. A locality's weight is its number of endpoints, so traffic spreads
-    evenly per endpoint across zones.
+    ``ca`` (a :class:`~meshlib.controlplane._ca.CertificateAuthority`) enables SDS
+    secrets for Envoy nodes. Problems found while resolving VirtualService and
+    DestinationRule hosts and subsets are in ``Resources.problems``.
     """
-    by_zone: dict[str, list[endpoint_components_pb2.LbEndpoint]] = defaultdict(list)
-    seen: set[tuple[str, int]] = set()
-    for eps in slices:
-        if eps.address_type == "FQDN":
-            log.debug("%s: skipping FQDN EndpointSlice %s", name, eps.name)
-            continue
-        port = _slice_port(svc_port, len(service.ports), eps)
-        if port is None:
-            log.debug("%s: EndpointSlice %s has no port %r", name, eps.name, svc_port.name)
-            continue
-        for ep in eps.endpoints:
-            cond = ep.conditions
-            if cond.is_ready:
-                status = health_check_pb2.HEALTHY
-            elif cond.terminating and cond.serving is not False:
-                status = health_check_pb2.DRAINING
-            else:
-                continue
-            for address in ep.addresses:
-                if (address, port) in seen:
-                    continue
-                seen.add((address, port))
-                by_zone[ep.zone or ""].append(
-                    endpoint_components_pb2.LbEndpoint(
-                        endpoint=endpoint_components_pb2.Endpoint(
-                            address=address_pb2.Address(
-                                socket_address=address_pb2.SocketAddress(
-                                    address=address, port_value=port
-                                )
-                            )
-                        ),
-                        health_status=status,
-                        load_balancing_weight=wrappers_pb2.UInt32Value(value=1),
-                    )
-                )
-    localities = [
-        endpoint_components_pb2.LocalityLbEndpoints(
-            locality=base_pb2.Locality(region="", zone=zone),
-            lb_endpoints=endpoints,
-            load_balancing_weight=wrappers_pb2.UInt32Value(value=len(endpoints)),
-        )
-        for zone, endpoints in sorted(by_zone.items())
-    ]
-    return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=localities)
-
-
-def translate(objects: MeshObjects) -> Resources:
-    """Every Listener, RouteConfiguration, Cluster and ClusterLoadAssignment."""
-    listeners: dict[str, listener_pb2.Listener] = {}
-    routes: dict[str, route_pb2.RouteConfiguration] = {}
-    clusters: dict[str, cluster_pb2.Cluster] = {}
-    assignments: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
-    short: dict[str, dict[str, listener_pb2.Listener]] = defaultdict(dict)
-    for service in objects.services:
-        slices = objects.slices_for(service)
-        for svc_port in service.ports:
-            if svc_port.protocol != "TCP":
-                log.debug("%s: skipping %s port %d", service.fqdn, svc_port.protocol, svc_port.port)
-                continue
-            port = svc_port.port
-            name = cluster_name(port, service.fqdn)
-            qualified, local = listener_names(service, port)
+    registry = Registry(objects)
+    index = RuleIndex(registry)
+    tables: dict[str, dict[str, Any]] = {t: {} for t in (LISTENER_TYPE, ROUTE_TYPE)}
+    tables[CLUSTER_TYPE], tables[ENDPOINT_TYPE] = {}, {}
+    short: dict[str, dict[str, Any]] = defaultdict(dict)
+    owners: dict[str, str] = {}  # resource name -> service hostname (for Sidecar scoping)
+    for svc in registry.services.values():
+        for port_info in svc.ports:
+            port = port_info.number
+            name = cluster_name(port, svc.hostname)
+            qualified, local = listener_names(svc, port)
             for lname in qualified:
-                listeners[lname] = build_listener(lname, name)
+                tables[LISTENER_TYPE][lname] = build_listener(lname, name)
+                owners[lname] = svc.hostname
             for lname in local:
-                short[service.namespace][lname] = build_listener(lname, name)
-            routes[name] = build_route_configuration(
-                name, f"{service.fqdn}:{port}", vhost_domains(service, port), name
+                short[svc.namespace][lname] = build_listener(lname, name)
+                owners[lname] = svc.hostname
+            tables[ROUTE_TYPE][name] = build_route_configuration(
+                name,
+                f"{svc.hostname}:{port}",
+                vhost_domains(svc, port),
+                routes_for(index, svc, port),
             )
-            clusters[name] = build_cluster(name)
-            assignments[name] = build_load_assignment(name, service, svc_port, slices)
+            owners[name] = svc.hostname
+    for svc, port, subset in index.clusters():
+        name = cluster_name(port, svc.hostname, subset.name if subset else "")
+        tables[CLUSTER_TYPE][name] = build_cluster(index, svc, port, subset, envoy=False)
+        tables[ENDPOINT_TYPE][name] = build_load_assignment(
+            index, svc, port, subset, resolve_dns=True
+        )
+        owners[name] = svc.hostname
+    tables[LISTENER_TYPE].update(inbound_listeners(registry))
+    renderer = Renderer(index, tables, dict(short), owners, ca)
     return Resources(
-        shared={
-            LISTENER_TYPE: listeners,
-            ROUTE_TYPE: routes,
-            CLUSTER_TYPE: clusters,
-            ENDPOINT_TYPE: assignments,
-        },
+        shared=tables,
         by_namespace={ns: {LISTENER_TYPE: named} for ns, named in short.items()},
+        render=renderer.render,
+        inputs=objects,
+        problems=tuple(index.problems),
     )

@@ -107,7 +107,12 @@ class AdsClient:
     def __init__(self, address: str, node_id: str, namespace: str = "default") -> None:
         self.node = base_pb2.Node(id=node_id)
         self.node.metadata.CopyFrom(
-            struct_pb2.Struct(fields={"NAMESPACE": struct_pb2.Value(string_value=namespace)})
+            struct_pb2.Struct(
+                fields={
+                    "NAMESPACE": struct_pb2.Value(string_value=namespace),
+                    "GENERATOR": struct_pb2.Value(string_value="grpc"),
+                }
+            )
         )
         self._first = True
         self._requests: queue.Queue[discovery_pb2.DiscoveryRequest | None] = queue.Queue()

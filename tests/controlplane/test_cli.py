@@ -75,3 +75,23 @@ def test_port_in_use_exits_1(config_dir: Path) -> None:
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
     assert f"meshlib: cannot listen on 127.0.0.1:{running.port}" in err
+
+
+def test_control_plane_pushes_config_edits_live(config_dir: Path) -> None:
+    proc = _start("control-plane", "--config", str(config_dir), "--port", "0", "--debounce", "0.05")
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().rsplit(" ", 1)[1].strip()
+        client = AdsClient(address, "cli-watch")
+        try:
+            client.send(CLUSTER_TYPE)
+            first = client.recv()
+            assert len(first.resources) == 2
+            client.ack(first)
+            (config_dir / "ratings.yml").unlink()
+            assert len(client.recv(timeout=10).resources) == 1
+        finally:
+            client.close()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

@@ -12,7 +12,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
 from meshlib.controlplane import (
     CLUSTER_TYPE,
@@ -213,15 +213,6 @@ def test_stop_ends_streams_cleanly(config_dir: Path) -> None:
     finally:
         client.close()
         cp.stop()
-
-
-def test_delta_is_unimplemented(control_plane: ControlPlane) -> None:
-    with grpc.insecure_channel(control_plane.address) as channel:
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        call = stub.DeltaAggregatedResources(iter([discovery_pb2.DeltaDiscoveryRequest()]))
-        with pytest.raises(grpc.RpcError) as info:
-            next(call)
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_bad_config_fails_before_listening(tmp_path: Path) -> None:

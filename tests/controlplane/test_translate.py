@@ -62,6 +62,10 @@ def test_resource_names(config_dir: Path) -> None:
         "reviews.default.svc.cluster.local:9080",
         "reviews.default.svc:9080",
         "reviews.default:9080",
+        # server listeners, one per endpoint, as a gRPC xDS server asks for them
+        "xds.istio.io/grpc/lds/inbound/127.0.0.1:19081",
+        "xds.istio.io/grpc/lds/inbound/127.0.0.1:19082",
+        "xds.istio.io/grpc/lds/inbound/127.0.0.2:29090",
     ]
     assert sorted(resources.by_namespace["default"][LISTENER_TYPE]) == [
         "ratings:9090",
@@ -96,8 +100,11 @@ def test_listener_is_api_listener_with_rds_over_ads(config_dir: Path) -> None:
         assert hcm.rds.route_config_name == CLUSTER
         assert hcm.rds.config_source.WhichOneof("config_source_specifier") == "ads"
         assert hcm.rds.config_source.resource_api_version == config_source_pb2.V3
-        assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.router"]
-        assert hcm.http_filters[0].typed_config.Is(router_pb2.Router.DESCRIPTOR)
+        assert [f.name for f in hcm.http_filters] == [
+            "envoy.filters.http.fault",
+            "envoy.filters.http.router",
+        ]
+        assert hcm.http_filters[1].typed_config.Is(router_pb2.Router.DESCRIPTOR)
 
 
 def test_route_configuration(config_dir: Path) -> None:

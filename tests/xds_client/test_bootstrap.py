@@ -24,7 +24,10 @@ GOOD = {
         "metadata": {"GENERATOR": "grpc"},
     },
     "certificate_providers": {
-        "default": {"plugin_name": "file_watcher", "config": {"certificate_file": "/c.pem"}}
+        "default": {
+            "plugin_name": "file_watcher",
+            "config": {"certificate_file": "/c.pem", "private_key_file": "/k.pem"},
+        }
     },
     "unknown_field": "ignored",
 }

@@ -1,9 +1,42 @@
 """Resource types: decode and validate xDS resources into immutable, typed models."""
 
 from ._base import ResourceError, ResourceType
-from .cluster import ClusterResource, ClusterType
-from .endpoints import Endpoint, EndpointsResource, EndpointsType, LocalityEndpoints
-from .listener import HttpFilter, ListenerResource, ListenerType
+from ._tls import (
+    CertificateProviderInstance,
+    DataSource,
+    DownstreamTls,
+    SanMatcher,
+    TlsCertificate,
+    ValidationContext,
+)
+from ._upstream_tls import UpstreamTls
+from .cluster import (
+    PEAK_EWMA_TYPE_URL,
+    CircuitThresholds,
+    ClusterResource,
+    ClusterType,
+    LbConfig,
+    OutlierDetection,
+    RetryBudget,
+)
+from .endpoints import (
+    DropOverload,
+    Endpoint,
+    EndpointsResource,
+    EndpointsType,
+    LocalityEndpoints,
+)
+from .listener import (
+    CidrRange,
+    FaultConfig,
+    FilterChain,
+    FilterChainMatch,
+    HttpConnectionManager,
+    HttpFilter,
+    ListenerResource,
+    ListenerType,
+    RbacConfig,
+)
 from .route import (
     ClusterWeight,
     RouteAction,
@@ -13,33 +46,57 @@ from .route import (
     RouteMatch,
     VirtualHost,
 )
+from .secret import SecretResource, SecretType
 
 LISTENER = ListenerType()
 ROUTE_CONFIG = RouteConfigType()
 CLUSTER = ClusterType()
 ENDPOINTS = EndpointsType()
+SECRET = SecretType()
 
 __all__ = [
     "CLUSTER",
     "ENDPOINTS",
     "LISTENER",
+    "PEAK_EWMA_TYPE_URL",
     "ROUTE_CONFIG",
+    "SECRET",
+    "CertificateProviderInstance",
+    "CidrRange",
+    "CircuitThresholds",
     "ClusterResource",
     "ClusterType",
     "ClusterWeight",
+    "DataSource",
+    "DownstreamTls",
+    "DropOverload",
     "Endpoint",
     "EndpointsResource",
     "EndpointsType",
+    "FaultConfig",
+    "FilterChain",
+    "FilterChainMatch",
+    "HttpConnectionManager",
     "HttpFilter",
+    "LbConfig",
     "ListenerResource",
     "ListenerType",
     "LocalityEndpoints",
+    "OutlierDetection",
+    "RbacConfig",
     "ResourceError",
     "ResourceType",
+    "RetryBudget",
     "RouteAction",
     "RouteConfigResource",
     "RouteConfigType",
     "RouteEntry",
     "RouteMatch",
+    "SanMatcher",
+    "SecretResource",
+    "SecretType",
+    "TlsCertificate",
+    "UpstreamTls",
+    "ValidationContext",
     "VirtualHost",
 ]

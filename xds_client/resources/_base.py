@@ -7,7 +7,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
-__all__ = ["ResourceError", "ResourceType", "duration_seconds", "unpack"]
+__all__ = ["ResourceError", "ResourceType", "duration_seconds", "unpack", "unpack_nested"]
 
 R_co = TypeVar("R_co", covariant=True)
 M = TypeVar("M", bound=Message)
@@ -59,6 +59,19 @@ def unpack(resource: any_pb2.Any, cls: type[M], type_name: str, name: str = "") 
         msg.ParseFromString(resource.value)
     except DecodeError as exc:
         raise ResourceError(type_name, name, "", f"cannot decode protobuf: {exc}") from None
+    return msg
+
+
+def unpack_nested(resource: Any, cls: type[M], error: ResourceError) -> M:
+    """Unpack a nested ``Any`` (a filter or transport socket config) into ``cls``;
+    raise ``error`` if its type differs or its bytes do not decode."""
+    msg: M = cls()
+    try:
+        ok = resource.Unpack(msg)
+    except DecodeError:
+        ok = False
+    if not ok:
+        raise error
     return msg
 
 

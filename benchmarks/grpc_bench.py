@@ -1,0 +1,252 @@
+"""gRPC unary QPS and p99: plain grpcio vs meshlib's channel vs grpcio's own xDS channel.
+
+Same backend (a grpc.server in its own process), same run, interleaved rounds; the
+control plane runs in its own process too. Sequential (sync, one caller) and 50
+concurrent calls on grpc.aio. ``python -m benchmarks.grpc_bench [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from ._harness import (
+    Measurement,
+    Row,
+    Variant,
+    check,
+    measure_interleaved,
+    percentile,
+    row,
+    start_control_plane,
+    wait_until,
+)
+
+__all__ = ["run"]
+
+TARGET = "echo.default.svc.cluster.local:7070"
+METHOD = "/test.Echo/Echo"
+SERVER = textwrap.dedent(
+    """
+    import sys, time
+    from concurrent import futures
+    import grpc
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    handler = grpc.method_handlers_generic_handler(
+        "test.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda r, c: b"ok")})
+    server.add_generic_rpc_handlers((handler,))
+    print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+    server.start()
+    sys.stdin.read()
+    """
+)
+
+
+def _config(directory: Path, port: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "echo.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: echo, namespace: default}}
+            spec:
+              ports: [{{name: grpc, port: 7070, targetPort: 7070, appProtocol: grpc}}]
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata:
+              name: echo-0
+              namespace: default
+              labels: {{kubernetes.io/service-name: echo}}
+            addressType: IPv4
+            endpoints:
+            - addresses: [127.0.0.1]
+              conditions: {{ready: true}}
+            ports: [{{name: grpc, port: {port}, protocol: TCP}}]
+            """
+        )
+    )
+
+
+def _start_server(stack: contextlib.ExitStack) -> int:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    stack.callback(lambda: (proc.kill(), proc.wait()))
+    assert proc.stdout is not None
+    return int(proc.stdout.readline())
+
+
+def _bootstrap(address: str) -> dict[str, Any]:
+    return {
+        "xds_servers": [
+            {
+                "server_uri": address,
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": {
+            "id": "sidecar~127.0.0.1~bench.default~default.svc.cluster.local",
+            "metadata": {"GENERATOR": "grpc", "NAMESPACE": "default"},
+        },
+    }
+
+
+async def _aio_round(
+    call: Callable[[], Awaitable[Any]], seconds: float, workers: int
+) -> Measurement:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    clock = time.perf_counter
+
+    async def worker() -> None:
+        while (now := clock()) < deadline:
+            await call()
+            latencies.append(clock() - now)
+
+    start = clock()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return Measurement(len(latencies), clock() - start, 0.0, 0.0, latencies)
+
+
+async def _aio_bench(
+    variants: dict[str, Callable[[], Awaitable[Any]]], rounds: int, seconds: float, workers: int
+) -> dict[str, Measurement]:
+    for call in variants.values():
+        await _aio_round(call, seconds / 2, workers)  # warm-up
+    totals = {name: Measurement() for name in variants}
+    names = list(variants)
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            m = await _aio_round(variants[name], seconds, workers)
+            t = totals[name]
+            t.requests += m.requests
+            t.seconds += m.seconds
+            t.latencies += m.latencies
+    return totals
+
+
+def _rows(group: str, results: dict[str, Measurement], note: str) -> list[Row]:
+    plain = results["plain grpcio"]
+    out: list[Row] = []
+    for name, m in results.items():
+        out.append(
+            row(
+                f"{group}: {name} QPS",
+                round(m.throughput, 1),
+                "req/s",
+                group=group,
+                variant=name,
+                metric="QPS",
+                note=note,
+            )
+        )
+        out.append(
+            row(
+                f"{group}: {name} p99",
+                round(percentile(m.latencies, 99) * 1000, 3),
+                "ms",
+                group=group,
+                variant=name,
+                metric="p99 ms",
+            )
+        )
+    ratio = results["meshlib"].throughput / plain.throughput if plain.throughput else None
+    target, passed = check(ratio, ">=", 0.9, "x")
+    out.append(
+        row(
+            f"{group}: meshlib QPS vs plain grpcio",
+            ratio and round(ratio, 3),
+            "x",
+            target=target,
+            passed=passed,
+            group=group,
+            variant="meshlib",
+            metric="vs plain",
+        )
+    )
+    xds = results.get("grpcio xDS")
+    if xds is not None and plain.throughput:
+        out.append(
+            row(
+                f"{group}: grpcio xDS QPS vs plain grpcio",
+                round(xds.throughput / plain.throughput, 3),
+                "x",
+                group=group,
+                variant="grpcio xDS",
+                metric="vs plain",
+            )
+        )
+    return out
+
+
+def run(quick: bool) -> list[Row]:
+    """Rows: QPS and p99 per client, and meshlib's QPS as a ratio of plain grpcio's."""
+    from meshlib import Mesh
+
+    rounds, seconds = (2, 0.6) if quick else (5, 2.0)
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        port = _start_server(stack)
+        _config(work / "config", port)
+        address = start_control_plane(stack, work / "config")
+        bootstrap = _bootstrap(address)
+        os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = json.dumps(bootstrap)  # grpcio's own xDS
+        mesh = stack.enter_context(Mesh(bootstrap=bootstrap))
+
+        plain = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        meshed = stack.enter_context(mesh.grpc_channel(f"xds:///{TARGET}"))
+        xds = stack.enter_context(grpc.insecure_channel(f"xds:///{TARGET}"))
+        calls = {
+            "plain grpcio": plain.unary_unary(METHOD),
+            "meshlib": meshed.unary_unary(METHOD),
+            "grpcio xDS": xds.unary_unary(METHOD),
+        }
+        for name, fn in calls.items():
+            wait_until(lambda fn=fn: fn(b"x", timeout=5) == b"ok", f"{name} first call")
+        seq = measure_interleaved(
+            [Variant(n, lambda fn=fn: fn(b"x", timeout=5)) for n, fn in calls.items()],
+            rounds=rounds,
+            round_seconds=seconds,
+            warmup_seconds=seconds / 2,
+        )
+        rows = _rows("gRPC unary, sequential (sync)", seq, "one caller, same backend process")
+
+        async def concurrent() -> dict[str, Measurement]:
+            channels = {
+                "plain grpcio": grpc.aio.insecure_channel(f"127.0.0.1:{port}"),
+                "meshlib": mesh.grpc_aio_channel(f"xds:///{TARGET}"),
+                "grpcio xDS": grpc.aio.insecure_channel(f"xds:///{TARGET}"),
+            }
+            fns = {n: c.unary_unary(METHOD) for n, c in channels.items()}
+            variants = {n: (lambda fn=fn: fn(b"x", timeout=5)) for n, fn in fns.items()}
+            try:
+                return await _aio_bench(variants, rounds, seconds, 50)
+            finally:
+                for c in channels.values():
+                    await c.close()
+
+        aio = asyncio.run(concurrent())
+        rows += _rows("gRPC unary, 50 concurrent (aio)", aio, "50 tasks on one event loop")
+        return rows
+
+
+if __name__ == "__main__":
+    for r in run("--quick" in sys.argv):
+        print(json.dumps(r))

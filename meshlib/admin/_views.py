@@ -1,0 +1,255 @@
+"""What the admin endpoints show, computed from the live mesh on each request.
+
+Cluster and endpoint figures come from the state the data path keeps anyway (endpoint
+counters, the cluster circuit breaker, outlier ejection), so they are right whether or
+not the adapters report to the telemetry seam; latency percentiles come from the
+telemetry registry when attempts are reported there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from ..telemetry import Sample, Telemetry
+from ._config_dump import ENDPOINTS, client_dump, resource_status, xds_client_of
+
+__all__ = ["clusters_json", "clusters_text", "ready", "snapshot_samples", "xds_json"]
+
+_Locality = tuple[str, str, str, int]
+
+
+def _localities(dump: Any) -> dict[str, dict[str, _Locality]]:
+    """EDS name -> endpoint address -> (region, zone, sub_zone, priority)."""
+    out: dict[str, dict[str, _Locality]] = {}
+    if dump is None:
+        return out
+    for c in dump.generic_xds_configs:
+        if c.type_url != ENDPOINTS or not c.HasField("xds_config"):
+            continue
+        cla = endpoint_pb2.ClusterLoadAssignment()
+        if not c.xds_config.Unpack(cla):
+            continue
+        hosts = out.setdefault(c.name, {})
+        for loc in cla.endpoints:
+            where = (loc.locality.region, loc.locality.zone, loc.locality.sub_zone, loc.priority)
+            for lb in loc.lb_endpoints:
+                sa = lb.endpoint.address.socket_address
+                host = f"[{sa.address}]" if ":" in sa.address else sa.address
+                hosts[f"{host}:{sa.port_value}"] = where
+    return out
+
+
+def _pct(ok: int, total: int) -> float | None:
+    return round(100.0 * ok / total, 2) if total else None
+
+
+def _host(
+    state: Any, where: _Locality | None, telemetry: Telemetry | None, cluster: str
+) -> dict[str, Any]:
+    ep = state.endpoint
+    total, failures, active = state.total_requests, state.failures, state.active_requests
+    done = max(0, total - active)
+    region, zone, sub_zone, priority = where or ("", "", "", 0)
+    p50 = p99 = None
+    if telemetry is not None:
+        hist = telemetry.registry.upstream_time
+        p50 = hist.quantile((cluster, state.address), 0.5)
+        p99 = hist.quantile((cluster, state.address), 0.99)
+    return {
+        "address": {"socket_address": {"address": ep.host, "port_value": ep.port}},
+        "hostname": state.address,
+        "stats": [
+            {"name": "rq_total", "value": total, "type": "COUNTER"},
+            {"name": "rq_error", "value": failures, "type": "COUNTER"},
+            {"name": "rq_success", "value": max(0, done - failures), "type": "COUNTER"},
+            {"name": "rq_active", "value": active, "type": "GAUGE"},
+        ],
+        "health_status": {
+            "eds_health_status": ep.health,
+            "failed_outlier_check": bool(state.ejected),
+        },
+        "weight": ep.weight,
+        "priority": priority,
+        "locality": {"region": region, "zone": zone, "sub_zone": sub_zone},
+        "rq_total": total,
+        "rq_error": failures,
+        "rq_active": active,
+        "success_rate": _pct(done - failures, done),
+        "latency_ewma_ms": round(state.ewma * 1000.0, 3),
+        "latency_p50_ms": None if p50 is None else round(p50, 3),
+        "latency_p99_ms": None if p99 is None else round(p99, 3),
+        "ejected": bool(state.ejected),
+        "healthy": bool(ep.usable and not state.ejected),
+    }
+
+
+def _breaker(view: Any) -> dict[str, Any]:
+    breaker = getattr(view, "breaker", None)
+    if breaker is None:
+        return {"max_requests": None, "active_requests": 0, "open": False}
+    t = breaker.thresholds()
+    active = breaker.active("requests")
+    stats = getattr(breaker, "stats", None)
+    return {
+        "max_connections": t.max_connections,
+        "max_pending_requests": t.max_pending_requests,
+        "max_requests": t.max_requests,
+        "max_retries": t.max_retries,
+        "active_requests": active,
+        "active_retries": breaker.active("retries"),
+        "rq_overflow": getattr(stats, "rq_overflow", 0),
+        "retry_overflow": getattr(stats, "retry_overflow", 0),
+        "open": active >= t.max_requests,
+    }
+
+
+def clusters_json(mesh: Any, telemetry: Telemetry | None = None) -> dict[str, Any]:
+    """Envoy's ``/clusters?format=json`` shape (``cluster_statuses``, ``host_statuses``)
+    with meshlib's live figures (success rate, latency, breaker, ejection) added."""
+    snapshot = mesh.snapshot
+    localities = _localities(client_dump(mesh))
+    statuses = []
+    for name in sorted(snapshot.clusters):
+        view = snapshot.clusters[name]
+        resource = view.resource
+        eds_name = getattr(resource, "eds_service_name", "") or name
+        where = localities.get(eds_name, {})
+        hosts = [_host(s, where.get(s.address), telemetry, name) for s in view.endpoints]
+        total = sum(h["rq_total"] - h["rq_active"] for h in hosts)
+        errors = sum(h["rq_error"] for h in hosts)
+        outlier = getattr(resource, "outlier_detection", None)
+        lb = getattr(getattr(resource, "lb", None), "policy", None)
+        statuses.append(
+            {
+                "name": name,
+                "observability_name": name,
+                "added_via_api": True,
+                "lb_policy": lb or getattr(resource, "lb_policy", ""),
+                "error": view.error,
+                "circuit_breakers": _breaker(view),
+                "outlier_detection": {
+                    "enabled": outlier is not None,
+                    "ejected": sum(1 for h in hosts if h["ejected"]),
+                },
+                "rq_total": sum(h["rq_total"] for h in hosts),
+                "rq_active": sum(h["rq_active"] for h in hosts),
+                "rq_error": errors,
+                "success_rate": _pct(total - errors, total),
+                "healthy": sum(1 for h in hosts if h["healthy"]),
+                "host_statuses": hosts,
+            }
+        )
+    return {"cluster_statuses": statuses, "snapshot_version": snapshot.version}
+
+
+def clusters_text(doc: dict[str, Any]) -> str:
+    """Envoy's text ``/clusters``: ``cluster::host::field::value`` lines."""
+    lines: list[str] = []
+    for c in doc["cluster_statuses"]:
+        name = c["name"]
+        lines.append(f"{name}::observability_name::{c['observability_name']}")
+        if c["error"]:
+            lines.append(f"{name}::error::{c['error']}")
+        for key in ("max_connections", "max_pending_requests", "max_requests", "max_retries"):
+            value = c["circuit_breakers"].get(key)
+            if value is not None:
+                lines.append(f"{name}::default_priority::{key}::{value}")
+        lines.append(f"{name}::added_via_api::true")
+        for h in c["host_statuses"]:
+            prefix = f"{name}::{h['hostname']}"
+            for stat in h["stats"]:
+                lines.append(f"{prefix}::{stat['name']}::{stat['value']}")
+            flags = "/failed_outlier_check" if h["ejected"] else ""
+            if h["health_status"]["eds_health_status"] not in ("HEALTHY", "UNKNOWN"):
+                flags += "/failed_eds_health"
+            lines.append(f"{prefix}::health_flags::{flags or 'healthy'}")
+            lines.append(f"{prefix}::weight::{h['weight']}")
+            for key in ("region", "zone", "sub_zone"):
+                lines.append(f"{prefix}::{key}::{h['locality'][key]}")
+            rate = h["success_rate"]
+            lines.append(f"{prefix}::success_rate::{-1.0 if rate is None else rate}")
+            lines.append(f"{prefix}::latency_ewma_ms::{h['latency_ewma_ms']}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def xds_json(mesh: Any, telemetry: Telemetry | None = None) -> dict[str, Any]:
+    """xDS connection state and the status of every resource the client holds."""
+    client = xds_client_of(mesh)
+    servers_of = getattr(client, "servers", None)
+    servers = servers_of() if callable(servers_of) else []
+    uris = [getattr(s, "server_uri", None) for s in servers]
+    dump = client_dump(mesh)
+    rows = resource_status(dump) if dump is not None else []
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    node = getattr(getattr(client, "node", None), "id", "")
+    doc: dict[str, Any] = {
+        "connected": any(u is not None for u in uris),
+        "servers": uris,
+        "node": node,
+        "snapshot_version": mesh.snapshot.version,
+        "counts": counts,
+        "resources": rows,
+    }
+    if telemetry is not None:
+        updates: dict[str, dict[str, int]] = {}
+        for (rtype, accepted), n in sorted(telemetry.registry.xds_updates.values.items()):
+            slot = updates.setdefault(rtype, {"accepted": 0, "rejected": 0})
+            slot["accepted" if accepted == "true" else "rejected"] += int(n)
+        doc["updates"] = updates
+        doc["reported_state"] = telemetry.xds_state
+        if telemetry.xds_state != "unknown":  # the client reports its stream state
+            doc["connected"] = telemetry.xds_state == "connected"
+    return doc
+
+
+def ready(mesh: Any) -> tuple[bool, str]:
+    """Ready once every requested target is settled: no xDS resource still awaited and
+    every resolved listener has its route table (or a definite error)."""
+    dump = client_dump(mesh)
+    if dump is not None:
+        waiting = [r["name"] for r in resource_status(dump) if r["status"] == "REQUESTED"]
+        if waiting:
+            return False, "waiting for " + ", ".join(sorted(waiting)[:5])
+    snapshot = mesh.snapshot
+    pending = [n for n, v in snapshot.listeners.items() if v.routes is None and not v.error]
+    if pending:
+        return False, "unresolved " + ", ".join(sorted(pending)[:5])
+    return True, "LIVE"
+
+
+def snapshot_samples(mesh: Any) -> list[Sample]:
+    """Envoy's per-cluster statistics, read from live state at scrape time (Prometheus
+    names as Istio exports them, ``envoy_cluster_*{cluster_name=...}``)."""
+    out: list[Sample] = []
+    for name, view in sorted(mesh.snapshot.clusters.items()):
+        hosts = view.endpoints
+        breaker = _breaker(view)
+        values = {
+            "upstream_rq_total": ("counter", sum(h.total_requests for h in hosts)),
+            "upstream_rq_active": ("gauge", sum(h.active_requests for h in hosts)),
+            "upstream_rq_error": ("counter", sum(h.failures for h in hosts)),
+            "upstream_rq_pending_overflow": ("counter", breaker.get("rq_overflow", 0)),
+            "upstream_rq_retry_overflow": ("counter", breaker.get("retry_overflow", 0)),
+            "outlier_detection_ejections_active": ("gauge", sum(1 for h in hosts if h.ejected)),
+            "membership_total": ("gauge", len(hosts)),
+            "membership_healthy": (
+                "gauge",
+                sum(1 for h in hosts if h.endpoint.usable and not h.ejected),
+            ),
+        }
+        for stat, (kind, value) in values.items():
+            out.append(
+                Sample(
+                    f"envoy_cluster_{stat}",
+                    kind,
+                    (("cluster_name", name),),
+                    float(value),
+                    f"Envoy's cluster.{stat}",
+                    envoy=f"cluster.{name}.{stat}",
+                )
+            )
+    return out

@@ -1,0 +1,192 @@
+"""Priorities, localities and panic: the structure above a policy's picker.
+
+A Balancer is built on the xDS thread from the cluster's localities (and again on the
+outlier timer thread when an ejection changes who is available); ``pick`` then chooses
+a priority level by its precomputed load, a locality by weight (when locality-weighted
+balancing is on), and an endpoint with the policy's picker. Semantics are Envoy's:
+
+- Endpoints whose EDS health is UNHEALTHY, TIMEOUT or DEGRADED, or that outlier detection
+  ejected, are unavailable; DRAINING endpoints are excluded altogether.
+- Priority health = min(100, overprovisioning_factor x available / hosts); loads go to
+  priorities in order, scaled by the normalized total health (sum, capped at 100), the
+  rounding remainder to the first healthy one.
+- Panic: a priority whose available share is below ``healthy_panic_threshold`` (default
+  50%) balances over all its hosts. When the normalized total health is below the
+  threshold the whole cluster panics and loads follow host counts. A threshold of 0
+  disables panic (no available host: no pick).
+- Locality weights apply with ``locality_weighted`` (``wrr_locality`` or
+  ``common_lb_config.locality_weighted_lb_config``): effective weight = weight x
+  min(1, overprovisioning_factor x available share); localities without a weight get no
+  traffic. Hash policies fold locality weights into the endpoint weights instead.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from xds_client.resources import LbConfig
+
+from .._call import Call
+from .._endpoints import EndpointState
+from ._picker import Picker
+from .least_request import LeastRequestPicker
+from .maglev import MaglevPicker
+from .peak_ewma import PeakEwmaPicker
+from .pick_first import PickFirstPicker
+from .random_pick import RandomPicker
+from .ring_hash import RingHashPicker
+from .round_robin import RoundRobinPicker, smooth_schedule
+
+__all__ = ["HASH_POLICIES", "POLICIES", "Balancer", "LocalityGroup"]
+
+POLICIES: dict[str, Callable[..., Picker]] = {
+    "ROUND_ROBIN": RoundRobinPicker,
+    "LEAST_REQUEST": LeastRequestPicker,
+    "RANDOM": RandomPicker,
+    "RING_HASH": RingHashPicker,
+    "MAGLEV": MaglevPicker,
+    "PEAK_EWMA": PeakEwmaPicker,
+    "PICK_FIRST": PickFirstPicker,
+}
+HASH_POLICIES = frozenset({"RING_HASH", "MAGLEV"})
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityGroup:
+    """The endpoints of one locality at one priority; ``weight`` 0 means unset."""
+
+    weight: int
+    priority: int
+    endpoints: tuple[EndpointState, ...]
+
+
+def available(e: EndpointState) -> bool:
+    return e.endpoint.usable and not e.ejected
+
+
+class _LocalityPicker:
+    """Smooth weighted round robin over localities, then the policy within one."""
+
+    def __init__(self, weights: list[int], pickers: list[Picker]) -> None:
+        self._schedule = [pickers[i] for i in smooth_schedule(weights)]
+        self._counter = itertools.count(random.randrange(len(self._schedule) or 1))
+
+    def pick(
+        self, call: Call, hash_key: int | None = None, attempt: int = 0
+    ) -> EndpointState | None:
+        if not self._schedule:
+            return None
+        return self._schedule[next(self._counter) % len(self._schedule)].pick(
+            call, hash_key, attempt
+        )
+
+
+class Balancer:
+    """Priority -> locality -> endpoint for one cluster at one availability state."""
+
+    def __init__(
+        self,
+        groups: Sequence[LocalityGroup],
+        config: LbConfig | None = None,
+        *,
+        overprovisioning_factor: float = 1.4,
+        panic_threshold: float = 50.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or LbConfig()
+        self._rng = rng or random.Random()
+        factor = round(overprovisioning_factor * 100)
+        levels: list[tuple[list[LocalityGroup], list[EndpointState], list[EndpointState]]] = []
+        for p in sorted({g.priority for g in groups}):
+            gs = [g for g in groups if g.priority == p]
+            hosts = [e for g in gs for e in g.endpoints if e.endpoint.health != "DRAINING"]
+            levels.append((gs, hosts, [e for e in hosts if available(e)]))
+        health = [min(100, factor * len(h) // len(a)) if a else 0 for _, a, h in levels]
+        total = min(100, sum(health))
+        if panic_threshold > 0 and total < panic_threshold:
+            # Total panic: every level balances over all its hosts, load by host count.
+            hosts_total = sum(len(a) for _, a, _ in levels)
+            loads = [100 * len(a) // hosts_total if hosts_total else 0 for _, a, _ in levels]
+            first = next((i for i, (_, a, _) in enumerate(levels) if a), None)
+            self.panic = [True] * len(levels)
+        else:
+            loads, remaining = [], 100
+            for h in health:
+                load = min(remaining, h * 100 // total) if total else 0
+                loads.append(load)
+                remaining -= load
+            first = next((i for i, h in enumerate(health) if h), None)
+            self.panic = [
+                panic_threshold > 0 and 100 * len(h) < panic_threshold * len(a) if a else False
+                for _, a, h in levels
+            ]
+        if first is not None:
+            loads[first] += 100 - sum(loads)
+        self.loads = loads
+        self._levels: list[Picker] = []
+        self._cumulative: list[int] = []
+        acc = 0
+        for i, (gs, _, _) in enumerate(levels):
+            if loads[i] <= 0:
+                continue
+            acc += loads[i]
+            self._levels.append(self._level(gs, self.panic[i], factor))
+            self._cumulative.append(acc)
+
+    def _level(self, groups: list[LocalityGroup], panic: bool, factor: int) -> Picker:
+        cfg = self.config
+        make = POLICIES[cfg.policy]
+        chosen = [
+            (
+                g,
+                [
+                    e
+                    for e in g.endpoints
+                    if e.endpoint.health != "DRAINING" and (panic or available(e))
+                ],
+            )
+            for g in groups
+        ]
+        if cfg.policy in HASH_POLICIES:
+            flat: list[EndpointState] = []
+            weights: list[float] = []
+            lsum = sum(g.weight for g, eps in chosen if eps) if cfg.locality_weighted else 1
+            for g, eps in chosen:
+                wsum = sum(e.endpoint.weight for e in eps)
+                share = (g.weight / lsum if lsum else 0.0) if cfg.locality_weighted else 1.0
+                for e in eps:
+                    if share > 0:
+                        flat.append(e)
+                        weights.append(e.endpoint.weight / wsum * share)
+            norm = sum(weights)
+            kwargs: dict[str, Any] = {"weights": [w / norm for w in weights]} if norm else {}
+            return make(flat, cfg, self._rng, **kwargs)
+        if not cfg.locality_weighted:
+            return make([e for _, eps in chosen for e in eps], cfg, self._rng)
+        lweights, pickers = [], []
+        for g, eps in chosen:
+            hosts = [e for e in g.endpoints if e.endpoint.health != "DRAINING"]
+            if not eps or not g.weight or not hosts:
+                continue
+            share = 100 if panic else min(100, factor * len(eps) // len(hosts))
+            if g.weight * share > 0:
+                lweights.append(g.weight * share)
+                pickers.append(make(eps, cfg, self._rng))
+        return _LocalityPicker(lweights, pickers)
+
+    def pick(
+        self, call: Call, hash_key: int | None = None, attempt: int = 0
+    ) -> EndpointState | None:
+        """An endpoint, or None when no priority level has any."""
+        if not self._levels:
+            return None
+        if len(self._levels) == 1:
+            return self._levels[0].pick(call, hash_key, attempt)
+        point = hash_key % 100 if hash_key is not None else self._rng.randrange(100)
+        level = bisect.bisect_right(self._cumulative, point)
+        return self._levels[min(level, len(self._levels) - 1)].pick(call, hash_key, attempt)

@@ -1,0 +1,295 @@
+"""One gRPC call's trip through the mesh, minus the I/O.
+
+:class:`RpcExchange` is the adapter contract of :mod:`meshlib._engine` for grpcio: the
+call becomes a :class:`~meshlib.Call` (``:path`` = ``/package.Service/Method``, the
+metadata as headers, ``content-type: application/grpc`` and ``grpc-timeout`` from the
+caller's deadline), is routed, passes the fault filter, then runs the engine's attempt
+loop: admission (circuit breaker), LB pick, per-try timeout, retry by gRPC status and
+back-off. Every driver (sync blocking, sync future, sync stream, asyncio) asks it where
+to send each attempt and hands back how the attempt ended; only the drivers wait.
+
+Deadlines (gRFC A31 in Envoy's terms): each attempt's grpcio deadline is the smallest of
+the per-try timeout, what is left of the route timeout (``max_stream_duration`` and
+``grpc_timeout_header_max`` applied by the route table), what is left of the caller's
+own deadline and what is left of an inbound caller's deadline. A deadline that is the
+call's own is never retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from opentelemetry import context as otel_context
+
+from .._call import Call
+from .._context import current_request, inject_outbound
+from .._engine import Engine
+from .._errors import MeshError
+from .._outcome import Outcome, OutcomeKind
+from .._snapshot import ListenerView
+from ..resilience.retry import Attempt, AttemptLoop
+from ..resilience.timeouts import Deadline, format_grpc_timeout
+from ._status import MeshRpcError, code_of, grpc_code_for_http, mesh_rpc_error, outcome_of
+
+if TYPE_CHECKING:
+    from ..telemetry import AttemptRecord, CallRecord, Telemetry
+
+__all__ = ["Metadata", "RpcExchange", "Try"]
+
+Metadata = Sequence[tuple[str, str | bytes]]
+# Metadata a route's header mutations may not touch: grpcio owns these.
+_RESERVED = frozenset({"content-type", "grpc-timeout", "te", "host", "user-agent"})
+
+
+class FaultAbort(MeshError):
+    """The fault filter answered the call locally (reason ``fault_abort``)."""
+
+
+class Try:
+    """One attempt's where and how: the subchannel (address, authority), the method path,
+    the grpcio timeout and metadata to send."""
+
+    __slots__ = ("address", "attempt", "authority", "metadata", "method", "record", "timeout")
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        authority: str,
+        method: str,
+        timeout: float | None,
+        metadata: Metadata | None,
+        record: AttemptRecord | None,
+    ) -> None:
+        self.attempt = attempt
+        self.address = attempt.endpoint.address
+        self.authority = authority
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.record = record
+
+
+def _has_context() -> bool:
+    """Whether an outbound call has anything to propagate (trace, baggage, request id)."""
+    return bool(otel_context.get_current()) or current_request() is not None
+
+
+def _metadata_of(error: Any) -> dict[str, str]:
+    """Trailing metadata of a failed call as response headers (retriable-headers, reset
+    headers); empty when there is none."""
+    try:
+        items = error.trailing_metadata() or ()
+    except Exception:  # an RpcError that is not a Call
+        return {}
+    return {k: v for k, v in items if isinstance(v, str)}
+
+
+class RpcExchange:
+    """The decisions for one gRPC call. Not thread-safe: one driver runs one exchange.
+
+    Raises MeshError (from the route table) when it cannot be built; the Router turns
+    that into a :class:`MeshRpcError`.
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_ended",
+        "_engine",
+        "_loop",
+        "_metadata",
+        "_replayable",
+        "authority",
+        "call",
+        "fault",
+        "method",
+        "plan",
+        "rec",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        view: ListenerView,
+        authority: str,
+        method: str,
+        timeout: float | None,
+        metadata: Metadata | None,
+        telemetry: Telemetry | None,
+        *,
+        replayable: bool,
+    ) -> None:
+        self._engine = engine
+        self._replayable = replayable
+        self._loop: AttemptLoop | None = None
+        self._ended = False
+        self.rec: CallRecord | None = None
+        extra: dict[str, str] = {}
+        if _has_context():
+            inbound = inject_outbound(extra)
+            if inbound is not None and (timeout is None or inbound < timeout):
+                timeout = inbound
+        now = time.monotonic()
+        self._deadline = None if timeout is None else now + timeout
+        headers = {k: v for k, v in metadata or () if isinstance(v, str)}
+        headers["content-type"] = "application/grpc"
+        if timeout is not None:
+            headers["grpc-timeout"] = format_grpc_timeout(timeout)
+        self.call = call = Call(authority, "POST", method, headers)
+        if telemetry is not None:
+            self.rec = telemetry.start_call(call, protocol="grpc")
+        try:
+            self.plan = plan = engine.route(view, call)
+        except MeshError as exc:
+            self._end(error=exc)
+            raise
+        if self.rec is not None:
+            self.rec.route(plan.route_name, plan.cluster)
+        self.method = plan.path if plan.path is not None else method
+        self.authority = plan.authority or authority
+        self.fault = engine.fault(plan, call)
+        if extra:
+            metadata = (*(metadata or ()), *((k, v) for k, v in extra.items() if k not in headers))
+        if not plan.headers.empty:
+            metadata = self._mutate(metadata)
+        self._metadata = metadata
+
+    def _mutate(self, metadata: Metadata | None) -> Metadata:
+        """The route's request header mutations, on the string-valued metadata."""
+        items = list(metadata or ())
+        text = [(k, v) for k, v in items if isinstance(v, str)]
+        binary = [(k, v) for k, v in items if not isinstance(v, str)]
+        mutated = self.plan.headers.request(text)
+        kept = [(k, v) for k, v in mutated if not k.startswith(":") and k not in _RESERVED]
+        return (*kept, *binary)
+
+    # -- fault filter -----------------------------------------------------------------
+    @property
+    def delay(self) -> float:
+        """Seconds the fault filter holds the call before anything is sent."""
+        return self.fault.delay if self.fault is not None else 0.0
+
+    def abort(self) -> MeshRpcError | None:
+        """The fault filter's local answer (gRPC status, or Envoy's mapping of the HTTP
+        status), when it aborts this call; the call is then over."""
+        f = self.fault
+        if f is None or not f.aborts:
+            return None
+        if f.grpc_status is not None:
+            code = code_of(f.grpc_status)
+        else:
+            code = grpc_code_for_http(f.http_status or 503)
+        error = FaultAbort(
+            f"{self.plan.cluster}: fault filter abort",
+            target=self.call.authority,
+            cluster=self.plan.cluster,
+            reason="fault_abort",
+        )
+        self._end(grpc_status=code.value[0])
+        return MeshRpcError(error, code)
+
+    # -- attempts ---------------------------------------------------------------------
+    def _start_loop(self) -> AttemptLoop:
+        # after the fault delay: Envoy's router starts the route timeout there
+        loop = self._engine.attempts(self.plan, self.call, replayable=self._replayable)
+        at = self._deadline
+        if at is not None and (loop.deadline.at is None or at < loop.deadline.at):
+            loop.deadline = Deadline(at)
+        self._loop = loop
+        return loop
+
+    def next_attempt(self) -> Try:
+        """Where and within what time the next attempt goes; raises MeshRpcError
+        (overflow, no healthy upstream, time up) and the call is then over."""
+        loop = self._loop or self._start_loop()
+        try:
+            attempt = loop.next_attempt()
+        except MeshError as exc:
+            self._end(error=exc)
+            raise mesh_rpc_error(exc) from exc
+        record = None
+        metadata = self._metadata
+        if self.rec is not None:
+            reason = ""
+            last = self.rec.last
+            if attempt.number > 1 and last is not None:
+                from ..telemetry import retry_reason
+
+                reason = retry_reason(last)
+            record = self.rec.attempt(
+                attempt.endpoint,
+                self.plan.cluster,
+                attempt_number=attempt.number,
+                retry_reason=reason,
+            )
+            if record.span is not None:
+                carrier: dict[str, str] = {}
+                record.inject(carrier)
+                if carrier:
+                    kept = [(k, v) for k, v in metadata or () if k not in carrier]
+                    metadata = (*kept, *carrier.items())
+        return Try(attempt, self.authority, self.method, attempt.timeout, metadata, record)
+
+    def succeeded(self, t: Try) -> None:
+        """The attempt answered OK: the call is over."""
+        attempt = t.attempt
+        outcome = Outcome(OutcomeKind.RESPONSE, 200, 0, time.monotonic() - attempt.started)
+        if t.record is not None:
+            t.record.end(outcome)
+        assert self._loop is not None
+        self._loop.record(attempt, outcome)
+        self._end(grpc_status=0)
+
+    def failed(self, t: Try, error: BaseException, *, committed: bool = False) -> float | None:
+        """The attempt failed with ``error`` (a grpc.RpcError). None: give the caller this
+        error; else back off that many seconds and make the next attempt. ``committed``:
+        the caller already received part of the response, so it is never retried."""
+        if isinstance(error, grpc.Call):
+            code, details = error.code(), error.details()
+        else:
+            code, details = grpc.StatusCode.UNKNOWN, str(error)
+        return self.ended(t, code, details, error, committed=committed)
+
+    def ended(
+        self,
+        t: Try,
+        code: grpc.StatusCode | None,
+        details: str | None,
+        source: Any = None,
+        *,
+        committed: bool = False,
+        cancelled: bool = False,
+    ) -> float | None:
+        """How an attempt ended (any status); returns as :meth:`failed` does.
+        ``source`` is the grpcio call or error its trailing metadata is read from."""
+        attempt = t.attempt
+        latency = time.monotonic() - attempt.started
+        outcome = outcome_of(code, details, latency, cancelled=cancelled)
+        if t.record is not None:
+            t.record.end(outcome)
+        assert self._loop is not None
+        headers: Mapping[str, str] | None = None
+        if code is not grpc.StatusCode.OK and source is not None and not cancelled:
+            headers = _metadata_of(source)
+        delay = self._loop.record(attempt, outcome, headers)
+        if delay is None or committed or cancelled:
+            number = 1 if cancelled else (code.value[0] if code is not None else 2)
+            self._end(grpc_status=number)
+            return None
+        return delay
+
+    def _end(self, grpc_status: int | None = None, error: BaseException | None = None) -> None:
+        if not self._ended:
+            self._ended = True
+            if self.rec is not None:
+                self.rec.end(grpc_status=grpc_status, error=error)
+
+    def close(self) -> None:
+        """Release what the call holds (fault slot, retry admission); once, at the end."""
+        if self._loop is not None:
+            self._loop.close()
+        if self.fault is not None:
+            self.fault.release()
+        self._end(grpc_status=2)  # only if nothing ended it: an unexpected exception

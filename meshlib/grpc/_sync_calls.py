@@ -1,0 +1,267 @@
+"""The sync channel's non-blocking drivers: futures and streaming calls.
+
+:class:`RetryingFuture` drives an :class:`RpcExchange` from grpcio's done-callbacks
+(it waits for back-off and fault delays on a timer) and stands for the whole call:
+its result, status and metadata are those of the last attempt. Streaming calls
+(``start_stream``) make one attempt: grpcio's Python API does not say whether a
+failed stream had response headers, and its termination callback races the
+application's iteration, so a stream cannot be retried without risking a retry after
+the server committed its response; they are never retried.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from ._exchange import RpcExchange, Try
+from ._status import MeshRpcError
+
+__all__ = ["RetryingFuture", "start_stream"]
+
+_CANCELLED = object()
+
+
+class RetryingFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
+    """A ``grpc.Future`` (and ``grpc.Call``) over the attempts of one unary-response call."""
+
+    def __init__(self, ex: RpcExchange, send: Callable[[Try], Any]) -> None:
+        self._ex = ex
+        self._send = send
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._current: Any = None  # the attempt in flight (a grpcio future)
+        self._timer: threading.Timer | None = None
+        self._final: Any = None  # what the caller sees: a grpcio future, an error
+        self._callbacks: list[Callable[[Any], None]] = []
+        self._terminations: list[Callable[[], None]] = []
+        self._cancelled = False
+
+    def start(self) -> RetryingFuture:
+        delay = self._ex.delay
+        if delay:
+            self._later(delay, self._after_fault)
+        else:
+            self._after_fault()
+        return self
+
+    # -- the driver -------------------------------------------------------------------
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        timer = threading.Timer(delay, fn)
+        timer.daemon = True
+        with self._lock:
+            self._timer = timer
+        timer.start()
+
+    def _after_fault(self) -> None:
+        aborted = self._ex.abort()
+        if aborted is not None:
+            self._finish(aborted)
+        else:
+            self._attempt()
+
+    def _attempt(self) -> None:
+        if self._cancelled:
+            return
+        try:
+            t = self._ex.next_attempt()
+            future = self._send(t)
+        except MeshRpcError as exc:
+            self._finish(exc)
+            return
+        except BaseException as exc:  # grpcio refused the call (bad metadata, closed)
+            self._finish(_Failed(exc))
+            return
+        with self._lock:
+            self._current = future
+        future.add_done_callback(lambda f: self._attempt_done(t, f))
+
+    def _attempt_done(self, t: Try, future: Any) -> None:
+        ex = self._ex
+        if future.cancelled():
+            ex.ended(t, grpc.StatusCode.CANCELLED, None, cancelled=True)
+            self._finish(future)
+            return
+        code = future.code()
+        if code is grpc.StatusCode.OK:
+            ex.succeeded(t)
+            self._finish(future)
+            return
+        delay = ex.ended(t, code, future.details(), future)
+        if delay is None or self._cancelled:
+            self._finish(future)
+        else:
+            self._later(delay, self._attempt)
+
+    def _finish(self, final: Any) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._final = final
+            callbacks, self._callbacks = self._callbacks, []
+            terminations, self._terminations = self._terminations, []
+            self._done.set()
+        self._ex.close()
+        for fn in terminations:
+            fn()
+        for cb in callbacks:
+            cb(self)
+
+    def _wait(self, timeout: float | None = None) -> Any:
+        if not self._done.wait(timeout):
+            raise grpc.FutureTimeoutError()
+        return self._final
+
+    # -- grpc.Future ------------------------------------------------------------------
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self._cancelled = True
+            current, timer = self._current, self._timer
+        if current is not None and current.cancel():
+            return True  # its done-callback finishes this future
+        if timer is not None:
+            timer.cancel()
+        self._finish(_CANCELLED)
+        return True
+
+    def cancelled(self) -> bool:
+        if not self._done.is_set():
+            return False
+        final = self._final
+        return final is _CANCELLED or (isinstance(final, grpc.Future) and final.cancelled())
+
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        final = self._wait(timeout)
+        if final is _CANCELLED:
+            raise grpc.FutureCancelledError()
+        return final.result()
+
+    def exception(self, timeout: float | None = None) -> Any:
+        final = self._wait(timeout)
+        if final is _CANCELLED:
+            raise grpc.FutureCancelledError()
+        return final.exception()
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        final = self._wait(timeout)
+        if final is _CANCELLED:
+            raise grpc.FutureCancelledError()
+        return final.traceback()
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    # -- grpc.Call --------------------------------------------------------------------
+    def code(self) -> grpc.StatusCode:
+        final = self._wait()
+        return grpc.StatusCode.CANCELLED if final is _CANCELLED else final.code()
+
+    def details(self) -> str | None:
+        final = self._wait()
+        return "Cancelled" if final is _CANCELLED else final.details()
+
+    def initial_metadata(self) -> Any:
+        final = self._wait()
+        return () if final is _CANCELLED else final.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        final = self._wait()
+        return () if final is _CANCELLED else final.trailing_metadata()
+
+    def is_active(self) -> bool:
+        return not self._done.is_set()
+
+    def time_remaining(self) -> float | None:
+        current = self._current
+        return current.time_remaining() if current is not None else None
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self._terminations.append(callback)
+            return True
+
+
+class _Failed:
+    """A local failure that is not an RpcError, as the final state of a future."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def result(self) -> Any:
+        raise self.error
+
+    def exception(self) -> BaseException:
+        return self.error
+
+    def traceback(self) -> Any:
+        return self.error.__traceback__
+
+    def cancelled(self) -> bool:
+        return False
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNKNOWN
+
+    def details(self) -> str:
+        return str(self.error)
+
+    def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+def start_stream(
+    ex: RpcExchange, send: Callable[[Try], Any], sleep: Callable[[float], None]
+) -> Any:
+    """Make a streaming call's one attempt; its outcome is recorded when it ends.
+    A fault delay holds the caller for that long before the call is made."""
+    try:
+        if ex.delay:
+            sleep(ex.delay)
+        aborted = ex.abort()
+        if aborted is not None:
+            ex.close()
+            return aborted
+        t = ex.next_attempt()
+    except MeshRpcError as exc:
+        ex.close()
+        return exc
+    except BaseException:
+        ex.close()
+        raise
+    try:
+        call = send(t)
+    except BaseException:
+        ex.ended(t, None, None)
+        ex.close()
+        raise
+
+    def ended() -> None:
+        if call.cancelled():
+            ex.ended(t, grpc.StatusCode.CANCELLED, None, cancelled=True)
+        else:
+            ex.ended(t, call.code(), call.details(), call, committed=True)
+        ex.close()
+
+    if not call.add_callback(ended):
+        ended()
+    return call

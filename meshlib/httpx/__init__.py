@@ -1,0 +1,32 @@
+"""httpx adapters: sync and async transports that carry requests through the mesh engine."""
+
+from ._async import AsyncMeshTransport
+from ._body import DEFAULT_RETRY_BUFFER, RecordingStream
+from ._errors import (
+    CircuitBreakerOverflowError,
+    MeshConnectError,
+    MeshTimeoutError,
+    NoHealthyUpstreamError,
+    UpstreamTlsConfigError,
+)
+from ._exchange import Exchange, endpoint_url
+from ._pools import Connector, Connectors, EndpointPools
+from ._sync import MeshTransport, UnknownHostPolicy
+
+__all__ = [
+    "DEFAULT_RETRY_BUFFER",
+    "AsyncMeshTransport",
+    "CircuitBreakerOverflowError",
+    "Connector",
+    "Connectors",
+    "EndpointPools",
+    "Exchange",
+    "MeshConnectError",
+    "MeshTimeoutError",
+    "MeshTransport",
+    "NoHealthyUpstreamError",
+    "RecordingStream",
+    "UnknownHostPolicy",
+    "UpstreamTlsConfigError",
+    "endpoint_url",
+]

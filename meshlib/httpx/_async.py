@@ -1,0 +1,152 @@
+"""The async httpx transport: drives :class:`Exchange` with awaited waits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from .._call import authority_of
+from .._engine import Engine
+from .._errors import MeshError
+from .._snapshot import ListenerView
+from ..telemetry import Telemetry
+from ._body import DEFAULT_RETRY_BUFFER
+from ._exchange import Exchange, Shadow, mesh_error
+from ._pools import DEFAULT_LIMITS, Connector, Connectors, EndpointPools
+from ._sync import MAX_SHADOWS_IN_FLIGHT, UnknownHostPolicy, check_policy
+
+__all__ = ["AsyncMeshTransport"]
+
+
+class AsyncMeshTransport(httpx.AsyncBaseTransport):
+    """The async twin of :class:`~meshlib.MeshTransport`: the same decisions
+    (:class:`Exchange`, the same pools and connectors), awaited sends and sleeps;
+    mirrors are background tasks."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        resolve_timeout: float = 10.0,
+        unknown_hosts: UnknownHostPolicy = "passthrough",
+        passthrough: httpx.AsyncBaseTransport | None = None,
+        telemetry: Telemetry | None = None,
+        connectors: Connectors | None = None,
+        limits: httpx.Limits | None = None,
+        retry_buffer: int = DEFAULT_RETRY_BUFFER,
+    ) -> None:
+        check_policy(unknown_hosts)
+        self._engine = engine
+        self._resolve_timeout = resolve_timeout
+        self._unknown_hosts = unknown_hosts
+        self._passthrough = passthrough
+        self._telemetry = telemetry
+        self._connectors = connectors or Connectors()
+        self._limits = limits or httpx.Limits(**DEFAULT_LIMITS)
+        self._retry_buffer = retry_buffer
+        self._pools: EndpointPools[httpx.AsyncHTTPTransport] = EndpointPools(self._new_pool)
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    def _new_pool(self, connector: Connector) -> httpx.AsyncHTTPTransport:
+        return httpx.AsyncHTTPTransport(
+            verify=connector.ssl_context,
+            http1=connector.http1,
+            http2=connector.http2,
+            limits=self._limits,
+        )
+
+    @property
+    def passthrough(self) -> httpx.AsyncBaseTransport:
+        """Where requests for hosts the mesh does not know go."""
+        if self._passthrough is None:
+            self._passthrough = httpx.AsyncHTTPTransport()
+        return self._passthrough
+
+    async def _listener(self, authority: str) -> ListenerView:
+        found = self._engine.listener(authority)
+        if isinstance(found, ListenerView):
+            return found
+        await asyncio.to_thread(found.wait, self._resolve_timeout)
+        return self._engine.resolved(authority)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        try:
+            view = await self._listener(authority_of(url.host, url.port, url.scheme))
+        except MeshError as exc:
+            raise mesh_error(exc, request) from exc
+        if view.missing and self._unknown_hosts == "passthrough":
+            return await self.passthrough.handle_async_request(request)
+        for pool in self._pools.stale(self._engine.snapshot, self._connectors.for_cluster):
+            await pool.aclose()
+        exchange = Exchange(
+            self._engine,
+            view,
+            request,
+            self._connectors,
+            telemetry=self._telemetry,
+            retry_buffer=self._retry_buffer,
+        )
+        try:
+            return await self._carry(exchange)
+        except BaseException as exc:
+            exchange.close(exc)
+            raise
+        finally:
+            exchange.close()
+
+    async def _carry(self, ex: Exchange) -> httpx.Response:
+        if ex.delay:
+            await asyncio.sleep(ex.delay)
+        aborted = ex.abort_response()
+        if aborted is not None:
+            return aborted
+        for shadow in ex.mirror_requests(self._engine):
+            self._mirror(shadow)
+        while True:
+            attempt, upstream, connector = ex.next_attempt()
+            pool = self._pools.get(attempt.endpoint.address, connector)
+            try:
+                response = await pool.handle_async_request(upstream)
+            except httpx.TransportError as exc:
+                delay = ex.failed(attempt, exc)
+                if delay is None:
+                    raise
+            else:
+                delay = ex.answered(attempt, response)
+                if delay is None:
+                    return ex.finish(response)
+                await response.aclose()
+            await asyncio.sleep(delay)
+
+    def _mirror(self, shadow: Shadow) -> None:
+        if len(self._shadows) >= MAX_SHADOWS_IN_FLIGHT:
+            shadow.done()  # dropped: never delay the main request
+            return
+        task = asyncio.get_running_loop().create_task(self._send_shadow(shadow))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _send_shadow(self, shadow: Shadow) -> None:
+        try:
+            pool = self._pools.get(shadow.endpoint.address, shadow.connector)
+            response = await pool.handle_async_request(shadow.request)
+            await response.aread()
+            await response.aclose()
+            shadow.done(response)
+        except httpx.TransportError as exc:
+            shadow.done(error=exc)
+        except asyncio.CancelledError:
+            shadow.done()
+            raise
+        except Exception:  # a mirror's result is ignored by design
+            shadow.done()
+
+    async def aclose(self) -> None:
+        for task in list(self._shadows):
+            task.cancel()
+        for pool in self._pools.drain():
+            await pool.aclose()
+        if self._passthrough is not None:
+            await self._passthrough.aclose()

@@ -1,0 +1,413 @@
+"""One request's trip through the mesh for httpx, minus the I/O.
+
+:class:`Exchange` holds every decision the sync and async transports share (route, fault,
+mirrors, attempts, telemetry, request and response translation); the transports only
+send and wait.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import httpx
+
+from .._call import Call, authority_of
+from .._context import inject_outbound
+from .._endpoints import EndpointState
+from .._engine import Engine
+from .._errors import MeshError
+from .._outcome import Outcome, OutcomeKind
+from .._snapshot import ListenerView
+from ..resilience.fault import FaultDecision
+from ..resilience.retry import Attempt, AttemptLoop
+from ..resilience.timeouts import Deadline
+from ..routing import RoutePlan
+from ..telemetry import AttemptRecord, CallRecord, Telemetry, retry_reason
+from ._body import RecordingStream, replayable_body
+from ._errors import MeshConnectError, MeshTimeoutError, mesh_error
+from ._pools import Connector, Connectors
+
+__all__ = [
+    "Exchange",
+    "MeshConnectError",
+    "MeshTimeoutError",
+    "Shadow",
+    "endpoint_url",
+    "mesh_error",
+    "outcome_of",
+]
+
+
+def outcome_of(exc: httpx.TransportError, latency: float) -> Outcome:
+    """An httpx failure in the engine's terms."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return Outcome(OutcomeKind.CONNECT_FAILURE, latency=latency)
+    if isinstance(exc, httpx.PoolTimeout):
+        return Outcome(OutcomeKind.LOCAL, latency=latency)
+    if isinstance(exc, httpx.TimeoutException):
+        return Outcome(OutcomeKind.TIMEOUT, latency=latency)
+    return Outcome(OutcomeKind.RESET, latency=latency)
+
+
+def _grpc_status(headers: httpx.Headers) -> int | None:
+    value = headers.get("grpc-status")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _extensions(
+    extensions: Mapping[str, object], limit: float | None, connector: Connector
+) -> dict[str, object]:
+    """httpx's per-operation timeouts bounded by this attempt's time (and the connect
+    timeout by the cluster's), plus the cluster's SNI."""
+    out = dict(extensions)
+    if connector.sni:
+        out["sni_hostname"] = connector.sni
+    connect = connector.connect_timeout
+    if limit is None and connect is None:
+        return out
+    current = extensions.get("timeout")
+    capped = {}
+    for key in ("connect", "read", "write", "pool"):
+        value = current.get(key) if isinstance(current, dict) else None
+        bound = limit
+        if key == "connect" and connect is not None:
+            bound = connect if bound is None else min(bound, connect)
+        if bound is None:
+            capped[key] = value
+        else:
+            capped[key] = bound if value is None else min(float(value), bound)
+    out["timeout"] = capped
+    return out
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_FAST_URL = hasattr(httpx.URL("http://a/"), "_uri_reference")
+
+
+def endpoint_url(url: httpx.URL, host: str, port: int, scheme: str | None = None) -> httpx.URL:
+    """``url`` with its connection target moved to ``host:port`` (and ``scheme``).
+
+    ``URL.copy_with`` re-parses the URL (tens of microseconds, the largest cost of a
+    mesh request); for the common case (IPv4 or name, non-default port) the parsed form
+    is copied with the fields replaced, equal to what copy_with gives (tested).
+    """
+    scheme = scheme or url.scheme
+    if _FAST_URL and ":" not in host and _DEFAULT_PORTS.get(scheme) != port:
+        new = httpx.URL.__new__(httpx.URL)
+        new._uri_reference = url._uri_reference._replace(scheme=scheme, host=host, port=port)
+        return new
+    if scheme != url.scheme:
+        return url.copy_with(scheme=scheme, host=host, port=port)
+    return url.copy_with(host=host, port=port)
+
+
+class Shadow:
+    """A mirror copy on its way: the endpoint records it like any attempt."""
+
+    __slots__ = ("_start", "connector", "endpoint", "request")
+
+    def __init__(self, endpoint: EndpointState, request: httpx.Request, connector: Connector):
+        self.endpoint = endpoint
+        self.request = request
+        self.connector = connector
+        endpoint.started()
+        self._start = time.monotonic()
+
+    def done(
+        self, response: httpx.Response | None = None, error: httpx.TransportError | None = None
+    ) -> None:
+        """Record how it ended: a response, a transport error, or neither (dropped)."""
+        latency = time.monotonic() - self._start
+        if response is not None:
+            outcome = Outcome(OutcomeKind.RESPONSE, response.status_code, latency=latency)
+        elif error is not None:
+            outcome = outcome_of(error, latency)
+        else:
+            outcome = Outcome(OutcomeKind.LOCAL, latency=latency)
+        self.endpoint.finished(outcome)
+
+
+class _Abandoned(Exception):
+    """The call ended without a result (cancelled, or an unexpected error)."""
+
+
+class Exchange:
+    """The decisions for one request (see the adapter contract in :mod:`meshlib._engine`).
+
+    Mesh failures leave it as httpx exceptions (:func:`mesh_error`); every step is
+    reported to ``telemetry`` (a call record, one attempt record per try).
+    """
+
+    __slots__ = (
+        "_arec",
+        "_connector",
+        "_connectors",
+        "_engine",
+        "_inbound",
+        "_inflight",
+        "_last",
+        "_loop",
+        "_remaining",
+        "body",
+        "call",
+        "fault",
+        "plan",
+        "rec",
+        "request",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        view: ListenerView,
+        request: httpx.Request,
+        connectors: Connectors,
+        *,
+        telemetry: Telemetry | None = None,
+        retry_buffer: int = 0,
+    ) -> None:
+        url = request.url
+        self.request = request
+        self.call = Call(
+            authority_of(url.host, url.port, url.scheme),
+            request.method,
+            url.raw_path.decode("ascii"),
+            request.headers,
+            url.scheme,
+        )
+        self._engine = engine
+        self._connectors = connectors
+        self._loop: AttemptLoop | None = None
+        self._connector: Connector | None = None
+        self._arec: AttemptRecord | None = None
+        self._inflight: Attempt | None = None
+        self._last: Outcome | None = None
+        self.fault: FaultDecision | None = None
+        self.rec: CallRecord | None = (
+            telemetry.start_call(self.call, "http") if telemetry is not None else None
+        )
+        inbound: dict[str, str] = {}
+        self._remaining = inject_outbound(inbound)
+        present = request.headers
+        self._inbound = [(k, v) for k, v in inbound.items() if k not in present]
+        try:
+            self.plan: RoutePlan = engine.route(view, self.call)
+            if self.rec is not None:
+                self.rec.route(self.plan.route_name, self.plan.cluster)
+            self.fault = engine.fault(self.plan, self.call)
+        except MeshError as exc:
+            raise self._mesh_failure(exc) from exc
+        self.body = replayable_body(request, retry_buffer)
+
+    def _mesh_failure(self, exc: MeshError) -> httpx.TransportError:
+        if self.rec is not None:
+            self.rec.end(error=exc)
+        return mesh_error(exc, self.request)
+
+    def _replayable(self) -> bool:
+        body = self.body
+        if isinstance(body, RecordingStream):
+            return body.replayable
+        return isinstance(body, httpx.ByteStream)
+
+    @property
+    def loop(self) -> AttemptLoop:
+        """The attempt loop, started on first use: after the fault delay, as Envoy's router
+        starts the route timeout only once the fault filter lets the request through.
+        The inbound caller's remaining deadline caps the route timeout."""
+        if self._loop is None:
+            loop = self._engine.attempts(self.plan, self.call, replayable=self._replayable())
+            remaining = self._remaining
+            if remaining is not None:
+                at = loop.clock() + remaining
+                if loop.deadline.at is None or at < loop.deadline.at:
+                    loop.deadline = Deadline(at, loop.clock)
+            self._loop = loop
+        return self._loop
+
+    # -- fault filter -----------------------------------------------------------------
+    @property
+    def delay(self) -> float:
+        return self.fault.delay if self.fault is not None else 0.0
+
+    def abort_response(self) -> httpx.Response | None:
+        """The fault filter's local answer, when it aborts this call."""
+        f = self.fault
+        if f is None or not f.aborts:
+            return None
+        if f.http_status is not None:
+            if self.rec is not None:
+                self.rec.end(status=f.http_status)
+            return httpx.Response(
+                f.http_status,
+                headers={"content-type": "text/plain"},
+                content=b"fault filter abort",
+                request=self.request,
+            )
+        if self.rec is not None:
+            self.rec.end(status=200, grpc_status=f.grpc_status)
+        headers = {
+            "content-type": "application/grpc",
+            "grpc-status": str(f.grpc_status),
+            "grpc-message": "fault filter abort",
+        }
+        return httpx.Response(200, headers=headers, request=self.request)
+
+    # -- attempts ---------------------------------------------------------------------
+    def headers(
+        self, authority: str | None = None, extra: Mapping[str, str] | None = None
+    ) -> httpx.Headers:
+        """The upstream request's headers: mutations, host rewrite, inbound context
+        (trace, x-request-id) and this attempt's trace context."""
+        plan = self.plan
+        headers = self.request.headers
+        if not plan.headers.empty:
+            headers = httpx.Headers(plan.headers.request(list(headers.multi_items())))
+        host = authority or plan.authority
+        if host is None and not self._inbound and not extra:
+            return headers
+        headers = httpx.Headers(headers)
+        for k, v in self._inbound:
+            headers[k] = v
+        if extra:
+            headers.update(extra)
+        if host is not None:
+            headers["host"] = host
+        return headers
+
+    def upstream(
+        self,
+        endpoint: EndpointState,
+        timeout: float | None,
+        connector: Connector,
+        extra: Mapping[str, str] | None = None,
+        authority: str | None = None,
+    ) -> httpx.Request:
+        """The request to send to ``endpoint``: the application's URL and Host, the
+        connection to the endpoint (over TLS when the cluster says so)."""
+        ep = endpoint.endpoint
+        url = endpoint_url(self.request.url, ep.host, ep.port, connector.scheme)
+        if self.plan.path is not None:
+            url = url.copy_with(raw_path=self.plan.path.encode("ascii"))
+        return httpx.Request(
+            self.request.method,
+            url,
+            headers=self.headers(authority, extra),
+            stream=self.body,
+            extensions=_extensions(self.request.extensions, timeout, connector),
+        )
+
+    def _cluster_connector(self) -> Connector:
+        connector = self._connector
+        if connector is None:
+            view = self._engine.snapshot.clusters.get(self.plan.cluster)
+            if view is None:  # the attempt loop reports the unknown cluster
+                return self._connectors.plaintext
+            connector = self._connector = self._connectors.for_cluster(view)
+        if connector.error is not None:
+            raise self._mesh_failure(connector.error)
+        return connector
+
+    def next_attempt(self) -> tuple[Attempt, httpx.Request, Connector]:
+        """The next try, the request to send for it and how to connect; mesh failures
+        become httpx errors."""
+        connector = self._cluster_connector()
+        try:
+            attempt = self.loop.next_attempt()
+        except MeshError as exc:
+            raise self._mesh_failure(exc) from exc
+        self._inflight = attempt
+        trace: dict[str, str] | None = None
+        rec = self.rec
+        if rec is not None:
+            last = self._last
+            reason = retry_reason(last) if last is not None and attempt.number > 1 else ""
+            arec = self._arec = rec.attempt(
+                attempt.endpoint,
+                self.plan.cluster,
+                attempt_number=attempt.number,
+                retry_reason=reason,
+            )
+            trace = {}
+            arec.inject(trace)
+        upstream = self.upstream(attempt.endpoint, attempt.timeout, connector, trace)
+        return attempt, upstream, connector
+
+    def _record(
+        self, attempt: Attempt, outcome: Outcome, headers: Mapping[str, str] | None
+    ) -> float | None:
+        self._last = outcome
+        self._inflight = None
+        if self._arec is not None:
+            self._arec.end(outcome)
+            self._arec = None
+        delay = self.loop.record(attempt, outcome, headers)
+        if delay is not None and not self._replayable():
+            return None  # the body went out past the retry buffer: this result stands
+        return delay
+
+    def answered(self, attempt: Attempt, response: httpx.Response) -> float | None:
+        """Record a response (its headers: the attempt ends here, the body may still
+        stream); None: return it, else back off that long and retry."""
+        outcome = Outcome(
+            OutcomeKind.RESPONSE,
+            response.status_code,
+            _grpc_status(response.headers),
+            time.monotonic() - attempt.started,
+        )
+        return self._record(attempt, outcome, response.headers)
+
+    def failed(self, attempt: Attempt, exc: httpx.TransportError) -> float | None:
+        """Record a failure; None: raise it, else back off that long and retry."""
+        delay = self._record(attempt, outcome_of(exc, time.monotonic() - attempt.started), None)
+        if delay is None and self.rec is not None:
+            self.rec.end(error=exc)
+        return delay
+
+    def finish(self, response: httpx.Response) -> httpx.Response:
+        """Response header mutations, then the response for the application."""
+        chain = self.plan.headers
+        if not chain.response_empty:
+            response.headers = httpx.Headers(chain.response(list(response.headers.multi_items())))
+        if self.rec is not None:
+            self.rec.end(status=response.status_code)
+        return response
+
+    # -- mirrors ----------------------------------------------------------------------
+    def mirror_requests(self, engine: Engine) -> list[Shadow]:
+        """Shadow copies of the request for the plan's mirror clusters (replayable
+        bodies only), already counted as started on their endpoints; the transport sends
+        them in the background (or drops them) and always calls ``Shadow.done``."""
+        if not self.plan.mirrors or not isinstance(self.request.stream, httpx.ByteStream):
+            return []
+        out = []
+        host = self.plan.authority or self.request.headers.get("host") or self.call.authority
+        clusters = engine.snapshot.clusters
+        for target in self.plan.mirrors:
+            view = clusters.get(target.cluster)
+            if view is None:
+                continue
+            connector = self._connectors.for_cluster(view)
+            if connector.error is not None:
+                continue
+            state = engine.mirror_endpoint(target, self.call)
+            if state is None:
+                continue
+            request = self.upstream(
+                state, self.plan.timeout, connector, None, target.authority(host)
+            )
+            out.append(Shadow(state, request, connector))
+        return out
+
+    def close(self, error: BaseException | None = None) -> None:
+        """End the call: release what it holds; a call without a result is recorded as
+        ended by ``error`` (cancellation, an unexpected exception)."""
+        if self._inflight is not None:  # cancelled while sending: not the endpoint's fault
+            self._record(self._inflight, Outcome(OutcomeKind.LOCAL), None)
+        if self.rec is not None:
+            self.rec.end(error=error or _Abandoned("request abandoned"))
+        if self._loop is not None:
+            self._loop.close()
+        if self.fault is not None:
+            self.fault.release()

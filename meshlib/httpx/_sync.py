@@ -1,0 +1,182 @@
+"""The sync httpx transport: drives :class:`Exchange` with blocking waits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from .._call import authority_of
+from .._engine import Engine
+from .._errors import MeshError
+from .._snapshot import ListenerView
+from ..telemetry import Telemetry
+from ._body import DEFAULT_RETRY_BUFFER
+from ._exchange import Exchange, Shadow, mesh_error
+from ._pools import DEFAULT_LIMITS, Connector, Connectors, EndpointPools
+
+__all__ = ["MAX_SHADOWS_IN_FLIGHT", "MeshTransport", "UnknownHostPolicy", "check_policy"]
+
+UnknownHostPolicy = str  # "passthrough" or "fail"
+MAX_SHADOWS_IN_FLIGHT = 64
+
+
+def check_policy(unknown_hosts: str) -> None:
+    if unknown_hosts not in ("passthrough", "fail"):
+        raise ValueError(f"unknown_hosts must be 'passthrough' or 'fail', got {unknown_hosts!r}")
+
+
+class _Shadows:
+    """Sends mirror copies on a small thread pool; drops them when too many are pending."""
+
+    def __init__(self, pools: EndpointPools[httpx.HTTPTransport]) -> None:
+        self._pools = pools
+        self._slots = threading.BoundedSemaphore(MAX_SHADOWS_IN_FLIGHT)
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, shadow: Shadow) -> None:
+        if not self._slots.acquire(blocking=False):
+            shadow.done()  # dropped: never delay the main request
+            return
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(2, thread_name_prefix="meshlib-mirror")
+            self._executor.submit(self._send, shadow)
+
+    def _send(self, shadow: Shadow) -> None:
+        try:
+            pool = self._pools.get(shadow.endpoint.address, shadow.connector)
+            response = pool.handle_request(shadow.request)
+            response.read()
+            response.close()
+            shadow.done(response)
+        except httpx.TransportError as exc:
+            shadow.done(error=exc)
+        except Exception:  # a mirror's result is ignored by design
+            shadow.done()
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+class MeshTransport(httpx.BaseTransport):
+    """A sync httpx transport: route, fault, mirror, then attempts with retries on
+    per-endpoint connection pools (HTTP/1.1 or HTTP/2, mTLS per the cluster).
+
+    The request keeps the URL and Host header the application used (unless a route
+    rewrites them); only the connection goes to the chosen endpoint. Hosts the mesh does
+    not know go to ``passthrough`` unchanged (or fail, with ``unknown_hosts="fail"``).
+    ``limits`` apply to each endpoint's pool; a streaming request body is kept for
+    retries up to ``retry_buffer`` bytes.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        resolve_timeout: float = 10.0,
+        unknown_hosts: UnknownHostPolicy = "passthrough",
+        passthrough: httpx.BaseTransport | None = None,
+        telemetry: Telemetry | None = None,
+        connectors: Connectors | None = None,
+        limits: httpx.Limits | None = None,
+        retry_buffer: int = DEFAULT_RETRY_BUFFER,
+    ) -> None:
+        check_policy(unknown_hosts)
+        self._engine = engine
+        self._resolve_timeout = resolve_timeout
+        self._unknown_hosts = unknown_hosts
+        self._passthrough = passthrough
+        self._telemetry = telemetry
+        self._connectors = connectors or Connectors()
+        self._limits = limits or httpx.Limits(**DEFAULT_LIMITS)
+        self._retry_buffer = retry_buffer
+        self._pools: EndpointPools[httpx.HTTPTransport] = EndpointPools(self._new_pool)
+        self._shadows = _Shadows(self._pools)
+
+    def _new_pool(self, connector: Connector) -> httpx.HTTPTransport:
+        return httpx.HTTPTransport(
+            verify=connector.ssl_context,
+            http1=connector.http1,
+            http2=connector.http2,
+            limits=self._limits,
+        )
+
+    @property
+    def passthrough(self) -> httpx.BaseTransport:
+        """Where requests for hosts the mesh does not know go."""
+        if self._passthrough is None:
+            self._passthrough = httpx.HTTPTransport()
+        return self._passthrough
+
+    def _listener(self, authority: str) -> ListenerView:
+        found = self._engine.listener(authority)
+        if isinstance(found, ListenerView):
+            return found
+        found.wait(self._resolve_timeout)
+        return self._engine.resolved(authority)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        try:
+            view = self._listener(authority_of(url.host, url.port, url.scheme))
+        except MeshError as exc:
+            raise mesh_error(exc, request) from exc
+        if view.missing and self._unknown_hosts == "passthrough":
+            return self.passthrough.handle_request(request)
+        for pool in self._pools.stale(self._engine.snapshot, self._connectors.for_cluster):
+            pool.close()
+        exchange = Exchange(
+            self._engine,
+            view,
+            request,
+            self._connectors,
+            telemetry=self._telemetry,
+            retry_buffer=self._retry_buffer,
+        )
+        try:
+            return self._carry(exchange)
+        except BaseException as exc:
+            exchange.close(exc)
+            raise
+        finally:
+            exchange.close()
+
+    def _carry(self, ex: Exchange) -> httpx.Response:
+        if ex.delay:
+            time.sleep(ex.delay)
+        aborted = ex.abort_response()
+        if aborted is not None:
+            return aborted
+        for shadow in ex.mirror_requests(self._engine):
+            self._shadows.submit(shadow)
+        while True:
+            attempt, upstream, connector = ex.next_attempt()
+            pool = self._pools.get(attempt.endpoint.address, connector)
+            try:
+                response = pool.handle_request(upstream)
+            except httpx.TransportError as exc:
+                delay = ex.failed(attempt, exc)
+                if delay is None:
+                    raise
+            else:
+                delay = ex.answered(attempt, response)
+                if delay is None:
+                    return ex.finish(response)
+                response.close()
+            time.sleep(delay)
+
+    def close(self) -> None:
+        self._shadows.close()
+        for pool in self._pools.drain():
+            pool.close()
+        if self._passthrough is not None:
+            self._passthrough.close()

@@ -1,0 +1,29 @@
+"""Mesh security: certificate providers, mTLS contexts, SPIFFE identity checks."""
+
+from ._contexts import client_context, server_context
+from ._provider import CertificateFiles, FileWatcherProvider, provider_from_config
+from ._spiffe import SanMatcher, identity_mismatch, peer_sans, peer_spiffe_id
+from ._upstream import (
+    CertificateProviders,
+    RotatingClientContext,
+    UpstreamTlsError,
+    alpn_for,
+    upstream_context,
+)
+
+__all__ = [
+    "CertificateFiles",
+    "CertificateProviders",
+    "FileWatcherProvider",
+    "RotatingClientContext",
+    "SanMatcher",
+    "UpstreamTlsError",
+    "alpn_for",
+    "client_context",
+    "identity_mismatch",
+    "peer_sans",
+    "peer_spiffe_id",
+    "provider_from_config",
+    "server_context",
+    "upstream_context",
+]

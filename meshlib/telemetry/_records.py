@@ -1,0 +1,303 @@
+"""One call and its attempts as the telemetry seam records them (spans and metrics)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .._call import Call
+from .._outcome import Outcome
+from . import _semconv as sc
+from ._semconv import response_flags
+
+if TYPE_CHECKING:
+    from ._telemetry import Telemetry
+
+__all__ = ["AttemptRecord", "CallRecord"]
+
+_LOCAL_STATUS = {"UO": 503, "UH": 503, "UF": 503, "UR": 503, "UT": 504, "NR": 404}
+
+
+class CallRecord:
+    """One logical call: its span, timing and what its attempts came to."""
+
+    __slots__ = (
+        "_ended",
+        "_t",
+        "address",
+        "attempts",
+        "call",
+        "cluster",
+        "last",
+        "protocol",
+        "route_name",
+        "span",
+        "start",
+    )
+
+    def __init__(self, telemetry: Telemetry, call: Call, protocol: str) -> None:
+        self._t = telemetry
+        self.call = call
+        self.protocol = protocol
+        self.route_name = ""
+        self.cluster = ""
+        self.address = ""
+        self.attempts = 0
+        self.last: Outcome | None = None
+        self._ended = False
+        self.span: trace.Span | None = None
+        tracer = telemetry.tracer()
+        if tracer is not None:
+            self.span = tracer.start_span(
+                _span_name(call, protocol),
+                kind=SpanKind.CLIENT,
+                attributes=_call_attrs(call, protocol),
+            )
+        self.start = time.perf_counter()
+
+    def route(self, route_name: str, cluster: str) -> None:
+        """The routing decision (``plan.route_name``, ``plan.cluster``)."""
+        self.route_name, self.cluster = route_name, cluster
+
+    def attempt(
+        self,
+        endpoint: Any,
+        cluster: str = "",
+        locality: str = "",
+        attempt_number: int = 0,
+        retry_reason: str = "",
+    ) -> AttemptRecord:
+        """Begin one attempt to ``endpoint`` (an EndpointState or an ``ip:port``);
+        ``attempt_number`` counts from 1 (0: the next one); ``retry_reason`` says why
+        the previous attempt was retried (see ``retry_reason()``)."""
+        self.attempts = attempt_number or self.attempts + 1
+        cluster = cluster or self.cluster
+        self.cluster = cluster
+        address = endpoint if isinstance(endpoint, str) else endpoint.address
+        self.address = address
+        t = self._t
+        if self.attempts > 1:
+            reason = retry_reason or "unknown"
+            t.registry.retries.add((cluster, reason))
+            otel = t.otel()
+            if otel is not None:
+                otel.retries.add(1, otel.attrs(("cluster", cluster), ("reason", reason)))
+        return AttemptRecord(self, address, cluster, locality, retry_reason)
+
+    def end(
+        self,
+        status: int | None = None,
+        grpc_status: int | None = None,
+        error: BaseException | None = None,
+        retries: int | None = None,
+    ) -> None:
+        """The call is over: the status the application sees, or the error it gets."""
+        if self._ended:
+            return
+        self._ended = True
+        t = self._t
+        elapsed_ms = (time.perf_counter() - self.start) * 1000.0
+        retries = max(0, self.attempts - 1) if retries is None else retries
+        reason = str(getattr(error, "reason", "") or "") if error is not None else ""
+        flags = response_flags(reason, self.last if error is not None else None)
+        if reason == "overflow":
+            t.breaker_overflow(self.cluster or str(getattr(error, "cluster", "")))
+        code = status
+        if code is None:
+            code = getattr(error, "http_status", None) or _LOCAL_STATUS.get(flags, 0)
+            if grpc_status is not None and error is None:
+                code = 200
+        grpc = "" if grpc_status is None else str(grpc_status)
+        if self.protocol == "grpc" and grpc_status is None and error is not None:
+            grpc = str(getattr(error, "grpc_status", None) or 14)
+        dest = t.registry.destination(self.cluster, self.call.authority)
+        key = (
+            "source",
+            t.workload,
+            t.namespace,
+            dest.service,
+            dest.name,
+            dest.namespace,
+            dest.version,
+            self.protocol,
+            str(code),
+            grpc,
+            flags,
+            "unknown",
+        )
+        t.registry.requests.add(key)
+        t.registry.duration.observe(key, elapsed_ms)
+        otel = t.otel()
+        if otel is not None:
+            attrs = otel.istio_attrs(key)
+            otel.requests.add(1, attrs)
+            otel.duration.record(elapsed_ms, attrs)
+        span = self.span
+        if span is not None and span.is_recording():
+            self._finish_span(span, status, grpc_status, error, retries, reason)
+        if span is not None:
+            span.end()
+
+    def _finish_span(
+        self,
+        span: trace.Span,
+        status: int | None,
+        grpc_status: int | None,
+        error: BaseException | None,
+        retries: int,
+        reason: str,
+    ) -> None:
+        failed = False
+        if status is not None and self.protocol == "http":
+            span.set_attribute(sc.HTTP_STATUS, status)
+            failed = status >= 400
+            if failed:
+                span.set_attribute(sc.ERROR_TYPE, str(status))
+        if grpc_status is not None:
+            span.set_attribute(sc.RPC_GRPC_STATUS, grpc_status)
+            failed = grpc_status != 0
+            if failed:
+                span.set_attribute(sc.ERROR_TYPE, sc.GRPC_CODES.get(grpc_status, str(grpc_status)))
+        if error is not None:
+            failed = True
+            span.set_attribute(sc.ERROR_TYPE, _qualname(error))
+            span.record_exception(error)
+        span.set_attributes(
+            {
+                sc.MESH_ROUTE: self.route_name,
+                sc.MESH_CLUSTER: self.cluster,
+                sc.MESH_UPSTREAM: self.address,
+                sc.MESH_RETRY_COUNT: retries,
+                sc.MESH_OUTCOME: reason or ("failure" if failed else "success"),
+            }
+        )
+        if failed:
+            span.set_status(Status(StatusCode.ERROR, reason or None))
+
+
+class AttemptRecord:
+    """One attempt of a call: a child span and the per-endpoint metrics."""
+
+    __slots__ = ("_call", "address", "cluster", "locality", "span", "start")
+
+    def __init__(
+        self, record: CallRecord, address: str, cluster: str, locality: str, reason: str
+    ) -> None:
+        self._call = record
+        self.address = address
+        self.cluster = cluster
+        self.locality = locality
+        self.span: trace.Span | None = None
+        parent = record.span
+        t = record._t
+        if parent is not None and parent.is_recording():
+            tracer = t.tracer()
+            assert tracer is not None
+            host, _, port = address.rpartition(":")
+            attrs: dict[str, Any] = {
+                sc.PEER_ADDRESS: host.strip("[]"),
+                sc.PEER_PORT: int(port) if port.isdigit() else 0,
+                sc.MESH_UPSTREAM: address,
+                sc.MESH_CLUSTER: cluster,
+                sc.MESH_LOCALITY: locality,
+                sc.MESH_ATTEMPT: record.attempts,
+            }
+            if record.attempts > 1:
+                attrs[sc.HTTP_RESEND] = record.attempts - 1
+                attrs[sc.MESH_RETRY_REASON] = reason or "unknown"
+            attrs.update(_call_attrs(record.call, record.protocol))
+            self.span = tracer.start_span(
+                f"{_span_name(record.call, record.protocol)} attempt",
+                context=trace.set_span_in_context(parent),
+                kind=SpanKind.CLIENT,
+                attributes=attrs,
+            )
+        t.registry.active.add((cluster,), 1)
+        otel = t.otel()
+        if otel is not None:
+            otel.active.add(1, otel.attrs(("cluster", cluster)))
+        self.start = time.perf_counter()
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        """Write the trace context (the globally configured propagators: W3C by
+        default) of this attempt's span into the outgoing request headers."""
+        span = self.span or self._call.span
+        if span is None or not span.get_span_context().is_valid:
+            return
+        propagate.inject(headers, context=trace.set_span_in_context(span))
+
+    def end(self, outcome: Outcome) -> None:
+        """What the attempt came to (the same Outcome the attempt loop records)."""
+        record = self._call
+        record.last = outcome
+        t = record._t
+        elapsed_ms = (time.perf_counter() - self.start) * 1000.0
+        cluster, address = self.cluster, self.address
+        code = str(outcome.status) if outcome.status is not None else "0"
+        kind: str = outcome.kind.value
+        reg = t.registry
+        reg.active.add((cluster,), -1)
+        reg.upstream_rq.add((cluster, address, kind, code))
+        reg.upstream_time.observe((cluster, address), elapsed_ms)
+        otel = t.otel()
+        if otel is not None:
+            otel.active.add(-1, otel.attrs(("cluster", cluster)))
+            otel.upstream_rq.add(
+                1,
+                otel.attrs(
+                    ("cluster", cluster),
+                    ("endpoint", address),
+                    ("outcome", kind),
+                    ("response_code", code),
+                ),
+            )
+            otel.upstream_time.record(
+                elapsed_ms, otel.attrs(("cluster", cluster), ("endpoint", address))
+            )
+        span = self.span
+        if span is None:
+            return
+        if outcome.status is not None and record.protocol == "http":
+            span.set_attribute(sc.HTTP_STATUS, outcome.status)
+        if outcome.grpc_status is not None:
+            span.set_attribute(sc.RPC_GRPC_STATUS, outcome.grpc_status)
+        span.set_attribute(sc.MESH_OUTCOME, kind)
+        if outcome.upstream_failure or not outcome.reached_upstream:
+            span.set_attribute(sc.ERROR_TYPE, code if outcome.http_5xx else kind)
+            span.set_status(Status(StatusCode.ERROR, kind))
+        span.end()
+
+
+def _span_name(call: Call, protocol: str) -> str:
+    if protocol == "grpc":
+        return call.path.split("?", 1)[0].lstrip("/") or "grpc"
+    return call.method or "HTTP"
+
+
+def _call_attrs(call: Call, protocol: str) -> dict[str, Any]:
+    host, _, port = call.authority.rpartition(":")
+    if not host:
+        host, port = call.authority, ""
+    attrs: dict[str, Any] = {
+        sc.SERVER_ADDRESS: host.strip("[]"),
+        sc.SERVER_PORT: int(port) if port.isdigit() else 0,
+    }
+    if protocol == "grpc":
+        service, _, method = call.path.lstrip("/").partition("/")
+        attrs[sc.RPC_SYSTEM] = "grpc"
+        attrs[sc.RPC_SERVICE] = service
+        attrs[sc.RPC_METHOD] = method
+    else:
+        attrs[sc.HTTP_METHOD] = call.method
+        attrs[sc.URL_FULL] = f"{call.scheme}://{call.authority}{call.path}"
+    return attrs
+
+
+def _qualname(error: BaseException) -> str:
+    cls = type(error)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"

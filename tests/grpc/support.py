@@ -1,0 +1,328 @@
+"""Real gRPC backends on 127.0.0.1 and hand-built xDS resources for the gRPC tests.
+
+Backends serve ``test.Echo`` with bytes (de)serializers (no codegen). Request metadata
+steers them: ``x-code: N`` aborts with status N, ``x-sleep: S`` sleeps S seconds first.
+``Echo`` answers ``<ident>|<authority>|<time remaining or ->``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from concurrent import futures
+from typing import Any
+
+import grpc
+import grpc.aio
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+from meshlib.controlplane import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    Resources,
+    VersionedSnapshotCache,
+)
+
+SERVICE = "test.Echo"
+
+
+def _meta(context: Any) -> dict[str, str]:
+    return {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+
+
+def _authority(context: Any) -> str:
+    # grpcio hides :authority from handlers; its call details keep it (as "host").
+    event = getattr(context, "_rpc_event", None)
+    host = getattr(getattr(event, "call_details", None), "host", b"")
+    return host.decode() if isinstance(host, bytes) else str(host or "")
+
+
+def _remaining(context: Any) -> str:
+    left = context.time_remaining()
+    return "-" if left is None or left > 1e6 else f"{left:.3f}"
+
+
+class EchoLogic:
+    """The handlers' behaviour, shared by the sync and asyncio servers."""
+
+    def __init__(self, ident: str) -> None:
+        self.ident = ident
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def reply(self, context: Any) -> bytes:
+        with self.lock:
+            self.calls += 1
+        authority = _authority(context)
+        return f"{self.ident}|{authority}|{_remaining(context)}".encode()
+
+    def abort_code(self, context: Any) -> grpc.StatusCode | None:
+        code = _meta(context).get("x-code")
+        if code is None:
+            return None
+        return next(c for c in grpc.StatusCode if c.value[0] == int(code))
+
+    def delay(self, context: Any) -> float:
+        return float(_meta(context).get("x-sleep", "0"))
+
+
+def sync_handlers(logic: EchoLogic) -> grpc.GenericRpcHandler:
+    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        time.sleep(logic.delay(context))
+        code = logic.abort_code(context)
+        if code is not None:
+            context.abort(code, f"{logic.ident} says {code.name}")
+        return logic.reply(context)
+
+    def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        for i in range(int(request or b"3")):
+            yield logic.reply(context) + f"#{i}".encode()
+
+    def collect(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        return b"+".join(requests) + b"@" + logic.reply(context)
+
+    def chat(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        for r in requests:
+            yield r + b"@" + logic.ident.encode()
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Other": grpc.unary_unary_rpc_method_handler(echo),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
+            "Collect": grpc.stream_unary_rpc_method_handler(collect),
+            "Chat": grpc.stream_stream_rpc_method_handler(chat),
+        },
+    )
+
+
+def aio_handlers(logic: EchoLogic) -> grpc.GenericRpcHandler:
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        await asyncio.sleep(logic.delay(context))
+        code = logic.abort_code(context)
+        if code is not None:
+            await context.abort(code, f"{logic.ident} says {code.name}")
+        return logic.reply(context)
+
+    async def stream(
+        request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        for i in range(int(request or b"3")):
+            yield logic.reply(context) + f"#{i}".encode()
+
+    async def collect(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        got = [r async for r in requests]
+        return b"+".join(got) + b"@" + logic.reply(context)
+
+    async def chat(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        async for r in requests:
+            yield r + b"@" + logic.ident.encode()
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
+            "Collect": grpc.stream_unary_rpc_method_handler(collect),
+            "Chat": grpc.stream_stream_rpc_method_handler(chat),
+        },
+    )
+
+
+class Backend:
+    """A grpc.server on 127.0.0.1 (thread pool) serving test.Echo."""
+
+    def __init__(self, ident: str, interceptors: Sequence[Any] = ()) -> None:
+        self.logic = EchoLogic(ident)
+        self.ident = ident
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8), interceptors=list(interceptors)
+        )
+        self.server.add_generic_rpc_handlers((sync_handlers(self.logic),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.stop(0).wait()
+
+
+class AioBackend:
+    """A grpc.aio.server on 127.0.0.1, on its own event loop thread."""
+
+    def __init__(self, ident: str, interceptors: Sequence[Any] = ()) -> None:
+        self.logic = EchoLogic(ident)
+        self.ident = ident
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(interceptors), self.loop).result(
+            10
+        )
+
+    async def _start(self, interceptors: Sequence[Any]) -> int:
+        self.server = grpc.aio.server(interceptors=list(interceptors))
+        self.server.add_generic_rpc_handlers((aio_handlers(self.logic),))
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+# -- hand-built xDS --------------------------------------------------------------------
+
+
+def _pack(msg: Any) -> any_pb2.Any:
+    out = any_pb2.Any()
+    out.Pack(msg)
+    return out
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def listener(name: str, route_config: str) -> listener_pb2.Listener:
+    hcm = hcm_pb2.HttpConnectionManager(
+        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
+        http_filters=[
+            hcm_pb2.HttpFilter(
+                name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())
+            )
+        ],
+    )
+    return listener_pb2.Listener(
+        name=name, api_listener=api_listener_pb2.ApiListener(api_listener=_pack(hcm))
+    )
+
+
+def seconds(value: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(value * 1e9))
+    return d
+
+
+def route(
+    cluster: str | dict[str, int],
+    *,
+    prefix: str = "/",
+    path: str | None = None,
+    timeout: float | None = 0.0,
+    headers: dict[str, str] | None = None,
+) -> rc.Route:
+    """A route to one cluster or a weighted set; ``timeout`` None leaves it unset."""
+    match = rc.RouteMatch(path=path) if path is not None else rc.RouteMatch(prefix=prefix)
+    for name, value in (headers or {}).items():
+        match.headers.add(name=name, string_match=string_pb2.StringMatcher(exact=value))
+    action = rc.RouteAction()
+    if isinstance(cluster, str):
+        action.cluster = cluster
+    else:
+        for name, weight in cluster.items():
+            action.weighted_clusters.clusters.add(
+                name=name, weight=wrappers_pb2.UInt32Value(value=weight)
+            )
+    if timeout is not None:
+        action.timeout.CopyFrom(seconds(timeout))
+    return rc.Route(match=match, route=action)
+
+
+def route_config(name: str, domains: Iterable[str], routes: Iterable[rc.Route]) -> Any:
+    vhost = rc.VirtualHost(name="vh", domains=list(domains), routes=list(routes))
+    return route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost])
+
+
+def cluster(name: str, lb_policy: str = "ROUND_ROBIN") -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        connect_timeout=seconds(5),
+        lb_policy=cluster_pb2.Cluster.LbPolicy.Value(lb_policy),
+    )
+
+
+def endpoints(name: str, addresses: Iterable[str]) -> endpoint_pb2.ClusterLoadAssignment:
+    lbs = []
+    for address in addresses:
+        host, port = address.rsplit(":", 1)
+        sa = address_pb2.SocketAddress(address=host, port_value=int(port))
+        lbs.append(
+            endpoint_components_pb2.LbEndpoint(
+                endpoint=endpoint_components_pb2.Endpoint(
+                    address=address_pb2.Address(socket_address=sa)
+                ),
+                load_balancing_weight=wrappers_pb2.UInt32Value(value=1),
+            )
+        )
+    locality = endpoint_components_pb2.LocalityLbEndpoints(
+        locality=base_pb2.Locality(region="r", zone="z"),
+        lb_endpoints=lbs,
+        load_balancing_weight=wrappers_pb2.UInt32Value(value=1),
+    )
+    return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[locality])
+
+
+def service(
+    target: str,
+    routes: Sequence[rc.Route],
+    clusters: dict[str, Sequence[str]],
+    lb_policy: str = "ROUND_ROBIN",
+) -> dict[str, dict[str, Any]]:
+    """Listener ``target`` (host:port), its route config and EDS clusters, by type URL."""
+    host = target.rsplit(":", 1)[0]
+    rc_name = f"route-{target}"
+    return {
+        LISTENER_TYPE: {target: listener(target, rc_name)},
+        ROUTE_TYPE: {rc_name: route_config(rc_name, [target, host], routes)},
+        CLUSTER_TYPE: {c: cluster(c, lb_policy) for c in clusters},
+        ENDPOINT_TYPE: {c: endpoints(c, addrs) for c, addrs in clusters.items()},
+    }
+
+
+class StaticCache(VersionedSnapshotCache):
+    """Serves hand-built resources instead of the translated config (``put`` replaces them)."""
+
+    def __init__(self, resources: dict[str, dict[str, Any]]) -> None:
+        super().__init__()
+        self.fixed = resources
+
+    def set_resources(self, resources: Resources) -> Any:
+        return super().set_resources(Resources(shared=self.fixed))
+
+    def put(self, resources: dict[str, dict[str, Any]]) -> Any:
+        self.fixed = resources
+        return super().set_resources(Resources(shared=resources))
