@@ -7,7 +7,12 @@ is the client side. Rounds are interleaved; ratios are to plain httpx in the sam
 * meshlib: ``Mesh.httpx_client()`` -> backend, configured by ``meshlib control-plane``
 * httpx -> client Envoy -> backend (one sidecar hop)
 * httpx -> client Envoy =mTLS=> server Envoy -> backend (the full sidecar mesh)
-* meshlib with mTLS: not built yet, reported as not yet available
+* meshlib =mTLS=> server Envoy -> backend (a proxyless client in a sidecar mesh: the
+  DestinationRule's MUTUAL tls reaches meshlib as the cluster's UpstreamTlsContext)
+
+Sequential and threaded rounds send with sync clients; the async section keeps
+:data:`ASYNC_IN_FLIGHT` requests in flight on one event loop (plain httpx.AsyncClient vs
+meshlib's AsyncMeshTransport, plaintext and mTLS).
 
 The Envoys run static bootstraps written here (see docs/benchmarks.md for what should move
 to the control plane's Envoy output once it exists).
@@ -15,8 +20,11 @@ to the control plane's Envoy output once it exists).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,7 @@ from ._harness import (
     Row,
     Variant,
     check,
+    cpu_seconds,
     measure_interleaved,
     row,
     start_backends,
@@ -39,7 +48,7 @@ from ._harness import (
     start_envoy,
 )
 
-__all__ = ["CONCURRENCY", "envoy_bootstrap", "mesh_bootstrap", "run"]
+__all__ = ["ASYNC_IN_FLIGHT", "CONCURRENCY", "envoy_bootstrap", "mesh_bootstrap", "run"]
 
 _PLAIN = "plain httpx"
 _MESHLIB = "meshlib"
@@ -47,6 +56,8 @@ _SIDECAR = "httpx + Envoy sidecar"
 _FULL_MESH = "sidecar mesh, mTLS (2 Envoys)"
 _MESHLIB_MTLS = "meshlib, mTLS"
 CONCURRENCY = 8
+ASYNC_IN_FLIGHT = 100
+_TLS_SERVICE = "bench-mtls.default.svc.cluster.local"
 _ENVOY_CONCURRENCY = 2  # istio-proxy's default worker count
 _SERVICE = "bench.default.svc.cluster.local"
 _SERVICE_PORT = 8080
@@ -144,28 +155,53 @@ def _write_certs(directory: Path) -> dict[str, Path]:
     return files
 
 
-def _mesh_config(directory: Path, backend_port: int) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    objects = [
+def _service(name: str, port: int) -> list[dict[str, Any]]:
+    return [
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "bench", "namespace": "default"},
+            "metadata": {"name": name, "namespace": "default"},
             "spec": {"ports": [{"name": "http", "port": _SERVICE_PORT}]},
         },
         {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
             "metadata": {
-                "name": "bench-0",
+                "name": f"{name}-0",
                 "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "bench"},
+                "labels": {"kubernetes.io/service-name": name},
             },
             "addressType": "IPv4",
             "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
-            "ports": [{"name": "http", "port": backend_port, "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
         },
     ]
+
+
+def _mesh_config(
+    directory: Path, backend_port: int, mtls_port: int, certs: dict[str, Path]
+) -> Path:
+    """``bench`` (plaintext to the backend) and ``bench-mtls`` (mTLS to the server Envoy,
+    by a DestinationRule with MUTUAL tls and the server's SAN)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rule = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "bench-mtls", "namespace": "default"},
+        "spec": {
+            "host": _TLS_SERVICE,
+            "trafficPolicy": {
+                "tls": {
+                    "mode": "MUTUAL",
+                    "clientCertificate": str(certs["client.crt"]),
+                    "privateKey": str(certs["client.key"]),
+                    "caCertificates": str(certs["ca.crt"]),
+                    "subjectAltNames": ["server.bench.sidecar"],
+                }
+            },
+        },
+    }
+    objects = [*_service("bench", backend_port), *_service("bench-mtls", mtls_port), rule]
     (directory / "bench.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
     return directory
 
@@ -196,12 +232,11 @@ def _sender(client: httpx.Client, url: str) -> Callable[[], None]:
     return send
 
 
-def _variants(stack: contextlib.ExitStack, work: Path) -> tuple[list[Variant], str]:
-    """Start backend, control plane and Envoys; return the variants and the backend kind."""
+def _variants(stack: contextlib.ExitStack, work: Path) -> tuple[list[Variant], str, Mesh, int]:
+    """Start backend, control plane and Envoys; return the variants, the backend kind,
+    the mesh and the backend port."""
     backends = start_backends(stack, 1, work / "backend")
     backend = backends.ports[0]
-    address = start_control_plane(stack, _mesh_config(work / "mesh", backend))
-    mesh = stack.enter_context(Mesh(bootstrap=mesh_bootstrap(address)))
     certs = _write_certs(work / "certs")
     sidecar = start_envoy(stack, "sidecar", envoy_bootstrap(backend), work, _ENVOY_CONCURRENCY)
     server = start_envoy(
@@ -217,6 +252,9 @@ def _variants(stack: contextlib.ExitStack, work: Path) -> tuple[list[Variant], s
         work,
         _ENVOY_CONCURRENCY,
     )
+    config = _mesh_config(work / "mesh", backend, server.ports["proxy"], certs)
+    address = start_control_plane(stack, config)
+    mesh = stack.enter_context(Mesh(bootstrap=mesh_bootstrap(address)))
     client_tls = _common_tls(certs, "client")
     client_tls["validation_context"]["match_typed_subject_alt_names"] = [
         {"san_type": "DNS", "matcher": {"exact": "server.bench.sidecar"}}
@@ -239,6 +277,11 @@ def _variants(stack: contextlib.ExitStack, work: Path) -> tuple[list[Variant], s
         Variant(_PLAIN, _sender(new_client(), f"http://127.0.0.1:{backend}/")),
         Variant(_MESHLIB, _sender(mesh_client, f"http://{_SERVICE}:{_SERVICE_PORT}/")),
         Variant(
+            _MESHLIB_MTLS,
+            _sender(mesh_client, f"http://{_TLS_SERVICE}:{_SERVICE_PORT}/"),
+            (server.pid,),
+        ),
+        Variant(
             _SIDECAR,
             _sender(new_client(), f"http://127.0.0.1:{sidecar.ports['proxy']}/"),
             (sidecar.pid,),
@@ -249,7 +292,7 @@ def _variants(stack: contextlib.ExitStack, work: Path) -> tuple[list[Variant], s
             (client.pid, server.pid),
         ),
     ]
-    return variants, backends.kind
+    return variants, backends.kind, mesh, backend
 
 
 def _ratio(
@@ -283,28 +326,129 @@ def _mode_rows(mode: str, results: dict[str, Measurement]) -> list[Row]:
             rows.append(
                 row(name_, value, unit, group=group, variant=name, metric=metric, chart=chart)
             )
-    missing = "meshlib mTLS for httpx: not yet available"
-    rows.append(
-        row(
-            f"{group} {_MESHLIB_MTLS} throughput",
-            None,
-            "req/s",
-            group=group,
-            variant=_MESHLIB_MTLS,
-            metric="throughput",
-            note=missing,
-        )
-    )
     mesh = results[_MESHLIB].throughput
+    mtls = results[_MESHLIB_MTLS].throughput
     sidecar = results[_SIDECAR].throughput
     full = results[_FULL_MESH].throughput
     before = "measured before any code existed: {}"
     rows += [
         _ratio(group, f"{_MESHLIB} / {_PLAIN}", mesh / base, 0.95),
+        _p99_ratio(group, results[_MESHLIB], results[_PLAIN], _MESHLIB),
         _ratio(group, f"{_MESHLIB} / {_SIDECAR}", mesh / sidecar, 1.5),
-        _ratio(group, f"{_MESHLIB_MTLS} / {_FULL_MESH}", None, 1.75, missing),
+        _ratio(group, f"{_MESHLIB_MTLS} / {_FULL_MESH}", mtls / full, 1.75),
         _ratio(group, f"{_SIDECAR} / {_PLAIN}", sidecar / base, note=before.format("0.64x")),
         _ratio(group, f"{_FULL_MESH} / {_PLAIN}", full / base, note=before.format("0.54x")),
+    ]
+    return rows
+
+
+def _p99_ratio(group: str, m: Measurement, base: Measurement, label: str) -> Row:
+    value = m.latency_ms(99) / base.latency_ms(99) if base.latency_ms(99) else None
+    target, ok = check(value, "<=", 1.10, "x")
+    return row(f"{group} p99: {label} / {_PLAIN}", value, "x", target=target, passed=ok)
+
+
+AsyncSend = Callable[[], Any]
+
+
+async def _async_round(send: AsyncSend, seconds: float, in_flight: int) -> Measurement:
+    """``in_flight`` tasks sending back to back on this loop for ``seconds``."""
+    gc.collect()
+    app0, _ = cpu_seconds()
+    start = time.perf_counter()
+    deadline = start + seconds
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        clock = time.perf_counter
+        now = clock()
+        while now < deadline:
+            await send()
+            end = clock()
+            latencies.append(end - now)
+            now = end
+
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - start
+    app1, _ = cpu_seconds()
+    return Measurement(len(latencies), elapsed, app1 - app0, 0.0, latencies)
+
+
+def _async_sender(client: httpx.AsyncClient, url: str) -> AsyncSend:
+    async def send() -> None:
+        response = await client.get(url)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {url}: status {response.status_code}")
+
+    return send
+
+
+async def _async_measure(
+    mesh: Mesh, backend: int, rounds: int, seconds: float, warmup: float
+) -> dict[str, Measurement]:
+    """Plain AsyncClient vs meshlib's async transport (plaintext, mTLS), interleaved."""
+    limits = httpx.Limits(
+        max_connections=ASYNC_IN_FLIGHT, max_keepalive_connections=ASYNC_IN_FLIGHT
+    )
+    async with (
+        httpx.AsyncClient(limits=limits) as plain,
+        mesh.httpx_async_client(limits=limits) as meshed,
+    ):
+        variants = [
+            (_PLAIN, _async_sender(plain, f"http://127.0.0.1:{backend}/")),
+            (_MESHLIB, _async_sender(meshed, f"http://{_SERVICE}:{_SERVICE_PORT}/")),
+            (_MESHLIB_MTLS, _async_sender(meshed, f"http://{_TLS_SERVICE}:{_SERVICE_PORT}/")),
+        ]
+        for _, send in variants:
+            await _async_round(send, warmup, ASYNC_IN_FLIGHT)
+        totals = {name: Measurement() for name, _ in variants}
+        for r in range(rounds):
+            k = r % len(variants)
+            for name, send in [*variants[k:], *variants[:k]]:
+                m = await _async_round(send, seconds, ASYNC_IN_FLIGHT)
+                t = totals[name]
+                t.requests += m.requests
+                t.seconds += m.seconds
+                t.app_cpu += m.app_cpu
+                t.latencies += m.latencies
+    return totals
+
+
+def _async_rows(results: dict[str, Measurement]) -> list[Row]:
+    group = f"HTTP async ({ASYNC_IN_FLIGHT} in flight)"
+    base = results[_PLAIN]
+    rows: list[Row] = []
+    for name, m in results.items():
+        for metric, value, unit in (
+            ("throughput", m.throughput, "req/s"),
+            ("vs plain httpx", m.throughput / base.throughput, "x"),
+            ("p50", m.latency_ms(50), "ms"),
+            ("p99", m.latency_ms(99), "ms"),
+            ("client CPU / 1k req", m.cpu_ms_per_1k(), "ms"),
+            ("requests", float(m.requests), ""),
+        ):
+            chart = metric in ("throughput", "client CPU / 1k req")
+            rows.append(
+                row(
+                    f"{group} {name} {metric}",
+                    value,
+                    unit,
+                    group=group,
+                    variant=name,
+                    metric=metric,
+                    chart=chart,
+                )
+            )
+    mesh = results[_MESHLIB]
+    rows += [
+        _ratio(group, f"{_MESHLIB} / {_PLAIN}", mesh.throughput / base.throughput, 0.95),
+        _p99_ratio(group, mesh, base, _MESHLIB),
+        _ratio(
+            group,
+            f"{_MESHLIB_MTLS} / {_PLAIN} (plaintext)",
+            results[_MESHLIB_MTLS].throughput / base.throughput,
+            note="mTLS to the server Envoy, which forwards to the backend",
+        ),
     ]
     return rows
 
@@ -315,7 +459,7 @@ def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meshlib-http-bench-")))
-        variants, backend = _variants(stack, work)
+        variants, backend, mesh, port = _variants(stack, work)
         for mode, concurrency in (
             ("sequential", 1),
             (f"concurrent ({CONCURRENCY} threads)", CONCURRENCY),
@@ -328,5 +472,7 @@ def run(quick: bool) -> list[Row]:
                 concurrency=concurrency,
             )
             rows += _mode_rows(mode, results)
+        results = asyncio.run(_async_measure(mesh, port, rounds, seconds, warmup))
+        rows += _async_rows(results)
     rows.append(row("HTTP backend", None, "", note=backend))
     return rows

@@ -104,8 +104,8 @@ class InboundCall:
             self.span.record_exception(error)
         if error is not None or status >= 500:
             self.span.set_status(Status(StatusCode.ERROR))
-        self.span.end()
         self.inbound.record(self, status, elapsed_ms, grpc_status)
+        self.span.end()  # last: a finished span means the request is fully accounted
 
 
 class Inbound:

@@ -7,7 +7,8 @@ Each call joins the caller's trace (W3C/B3 metadata), makes the request context 
 for the handler (so outbound mesh calls carry the trace, x-request-id and the remaining
 deadline), is authorized by the Inbound's authorizer (denied: PERMISSION_DENIED, before
 the handler runs) and is counted with Istio's standard metrics. The caller's SPIFFE ID
-comes from the verified client certificate when the server uses mTLS.
+comes from the verified client certificate when the server uses mTLS
+(``mesh_server_credentials``: the workload certificate, client certificates required).
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from ._inbound import Inbound, InboundCall, InboundRequest
+from meshlib.security import FileWatcherProvider
 
-__all__ = ["MeshAioServerInterceptor", "MeshServerInterceptor", "peer_identity"]
+from ._inbound import Inbound, InboundCall, InboundRequest
+from .tls import spiffe_id_from_pem
+
+__all__ = [
+    "MeshAioServerInterceptor",
+    "MeshServerInterceptor",
+    "mesh_server_credentials",
+    "peer_identity",
+]
 
 DENIED = "RBAC: access denied"
 _HTTP = {0: 200, 7: 403, 16: 401, 12: 501, 5: 404, 4: 504, 14: 503, 8: 429, 1: 499}
@@ -38,7 +47,50 @@ def peer_identity(context: Any) -> str | None:
             text = value.decode() if isinstance(value, bytes) else str(value)
             if text.startswith("spiffe://"):
                 return text
+    pem = auth.get("x509_pem_cert")  # grpcio builds that list URI SANs nowhere else
+    if pem:
+        value = pem[0] if isinstance(pem, list | tuple) else pem
+        return spiffe_id_from_pem(value)
     return None
+
+
+def mesh_server_credentials(
+    identity: FileWatcherProvider,
+    roots: FileWatcherProvider | None = None,
+    *,
+    require_client_auth: bool = True,
+) -> grpc.ServerCredentials:
+    """Server credentials for mesh mTLS from the workload's certificate provider.
+
+    ``require_client_auth`` (PeerAuthentication STRICT) refuses callers without a
+    certificate chained to the mesh roots. Rotation: new files from the provider are
+    used for the next handshakes (``grpc.dynamic_ssl_server_credentials``).
+    """
+    roots = roots or identity
+
+    def load() -> grpc.ServerCertificateConfiguration:
+        files, root_files = identity.current(), roots.current()
+        if not (files.certificate_file and files.private_key_file):
+            raise ValueError("mesh_server_credentials: the identity provider has no certificate")
+        if root_files.ca_certificate_file is None:
+            raise ValueError("mesh_server_credentials: the roots provider has no CA file")
+        return grpc.ssl_server_certificate_configuration(
+            [(files.private_key_file.read_bytes(), files.certificate_file.read_bytes())],
+            root_files.ca_certificate_file.read_bytes(),
+        )
+
+    state = {"versions": (identity.current().version, roots.current().version)}
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        versions = (identity.current().version, roots.current().version)
+        if versions == state["versions"]:
+            return None  # unchanged: keep the current configuration
+        state["versions"] = versions
+        return load()
+
+    return grpc.dynamic_ssl_server_credentials(
+        load(), fetch, require_client_authentication=require_client_auth
+    )
 
 
 def _request(details: grpc.HandlerCallDetails, context: Any) -> InboundRequest:

@@ -18,7 +18,15 @@ from ._errors import (
     TargetNotResolved,
     UpstreamTimeout,
 )
-from ._httpx_transport import AsyncMeshTransport, MeshConnectError, MeshTimeoutError, MeshTransport
+from ._httpx_transport import (
+    AsyncMeshTransport,
+    CircuitBreakerOverflowError,
+    MeshConnectError,
+    MeshTimeoutError,
+    MeshTransport,
+    NoHealthyUpstreamError,
+    UpstreamTlsConfigError,
+)
 from ._mesh import Mesh
 from ._snapshot import Snapshot
 
@@ -27,14 +35,17 @@ __all__ = [
     "BootstrapError",
     "Call",
     "CircuitBreakerOpen",
+    "CircuitBreakerOverflowError",
     "Mesh",
     "MeshConnectError",
     "MeshError",
     "MeshTimeoutError",
     "MeshTransport",
     "NoHealthyUpstream",
+    "NoHealthyUpstreamError",
     "RouteNotFound",
     "Snapshot",
     "TargetNotResolved",
     "UpstreamTimeout",
+    "UpstreamTlsConfigError",
 ]

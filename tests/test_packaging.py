@@ -33,16 +33,19 @@ def test_public_names() -> None:
         "BootstrapError",
         "Call",
         "CircuitBreakerOpen",
+        "CircuitBreakerOverflowError",
         "Mesh",
         "MeshConnectError",
         "MeshError",
         "MeshTimeoutError",
         "MeshTransport",
         "NoHealthyUpstream",
+        "NoHealthyUpstreamError",
         "RouteNotFound",
         "Snapshot",
         "TargetNotResolved",
         "UpstreamTimeout",
+        "UpstreamTlsConfigError",
     }
     assert {"XdsClient", "load_bootstrap", "ResourceWatcher", "Bootstrap"} <= set(
         xds_client.__all__

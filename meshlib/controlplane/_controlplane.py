@@ -49,7 +49,7 @@ class ControlPlane:
         cache: SnapshotCache | None = None,
         ca: Any = None,
         watch: bool = False,
-        poll_interval: float = 0.2,
+        poll_interval: float = 0.05,
         debounce: float = 0.1,
     ) -> None:
         self.source: Source = (

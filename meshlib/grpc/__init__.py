@@ -3,9 +3,11 @@
     with Mesh() as mesh, mesh.grpc_channel("xds:///ratings:9080") as channel:
         stub = RatingsStub(channel)
 
-Each call is routed on ``/package.Service/Method`` and its metadata, balanced over the
-chosen cluster's endpoints (one subchannel per endpoint) and its outcome recorded for
-outlier detection and load feedback. The server side is ``meshlib.integrations.grpc_server``.
+Each call is routed on ``/package.Service/Method`` and its metadata, passes the fault
+filter, and runs the engine's attempt loop (circuit breaking, LB pick over one subchannel
+per endpoint, per-try timeouts, retries by gRPC status); outcomes feed outlier detection,
+load feedback and telemetry. See docs/grpc.md. The server side is
+``meshlib.integrations.grpc_server``.
 """
 
 from ._aio_channel import MeshAioChannel

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import grpc.aio
 from opentelemetry import context as otel_context
 
 from .._call import Call
@@ -243,10 +244,10 @@ class RpcExchange:
         self._end(grpc_status=0)
 
     def failed(self, t: Try, error: BaseException, *, committed: bool = False) -> float | None:
-        """The attempt failed with ``error`` (a grpc.RpcError). None: give the caller this
-        error; else back off that many seconds and make the next attempt. ``committed``:
-        the caller already received part of the response, so it is never retried."""
-        if isinstance(error, grpc.Call):
+        """The attempt failed with ``error`` (an RpcError or AioRpcError). None: give the
+        caller this error; else back off that many seconds and make the next attempt.
+        ``committed``: the caller already received part of the response (no retry)."""
+        if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
             code, details = error.code(), error.details()
         else:
             code, details = grpc.StatusCode.UNKNOWN, str(error)

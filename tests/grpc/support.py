@@ -22,6 +22,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -62,8 +63,17 @@ class EchoLogic:
 
     def __init__(self, ident: str) -> None:
         self.ident = ident
-        self.calls = 0
+        self.calls = 0  # replies sent (one per streamed message)
+        self.started = 0  # Echo calls that reached the handler
+        self.aborted = 0  # calls the handler failed with a status
+        self.fail_with: grpc.StatusCode | None = None  # fail every Echo call
+        self.metadata: list[dict[str, str]] = []  # what each Echo call carried
         self.lock = threading.Lock()
+
+    def start(self, context: Any) -> None:
+        with self.lock:
+            self.started += 1
+            self.metadata.append(_meta(context))
 
     def reply(self, context: Any) -> bytes:
         with self.lock:
@@ -72,10 +82,15 @@ class EchoLogic:
         return f"{self.ident}|{authority}|{_remaining(context)}".encode()
 
     def abort_code(self, context: Any) -> grpc.StatusCode | None:
+        """The status to fail with (``x-code`` metadata or ``fail_with``), counted."""
         code = _meta(context).get("x-code")
-        if code is None:
-            return None
-        return next(c for c in grpc.StatusCode if c.value[0] == int(code))
+        found = self.fail_with
+        if code is not None:
+            found = next(c for c in grpc.StatusCode if c.value[0] == int(code))
+        if found is not None:
+            with self.lock:
+                self.aborted += 1
+        return found
 
     def delay(self, context: Any) -> float:
         return float(_meta(context).get("x-sleep", "0"))
@@ -83,6 +98,7 @@ class EchoLogic:
 
 def sync_handlers(logic: EchoLogic) -> grpc.GenericRpcHandler:
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        logic.start(context)
         time.sleep(logic.delay(context))
         code = logic.abort_code(context)
         if code is not None:
@@ -92,6 +108,9 @@ def sync_handlers(logic: EchoLogic) -> grpc.GenericRpcHandler:
     def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         for i in range(int(request or b"3")):
             yield logic.reply(context) + f"#{i}".encode()
+        code = logic.abort_code(context)  # after the messages: a committed stream fails
+        if code is not None:
+            context.abort(code, f"{logic.ident} says {code.name}")
 
     def collect(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         return b"+".join(requests) + b"@" + logic.reply(context)
@@ -114,6 +133,7 @@ def sync_handlers(logic: EchoLogic) -> grpc.GenericRpcHandler:
 
 def aio_handlers(logic: EchoLogic) -> grpc.GenericRpcHandler:
     async def echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        logic.start(context)
         await asyncio.sleep(logic.delay(context))
         code = logic.abort_code(context)
         if code is not None:
@@ -220,8 +240,11 @@ def listener(name: str, route_config: str) -> listener_pb2.Listener:
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
         http_filters=[
             hcm_pb2.HttpFilter(
+                name="envoy.filters.http.fault", typed_config=_pack(fault_pb2.HTTPFault())
+            ),
+            hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())
-            )
+            ),
         ],
     )
     return listener_pb2.Listener(
@@ -242,8 +265,12 @@ def route(
     path: str | None = None,
     timeout: float | None = 0.0,
     headers: dict[str, str] | None = None,
+    retry: rc.RetryPolicy | None = None,
+    fault: fault_pb2.HTTPFault | None = None,
+    grpc_timeout_max: float | None = None,
 ) -> rc.Route:
-    """A route to one cluster or a weighted set; ``timeout`` None leaves it unset."""
+    """A route to one cluster or a weighted set; ``timeout`` None leaves it unset;
+    ``grpc_timeout_max`` sets max_stream_duration.grpc_timeout_header_max."""
     match = rc.RouteMatch(path=path) if path is not None else rc.RouteMatch(prefix=prefix)
     for name, value in (headers or {}).items():
         match.headers.add(name=name, string_match=string_pb2.StringMatcher(exact=value))
@@ -257,7 +284,39 @@ def route(
             )
     if timeout is not None:
         action.timeout.CopyFrom(seconds(timeout))
-    return rc.Route(match=match, route=action)
+    if retry is not None:
+        action.retry_policy.CopyFrom(retry)
+    if grpc_timeout_max is not None:
+        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(seconds(grpc_timeout_max))
+    out = rc.Route(match=match, route=action)
+    if fault is not None:
+        out.typed_per_filter_config["envoy.filters.http.fault"].CopyFrom(_pack(fault))
+    return out
+
+
+def retry_policy(retry_on: str, num_retries: int, per_try: float | None = None) -> rc.RetryPolicy:
+    """A retry policy with a 1 ms back-off (tests stay fast)."""
+    policy = rc.RetryPolicy(
+        retry_on=retry_on, num_retries=wrappers_pb2.UInt32Value(value=num_retries)
+    )
+    policy.retry_back_off.base_interval.CopyFrom(seconds(0.001))
+    if per_try is not None:
+        policy.per_try_timeout.CopyFrom(seconds(per_try))
+    return policy
+
+
+def grpc_fault(
+    abort: int | None = None, delay: float | None = None, percent: int = 100
+) -> fault_pb2.HTTPFault:
+    """A fault filter config aborting with gRPC status ``abort`` and/or delaying."""
+    fault = fault_pb2.HTTPFault()
+    if abort is not None:
+        fault.abort.grpc_status = abort
+        fault.abort.percentage.numerator = percent
+    if delay is not None:
+        fault.delay.fixed_delay.CopyFrom(seconds(delay))
+        fault.delay.percentage.numerator = percent
+    return fault
 
 
 def route_config(name: str, domains: Iterable[str], routes: Iterable[rc.Route]) -> Any:
@@ -265,14 +324,21 @@ def route_config(name: str, domains: Iterable[str], routes: Iterable[rc.Route]) 
     return route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost])
 
 
-def cluster(name: str, lb_policy: str = "ROUND_ROBIN") -> cluster_pb2.Cluster:
-    return cluster_pb2.Cluster(
+def cluster(
+    name: str, lb_policy: str = "ROUND_ROBIN", max_requests: int | None = None
+) -> cluster_pb2.Cluster:
+    out = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
         connect_timeout=seconds(5),
         lb_policy=cluster_pb2.Cluster.LbPolicy.Value(lb_policy),
     )
+    if max_requests is not None:
+        out.circuit_breakers.thresholds.add(
+            max_requests=wrappers_pb2.UInt32Value(value=max_requests)
+        )
+    return out
 
 
 def endpoints(name: str, addresses: Iterable[str]) -> endpoint_pb2.ClusterLoadAssignment:
@@ -301,6 +367,7 @@ def service(
     routes: Sequence[rc.Route],
     clusters: dict[str, Sequence[str]],
     lb_policy: str = "ROUND_ROBIN",
+    max_requests: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Listener ``target`` (host:port), its route config and EDS clusters, by type URL."""
     host = target.rsplit(":", 1)[0]
@@ -308,7 +375,7 @@ def service(
     return {
         LISTENER_TYPE: {target: listener(target, rc_name)},
         ROUTE_TYPE: {rc_name: route_config(rc_name, [target, host], routes)},
-        CLUSTER_TYPE: {c: cluster(c, lb_policy) for c in clusters},
+        CLUSTER_TYPE: {c: cluster(c, lb_policy, max_requests) for c in clusters},
         ENDPOINT_TYPE: {c: endpoints(c, addrs) for c, addrs in clusters.items()},
     }
 

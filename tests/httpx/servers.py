@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import socket
 import ssl
@@ -18,6 +19,8 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from meshlib._context import current_request
+
+_VERBS = ("flaky", "slow", "stream", "whoami", "echo")
 
 
 class EchoApp:
@@ -42,6 +45,8 @@ class EchoApp:
                 break
         path: str = scope["path"]
         parts = path.strip("/").split("/")
+        if parts[0] not in _VERBS and len(parts) > 1:
+            parts = parts[1:]  # a routing prefix (/h2/..., /tiny/...)
         self.hits[path] += 1
         status = 200
         if parts[0] == "flaky" and self.hits[path] <= int(parts[2]):
@@ -147,10 +152,8 @@ class ResettingServer:
                 return
             with conn:
                 conn.settimeout(2)
-                try:
+                with contextlib.suppress(OSError):
                     conn.recv(65536)
-                except OSError:
-                    pass
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.resets += 1
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -176,9 +175,11 @@ def test_streaming_download(kind: str, protocol: str, world: dict[str, Any]) -> 
     else:
 
         async def go() -> list[str]:
-            async with mesh.httpx_async_client(timeout=5) as client:
-                async with client.stream("GET", url) as r:
-                    return [line async for line in r.aiter_lines()]
+            async with (
+                mesh.httpx_async_client(timeout=5) as client,
+                client.stream("GET", url) as r,
+            ):
+                return [line async for line in r.aiter_lines()]
 
         lines = asyncio.run(go())
     assert lines == [str(i) for i in range(200)]

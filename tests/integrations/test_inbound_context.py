@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,15 @@ class Telemetry:
         return Inbound(
             tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **kwargs
         )
+
+    def finished_spans(self, count: int) -> tuple[Any, ...]:
+        """The server ends its span just after the response is sent: wait (bounded)."""
+        deadline = time.monotonic() + 5
+        while len(spans := self.spans.get_finished_spans()) < count:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        return tuple(spans)
 
     def points(self, name: str) -> list[Any]:
         data = self.metrics.get_metrics_data()
@@ -121,7 +131,7 @@ def test_asgi_joins_w3c_trace_and_hands_it_on(telemetry: Telemetry, echo: Uvicor
     assert r.status_code == 200 and r.headers["x-request-id"] == "req-123"
     assert body["trace_id"] == TRACE_ID and body["request_id"] == "req-123"
     assert 0 < body["remaining"] <= 2.0  # the caller's deadline, shrinking
-    (span,) = telemetry.spans.get_finished_spans()
+    (span,) = telemetry.finished_spans(1)
     assert span.kind is trace.SpanKind.SERVER
     assert format(span.parent.span_id, "016x") == PARENT_SPAN
     assert format(span.context.span_id, "016x") == body["span_id"]
@@ -145,6 +155,7 @@ def test_asgi_denies_before_the_handler(telemetry: Telemetry, echo: UvicornThrea
         allowed = httpx.get(f"http://127.0.0.1:{server.port}/public")
     assert denied.status_code == 403 and denied.text == "RBAC: access denied"
     assert allowed.status_code == 200
+    telemetry.finished_spans(2)
     (deny_point,) = telemetry.points("meshlib_inbound_denied_total")
     assert deny_point.attributes["policy"] == "ns/deny-admin"
     codes = sorted(p.attributes["response_code"] for p in telemetry.points("istio_requests_total"))
@@ -190,7 +201,7 @@ def test_flask_joins_b3_trace(telemetry: Telemetry, echo: UvicornThread) -> None
     assert body["trace_id"] == TRACE_ID
     assert body["downstream"]["x-b3-traceid"] == TRACE_ID
     assert body["request_id"] and r.headers["x-request-id"] == body["request_id"]  # generated
-    (span,) = telemetry.spans.get_finished_spans()
+    (span,) = telemetry.finished_spans(1)
     assert format(span.parent.span_id, "016x") == PARENT_SPAN
     (point,) = telemetry.points("istio_requests_total")
     assert point.attributes["destination_workload"] == "ratings-v1"

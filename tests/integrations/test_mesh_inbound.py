@@ -13,15 +13,15 @@ import httpx
 import pytest
 import yaml
 from fastapi import FastAPI
+from meshlib.integrations._server_listener import MeshInbound
+from meshlib.integrations.asgi import MeshMiddleware
+from meshlib.integrations.uvicorn import MeshH11Protocol
 
 from meshlib import Mesh
 from meshlib._context import current_request
 from meshlib.cli import build_bootstrap
 from meshlib.controlplane import CertificateAuthority, ControlPlane
 from meshlib.controlplane._ca import spiffe_id
-from meshlib.integrations._server_listener import MeshInbound
-from meshlib.integrations.asgi import MeshMiddleware
-from meshlib.integrations.uvicorn import MeshH11Protocol
 from meshlib.security import FileWatcherProvider, SanMatcher, client_context
 from tests.support import UvicornThread, service_objects
 

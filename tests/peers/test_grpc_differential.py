@@ -1,5 +1,6 @@
 """meshlib's gRPC channel against grpcio's own xDS channel, same control plane, same
-backends: weighted cluster split and method routes must come out the same.
+backends: weighted cluster split and method routes, retries (how many attempts reach
+the server) and the fault filter's abort rate must come out the same.
 
 grpcio reads its bootstrap once per process, so its client runs in a subprocess
 (``calls <target> <method> <n>`` on stdin, one JSON line of counts per command).
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from meshlib import Mesh
@@ -36,16 +38,17 @@ CLIENT = textwrap.dedent(
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
             break
-        _, target, method, n = cmd
+        _, target, method, n, *code = cmd
         channel = channels.setdefault(target, grpc.insecure_channel(target))
         call = channel.unary_unary(method)
+        metadata = [("x-code", code[0])] if code else None
         counts, errors = collections.Counter(), []
         for _ in range(int(n)):
             try:
-                counts[call(b"x", timeout=5).decode().split("|")[0]] += 1
+                counts[call(b"x", timeout=5, metadata=metadata).decode().split("|")[0]] += 1
             except grpc.RpcError as err:
                 errors.append(f"{err.code()}: {err.details()}")
-        print(json.dumps({"counts": counts, "errors": errors[:3]}), flush=True)
+        print(json.dumps({"counts": counts, "errors": errors}), flush=True)
     """
 )
 
@@ -65,16 +68,20 @@ class GrpcioXds:
             env=env,
         )
 
-    def calls(self, method: str, n: int) -> dict[str, int]:
+    def calls(self, method: str, n: int, target: str = TARGET) -> dict[str, int]:
+        result = self.run(method, n, target)
+        assert result["errors"] == [], result["errors"][:3]
+        return dict(result["counts"])
+
+    def run(self, method: str, n: int, target: str, code: str = "") -> dict[str, Any]:
+        """``n`` calls: replies per backend (``counts``) and error strings (``errors``)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"calls xds:///{TARGET} {method} {n}\n")
+        self.proc.stdin.write(f"calls xds:///{target} {method} {n} {code}\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
             raise AssertionError(f"grpcio client died: {self.proc.communicate()[1][-2000:]}")
-        result = json.loads(line)
-        assert result["errors"] == [], result
-        return dict(result["counts"])
+        return dict(json.loads(line))
 
     def close(self) -> None:
         try:
@@ -135,3 +142,94 @@ def test_weighted_split_and_method_routes_match_grpcio(
         assert abs(counts["b0"] - 0.8 * n) <= 40, counts
     # and near each other (the difference of two such counts: 5 sigma is about +-57)
     assert abs(theirs["b0"] - ours["b0"]) <= 57, (theirs, ours)
+
+
+FQDN_TARGET = "echo.default.svc.cluster.local:7070"
+ISTIO_CONFIG = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec:
+  ports: [{{name: grpc, port: 7070, targetPort: 7070, appProtocol: grpc}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-0
+  namespace: default
+  labels: {{kubernetes.io/service-name: echo}}
+addressType: IPv4
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {{ready: true}}
+ports: [{{name: grpc, port: {port}, protocol: TCP}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{{uri: {{prefix: /test.Echo/Other}}}}]
+    fault: {{abort: {{grpcStatus: RESOURCE_EXHAUSTED, percentage: {{value: 50}}}}}}
+    route: [{{destination: {{host: echo}}}}]
+  - retries: {{attempts: 2, retryOn: unavailable}}
+    route: [{{destination: {{host: echo}}}}]
+"""
+
+
+def test_retries_and_fault_aborts_match_grpcio(tmp_path: Path, backends: list[Backend]) -> None:
+    """A VirtualService's retries and fault, translated by the project's control plane."""
+    backend = backends[0]
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "echo.yaml").write_text(ISTIO_CONFIG.format(port=backend.port))
+    failing, n_faults = 6, 200
+
+    def served() -> int:
+        return backend.logic.aborted + backend.logic.calls
+
+    with ControlPlane(config) as cp:
+        grpcio = GrpcioXds(cp.bootstrap(), tmp_path)
+        try:
+            assert grpcio.calls("/test.Echo/Echo", 1, FQDN_TARGET)  # resolved
+            before = served()
+            theirs = grpcio.run("/test.Echo/Echo", failing, FQDN_TARGET, "14")
+            theirs_hits = served() - before
+            theirs_faults = grpcio.run("/test.Echo/Other", n_faults, FQDN_TARGET)
+        finally:
+            grpcio.close()
+        with (
+            Mesh(bootstrap=cp.bootstrap(), resolve_timeout=5) as mesh,
+            mesh.grpc_channel(f"xds:///{FQDN_TARGET}") as channel,
+        ):
+            echo = channel.unary_unary("/test.Echo/Echo")
+            echo(b"x", timeout=5)
+            before = served()
+            ours_errors = 0
+            for _ in range(failing):
+                try:
+                    echo(b"x", timeout=5, metadata=[("x-code", "14")])
+                except grpc.RpcError as err:
+                    assert err.code() is grpc.StatusCode.UNAVAILABLE
+                    ours_errors += 1
+            ours_hits = served() - before
+            other = channel.unary_unary("/test.Echo/Other")
+            ours_aborts = 0
+            for _ in range(n_faults):
+                try:
+                    other(b"x", timeout=5)
+                except grpc.RpcError as err:
+                    assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                    ours_aborts += 1
+        assert cp.nacks() == []
+    # retries: every call fails after 1 + 2 attempts, in both clients
+    assert len(theirs["errors"]) == ours_errors == failing
+    assert all(e.startswith("StatusCode.UNAVAILABLE") for e in theirs["errors"])
+    assert theirs_hits == ours_hits == 3 * failing
+    # fault aborts: both near 50% (5 sigma of a binomial(200, 0.5) is about +-35)
+    theirs_aborts = len(theirs_faults["errors"])
+    assert all(e.startswith("StatusCode.RESOURCE_EXHAUSTED") for e in theirs_faults["errors"])
+    for aborts in (theirs_aborts, ours_aborts):
+        assert abs(aborts - n_faults / 2) <= 35, (theirs_aborts, ours_aborts)
+    assert abs(theirs_aborts - ours_aborts) <= 50, (theirs_aborts, ours_aborts)
