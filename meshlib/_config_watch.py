@@ -26,10 +26,12 @@ from xds_client.resources import (
     ROUTE_CONFIG,
     ClusterResource,
     EndpointsResource,
+    FaultConfig,
     ListenerResource,
     ResourceType,
     RouteConfigResource,
 )
+from xds_client.resources._hcm import FAULT_TYPE
 
 from ._endpoints import EndpointRegistry, EndpointState
 from ._routing import RouteTable
@@ -80,6 +82,14 @@ class _SlotWatcher:
         log.info("xDS: %s: keeping last good config: %s", name, error)
 
 
+def _listener_fault(listener: ListenerResource) -> FaultConfig | None:
+    """The HTTP fault filter's listener-level config (routes may override it)."""
+    for f in listener.http_filters:
+        if f.type_url == FAULT_TYPE and isinstance(f.config, FaultConfig):
+            return f.config
+    return None
+
+
 class ConfigWatcher:
     """Subscribes what the requested targets need and publishes Snapshots."""
 
@@ -100,7 +110,7 @@ class ConfigWatcher:
         self._targets: dict[str, threading.Event] = {}
         self._slots: dict[_Key, _Slot] = {}
         self._registry = EndpointRegistry()
-        self._tables: dict[str, tuple[RouteConfigResource, RouteTable]] = {}
+        self._tables: dict[str, tuple[RouteConfigResource, RouteTable, ListenerResource]] = {}
         self._clusters: dict[str, tuple[Any, Any, ClusterView]] = {}
         self._version = 0
         self._busy = False
@@ -234,8 +244,11 @@ class ConfigWatcher:
                 return (ListenerView(target, None, err) if err else None), set(), bool(err)
         assert config is not None
         cached = self._tables.get(target)
-        table = cached[1] if cached and cached[0] is config else RouteTable(config)
-        self._tables[target] = (config, table)
+        if cached and cached[0] is config and cached[2] is listener:
+            table = cached[1]
+        else:
+            table = RouteTable(config, base_fault=_listener_fault(listener))
+        self._tables[target] = (config, table, listener)
         names = set(config.cluster_names())
         settled = all(self._cluster_settled(n) for n in names)
         return ListenerView(target, table), names, settled

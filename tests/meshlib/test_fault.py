@@ -207,3 +207,38 @@ def test_listener_level_fault_applies_unless_overridden() -> None:
     assert statuses == [501, 500]
     plain = RouteTable(config).route(Call("h:80", "GET", "/other"))
     assert plain is not None and plain.fault is None
+
+
+def test_listener_fault_filter_config_reaches_the_request_path(tmp_path: Any) -> None:
+    """The HCM's own fault filter config (not a route override) aborts calls end to end."""
+    from envoy.extensions.filters.http.fault.v3 import fault_pb2
+
+    from tests.meshlib import xds_builders as xb
+    from tests.support import UvicornThread
+
+    backend = xb.Backend("b")
+    with UvicornThread(backend) as server:
+        listener = xb.api_listener("svc:80")
+        hcm = xb.hcm_pb2.HttpConnectionManager()
+        listener.api_listener.api_listener.Unpack(hcm)
+        fault = fault_pb2.HTTPFault()
+        fault.abort.http_status = 418
+        fault.abort.percentage.numerator = 100
+        hcm.http_filters[0].typed_config.Pack(fault)
+        listener.api_listener.api_listener.Pack(hcm)
+        routes = xb.route_config(
+            [
+                {
+                    "name": "vh",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}],
+                }
+            ]
+        )
+        res = xb.resources([listener], [routes], {"c": [server.port]})
+        with xb.serving(tmp_path, res) as cp, xb.mesh_for(cp) as mesh:
+            with mesh.httpx_client(timeout=5) as client:
+                r = client.get("http://svc/anything")
+            assert r.status_code == 418
+            assert sum(backend.hits.values()) == 0  # aborted before any upstream attempt
+            assert cp.nacks() == []

@@ -23,6 +23,7 @@ from xds_client.resources import (
     RbacConfig,
     ResourceError,
 )
+from xds_client.resources.route import FaultAbort, FaultDelay, Percent
 
 
 def decode_listener(msg: listener_pb2.Listener) -> Any:
@@ -59,8 +60,10 @@ def test_api_listener_filters_are_decoded() -> None:
     )
     model = decode_listener(listener)
     assert [f.name for f in model.http_filters] == ["fault", "rbac", "router"]
+    # The listener-level fault filter decodes to the same model as a route's override.
     assert model.http_filters[0].config == FaultConfig(
-        delay=0.25, delay_fraction=0.5, abort_http_status=503, abort_fraction=0.001
+        delay=FaultDelay(0.25, percent=Percent(50, 100)),
+        abort=FaultAbort(http_status=503, percent=Percent(10, 10_000)),
     )
     rbac_model = model.http_filters[1].config
     assert isinstance(rbac_model, RbacConfig)

@@ -15,9 +15,9 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.type.v3 import percent_pb2
 
 from ._base import ResourceError, unpack_nested
+from ._route_policy import FaultConfig, decode_fault
 from .route import RouteConfigResource, decode_route_config
 
 __all__ = [
@@ -41,25 +41,6 @@ HCM_TYPE = (
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 _RBAC_ACTIONS = {v.number: v.name for v in rbac_config_pb2.RBAC.Action.DESCRIPTOR.values}
-_DENOMINATOR = {
-    percent_pb2.FractionalPercent.HUNDRED: 100,
-    percent_pb2.FractionalPercent.TEN_THOUSAND: 10_000,
-    percent_pb2.FractionalPercent.MILLION: 1_000_000,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class FaultConfig:
-    """``envoy.filters.http.fault``: fractions are 0.0-1.0 of requests."""
-
-    delay: float | None = None
-    delay_from_header: bool = False
-    delay_fraction: float = 0.0
-    abort_http_status: int | None = None
-    abort_grpc_status: int | None = None
-    abort_from_header: bool = False
-    abort_fraction: float = 0.0
-    max_active_faults: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,56 +68,11 @@ class HttpConnectionManager:
     max_stream_duration: float | None = None
 
 
-def _fraction(msg: Any, path: str, fail: Fail) -> float:
-    if not msg.HasField("percentage"):
-        return 1.0  # Envoy: an unset percentage means 100%
-    p = msg.percentage
-    denominator = _DENOMINATOR.get(p.denominator)
-    if denominator is None:
-        raise fail(f"{path}.percentage.denominator", f"unknown value {p.denominator}")
-    return min(1.0, float(p.numerator) / denominator)
-
-
 def _fault(msg: Any, path: str, fail: Fail) -> FaultConfig:
+    """The listener-level fault filter: the same model and decoder as a route's
+    per-filter fault override (an unset percentage is 0%, as in Envoy)."""
     f = unpack_nested(msg, fault_pb2.HTTPFault, fail(path, "cannot decode HTTPFault"))
-    delay, from_header, delay_fraction = None, False, 0.0
-    if f.HasField("delay"):
-        kind = f.delay.WhichOneof("fault_delay_secifier")
-        if kind == "fixed_delay":
-            d = f.delay.fixed_delay
-            delay = d.seconds + d.nanos / 1e9
-            if delay < 0:
-                raise fail(f"{path}.delay.fixed_delay", "must not be negative")
-        elif kind == "header_delay":
-            from_header = True
-        else:
-            raise fail(f"{path}.delay", "fixed_delay or header_delay is required")
-        delay_fraction = _fraction(f.delay, f"{path}.delay", fail)
-    http, grpc_status, abort_header, abort_fraction = None, None, False, 0.0
-    if f.HasField("abort"):
-        kind = f.abort.WhichOneof("error_type")
-        if kind == "http_status":
-            http = f.abort.http_status
-            if not 200 <= http < 600:
-                raise fail(f"{path}.abort.http_status", f"must be 200-599, got {http}")
-        elif kind == "grpc_status":
-            grpc_status = f.abort.grpc_status
-        elif kind == "header_abort":
-            abort_header = True
-        else:
-            raise fail(f"{path}.abort", "http_status, grpc_status or header_abort is required")
-        abort_fraction = _fraction(f.abort, f"{path}.abort", fail)
-    max_active = f.max_active_faults.value if f.HasField("max_active_faults") else None
-    return FaultConfig(
-        delay,
-        from_header,
-        delay_fraction,
-        http,
-        grpc_status,
-        abort_header,
-        abort_fraction,
-        max_active,
-    )
+    return decode_fault(f, path, fail)
 
 
 def _rbac(msg: Any, path: str, fail: Fail) -> RbacConfig:
