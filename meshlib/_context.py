@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
@@ -105,7 +106,9 @@ def inject_outbound(headers: MutableMapping[str, str]) -> float | None:
     Returns the seconds left of the inbound caller's deadline (None when there is none),
     for the caller to cap its timeout with and to send on.
     """
-    _INJECT.inject(headers)
+    current = otel_context.get_current()
+    if trace.get_current_span(current).get_span_context().is_valid or baggage.get_all(current):
+        _INJECT.inject(headers, context=current)  # nothing to propagate: skip the work
     ctx = _current.get()
     if ctx is None:
         return None

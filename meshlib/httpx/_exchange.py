@@ -331,6 +331,10 @@ class Exchange:
             )
             trace = {}
             arec.inject(trace)
+        if self._remaining is not None and attempt.timeout is not None:
+            # send the caller's deadline on, as Envoy's router does
+            trace = trace if trace is not None else {}
+            trace["x-envoy-expected-rq-timeout-ms"] = str(max(1, int(attempt.timeout * 1000)))
         upstream = self.upstream(attempt.endpoint, attempt.timeout, connector, trace)
         return attempt, upstream, connector
 

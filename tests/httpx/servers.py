@@ -91,7 +91,8 @@ class HypercornThread:
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
         self.config = Config()
-        self.config.bind = [f"fd://{self.sock.fileno()}"]
+        # hypercorn owns the descriptor from here (detached: never closed twice)
+        self.config.bind = [f"fd://{self.sock.detach()}"]
         self.config.loglevel = "WARNING"
         self.config.accesslog = None
         for k, v in config.items():

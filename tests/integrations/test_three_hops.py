@@ -3,6 +3,7 @@ parent/child links, the request id carried, and the caller's deadline shrinking 
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -13,6 +14,10 @@ import grpc
 import pytest
 from fastapi import FastAPI
 from flask import Flask, jsonify
+from meshlib.integrations._inbound import Inbound
+from meshlib.integrations.asgi import MeshMiddleware
+from meshlib.integrations.flask import MeshFlask
+from meshlib.integrations.grpc_server import MeshServerInterceptor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,10 +27,6 @@ from werkzeug.serving import make_server
 from meshlib import Mesh
 from meshlib._context import current_request
 from meshlib.controlplane import ControlPlane
-from meshlib.integrations._inbound import Inbound
-from meshlib.integrations.asgi import MeshMiddleware
-from meshlib.integrations.flask import MeshFlask
-from meshlib.integrations.grpc_server import MeshServerInterceptor
 from meshlib.telemetry import Telemetry
 from tests.support import UvicornThread, service_objects, write_config
 
@@ -146,7 +147,7 @@ def test_one_trace_across_three_hops_with_a_shrinking_deadline(chain: dict[str, 
     )
     assert len(server_spans) == 3 and servers  # frontend, ratings, details
     # Each server span descends from the previous hop's server span through a client span.
-    for outer, inner in zip(server_spans, server_spans[1:], strict=False):
+    for outer, inner in itertools.pairwise(server_spans):
         chain_up = ancestors(inner)
         assert outer in chain_up
         assert chain_up[0].kind is SpanKind.CLIENT
