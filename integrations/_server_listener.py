@@ -21,6 +21,7 @@ from typing import Any
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 
+from meshlib import Mesh
 from meshlib.security import provider_from_config
 from xds_client import Bootstrap, XdsClient
 from xds_client.resources import LISTENER, ListenerResource, ResourceError
@@ -138,6 +139,14 @@ class MeshInbound(Inbound):
         self.state = ServingState(False)
         self._event = threading.Event()
         self._cancel = client.watch(LISTENER, self.listener_name, _Watcher(self))
+
+    @classmethod
+    def for_mesh(cls, mesh: Mesh, port: int, host: str = "127.0.0.1", **kwargs: Any) -> MeshInbound:
+        """The inbound side of ``mesh``'s workload serving on ``host:port``, labelled with the
+        mesh's workload and namespace for Istio's metrics."""
+        kwargs.setdefault("workload", mesh.telemetry.workload)
+        kwargs.setdefault("namespace", mesh.telemetry.namespace)
+        return cls(mesh.xds_client, mesh.bootstrap, port, host, **kwargs)
 
     def _set(self, state: ServingState) -> None:
         self.state = state

@@ -16,6 +16,7 @@ from ._httpx_transport import AsyncMeshTransport, MeshTransport, UnknownHostPoli
 from ._snapshot import Snapshot
 from .httpx import DEFAULT_RETRY_BUFFER, Connectors
 from .httpx._sync import check_policy
+from .resilience.endpoint_breaker import EndpointBreakers
 from .security import CertificateProviders
 from .telemetry import Telemetry
 
@@ -47,7 +48,9 @@ class Mesh:
     ``bootstrap`` is a path, a dict, or None to read ``GRPC_XDS_BOOTSTRAP`` /
     ``GRPC_XDS_BOOTSTRAP_CONFIG``. Use as a context manager, or call ``close()``.
     ``telemetry`` (default: one following the global OpenTelemetry providers) records
-    every call; ``unknown_hosts="fail"`` refuses hosts the control plane does not know.
+    every call; ``unknown_hosts="fail"`` refuses hosts the control plane does not know;
+    ``endpoint_breakers`` turns on per-endpoint pybreaker breakers (optionally sharing
+    state through Redis, see ``meshlib.resilience.EndpointBreakers``).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Mesh:
         resolve_timeout: float = 10.0,
         unknown_hosts: UnknownHostPolicy = "passthrough",
         telemetry: Telemetry | None = None,
+        endpoint_breakers: EndpointBreakers | None = None,
     ) -> None:
         check_policy(unknown_hosts)
         self.bootstrap: Bootstrap = load_bootstrap(bootstrap)
@@ -65,10 +69,15 @@ class Mesh:
         self._client = XdsClient(self.bootstrap)
         workload, namespace = _workload(self.bootstrap.node.id)
         self.telemetry: Telemetry = telemetry or Telemetry(workload=workload, namespace=namespace)
-        self._connectors = Connectors(CertificateProviders(self.bootstrap.certificate_providers))
+        providers = CertificateProviders(self.bootstrap.certificate_providers)
+        self._connectors = Connectors(providers)
+        self._tls_bridge: Any = None  # meshlib.grpc's TlsBridge, made by the first channel
+        self._providers = providers
         template = self.bootstrap.client_default_listener_resource_name_template
         self._engine = Engine(
-            lambda publish: ConfigWatcher(self._client, publish),
+            lambda publish: ConfigWatcher(
+                self._client, publish, endpoint_breakers=endpoint_breakers
+            ),
             lambda authority: template.replace("%s", authority),
         )
 
@@ -124,7 +133,16 @@ class Mesh:
             resolve_timeout=self.resolve_timeout,
             unknown_hosts=self.unknown_hosts,
             telemetry=self.telemetry,
+            tls_bridge=self._grpc_tls_bridge(),
         )
+
+    def _grpc_tls_bridge(self) -> Any:
+        """The TLS bridge the gRPC channels share (its thread starts on first TLS use)."""
+        if self._tls_bridge is None:
+            from .grpc._tls_bridge import TlsBridge
+
+            self._tls_bridge = TlsBridge(self._providers)
+        return self._tls_bridge
 
     def grpc_aio_channel(
         self,
@@ -144,6 +162,7 @@ class Mesh:
             resolve_timeout=self.resolve_timeout,
             unknown_hosts=self.unknown_hosts,
             telemetry=self.telemetry,
+            tls_bridge=self._grpc_tls_bridge(),
         )
 
     def httpx_async_transport(
@@ -179,6 +198,12 @@ class Mesh:
 
         return AdminServer(self, port=port, telemetry=self.telemetry, **kwargs).start()
 
+    @property
+    def xds_client(self) -> XdsClient:
+        """The xDS client this mesh subscribes through (CSDS dumps, extra watches; the
+        inbound side uses it: ``meshlib.integrations.MeshInbound.for_mesh``)."""
+        return self._client
+
     def describe(self) -> str:
         """The client stack, outermost layer first."""
         return self._engine.describe()
@@ -187,6 +212,8 @@ class Mesh:
         """End the xDS stream and its thread."""
         self._engine.close()
         self._client.close()
+        if self._tls_bridge is not None:
+            self._tls_bridge.close()
 
     def __enter__(self) -> Mesh:
         return self

@@ -50,7 +50,20 @@ def test_public_names() -> None:
     assert {"XdsClient", "load_bootstrap", "ResourceWatcher", "Bootstrap"} <= set(
         xds_client.__all__
     )
-    for module in (meshlib, xds_client):
+    import meshlib.integrations as integrations
+
+    assert set(integrations.__all__) == {
+        "Authorizer",
+        "AuthzDecision",
+        "Inbound",
+        "InboundCall",
+        "InboundRequest",
+        "MeshInbound",
+        "RbacAuthorizer",
+        "ServingState",
+        "compile_rbac",
+    }
+    for module in (meshlib, xds_client, integrations):
         for name in module.__all__:
             assert hasattr(module, name), name
 

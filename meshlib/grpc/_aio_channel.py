@@ -28,6 +28,7 @@ from ._subchannels import SubchannelPool
 
 if TYPE_CHECKING:
     from ..telemetry import Telemetry
+    from ._tls_bridge import TlsBridge
 
 __all__ = ["MeshAioChannel"]
 
@@ -130,11 +131,13 @@ class _AioMulti:
         finally:
             _MULTI.reset(token)
 
-    def _fn(self, address: str, authority: str, method: str, pinned: bool = False) -> Any:
+    def _fn(
+        self, address: str, authority: str, method: str, pinned: bool = False, via: str | None = None
+    ) -> Any:
         key = self._key
         if method != self._method:  # a route rewrote the path
             key = (self.kind, method, self._ser, self._deser, self._registered)
-        return self._channel._pool.get(address, authority, pinned=pinned).callable(key)
+        return self._channel._pool.get(address, authority, pinned=pinned, via=via).callable(key)
 
     def _passthrough(self) -> Any:
         authority = self._channel._router.authority
@@ -170,7 +173,7 @@ class _AioMulti:
                     t = ex.next_attempt()
                 except MeshRpcError as exc:
                     raise _aio_error(exc) from exc
-                fn = self._fn(t.address, t.authority, t.method)
+                fn = self._fn(t.address, t.authority, t.method, via=ch._router.via(t))
                 call = fn(request, timeout=t.timeout, metadata=t.metadata, **options)
                 if self.kind not in _UNARY_RESPONSE:
                     call.add_done_callback(_record_when_done(ex, t))
@@ -255,6 +258,7 @@ class MeshAioChannel(grpc.aio.Channel):  # type: ignore[misc]
         resolve_timeout: float = 10.0,
         unknown_hosts: str = "passthrough",
         telemetry: Telemetry | None = None,
+        tls_bridge: TlsBridge | None = None,
     ) -> None:
         self._router = Router(
             engine,
@@ -262,6 +266,7 @@ class MeshAioChannel(grpc.aio.Channel):  # type: ignore[misc]
             resolve_timeout=resolve_timeout,
             unknown_hosts=unknown_hosts,
             telemetry=telemetry,
+            tls_bridge=tls_bridge,
         )
         self._options = list(options)
         self._credentials = credentials
@@ -397,6 +402,7 @@ class MeshAioChannel(grpc.aio.Channel):  # type: ignore[misc]
         channels = self._pool.close() + list(self._deferral.values())
         self._deferral = {}
         await asyncio.gather(*(c.close(grace) for c in channels))
+        self._router.close()
 
     async def __aenter__(self) -> MeshAioChannel:
         return self

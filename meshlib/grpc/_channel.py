@@ -28,6 +28,7 @@ from ._sync_calls import RetryingFuture, start_stream
 
 if TYPE_CHECKING:
     from ..telemetry import Telemetry
+    from ._tls_bridge import TlsBridge
 
 __all__ = ["MeshChannel"]
 
@@ -55,15 +56,17 @@ class _Multi:
         # (streaming responses are never retried either: see ``_sync_calls``)
         self._replayable = kind == "unary_unary"
 
-    def _fn(self, address: str, authority: str, method: str, pinned: bool = False) -> Any:
+    def _fn(
+        self, address: str, authority: str, method: str, pinned: bool = False, via: str | None = None
+    ) -> Any:
         """The subchannel multicallable for one attempt."""
         key = self._key
         if method != self._method:  # a route rewrote the path
             key = (self._kind, method, self._ser, self._deser, self._registered)
-        return self._channel._pool.get(address, authority, pinned=pinned).callable(key)
+        return self._channel._pool.get(address, authority, pinned=pinned, via=via).callable(key)
 
     def _attempt_fn(self, t: Try) -> Any:
-        return self._fn(t.address, t.authority, t.method)
+        return self._fn(t.address, t.authority, t.method, via=self._channel._router.via(t))
 
     def _exchange(self, kw: dict[str, Any]) -> RpcExchange | None:
         """The call's exchange (None: passthrough); raises MeshRpcError."""
@@ -236,6 +239,7 @@ class MeshChannel(grpc.Channel):  # type: ignore[misc]
         resolve_timeout: float = 10.0,
         unknown_hosts: str = "passthrough",
         telemetry: Telemetry | None = None,
+        tls_bridge: TlsBridge | None = None,
     ) -> None:
         self._router = Router(
             engine,
@@ -243,6 +247,7 @@ class MeshChannel(grpc.Channel):  # type: ignore[misc]
             resolve_timeout=resolve_timeout,
             unknown_hosts=unknown_hosts,
             telemetry=telemetry,
+            tls_bridge=tls_bridge,
         )
         self._options = list(options)
         self._credentials = credentials
@@ -361,6 +366,7 @@ class MeshChannel(grpc.Channel):  # type: ignore[misc]
     def close(self) -> None:
         for channel in self._pool.close():
             channel.close()
+        self._router.close()
 
     def __enter__(self) -> MeshChannel:
         return self

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from .._engine import Engine
 from .._errors import MeshError
 from .._snapshot import ListenerView
-from ._exchange import Metadata, RpcExchange
+from ._exchange import Metadata, RpcExchange, Try
 from ._status import MeshRpcError
 
 if TYPE_CHECKING:
     from ..telemetry import Telemetry
+    from ._tls_bridge import TlsBridge
 
 __all__ = ["Router", "parse_target"]
 
@@ -50,6 +51,7 @@ class Router:
         resolve_timeout: float,
         unknown_hosts: str,
         telemetry: Telemetry | None = None,
+        tls_bridge: TlsBridge | None = None,
     ) -> None:
         if unknown_hosts not in ("passthrough", "fail"):
             raise ValueError("unknown_hosts must be 'passthrough' or 'fail'")
@@ -59,6 +61,32 @@ class Router:
         self.resolve_timeout = resolve_timeout
         self.passthrough = unknown_hosts == "passthrough" and not target.startswith("xds:")
         self.telemetry = telemetry
+        self.tls_bridge = tls_bridge
+        self._own_bridge: TlsBridge | None = None
+        self._lock = threading.Lock()
+
+    def via(self, t: Try) -> str | None:
+        """What the attempt's subchannel dials instead of the endpoint: the TLS bridge
+        when the endpoint's cluster has an UpstreamTlsContext; None for plaintext."""
+        cluster = t.attempt.endpoint.cluster
+        view = self.engine.snapshot.clusters.get(cluster)
+        resource = view.resource if view is not None else None
+        if resource is None or resource.tls is None:
+            return None
+        bridge = self.tls_bridge
+        if bridge is None:  # a channel not made by a Mesh: its own bridge, no providers
+            from ._tls_bridge import TlsBridge
+
+            with self._lock:
+                if self.tls_bridge is None:
+                    self.tls_bridge = self._own_bridge = TlsBridge()
+                bridge = self.tls_bridge
+        return bridge.dial(cluster, resource.tls, t.address, resource.connect_timeout)
+
+    def close(self) -> None:
+        """Stop the TLS bridge this router made for itself (a Mesh's is the Mesh's)."""
+        if self._own_bridge is not None:
+            self._own_bridge.close()
 
     def listener(self) -> ListenerView | threading.Event:
         """The resolved listener, or an event to wait on (at most ``resolve_timeout``).

@@ -45,7 +45,7 @@ class Subchannel(Generic[C]):
 
 
 class SubchannelPool(Generic[C]):
-    """Subchannels keyed by (address, authority), pruned as Snapshots drop endpoints."""
+    """Subchannels keyed by (address, authority, via), pruned as Snapshots drop endpoints."""
 
     def __init__(
         self,
@@ -60,28 +60,32 @@ class SubchannelPool(Generic[C]):
         self._closer = closer
         self._grace = grace
         self._lock = threading.Lock()
-        self._live: dict[tuple[str, str], Subchannel[C]] = {}
+        self._live: dict[tuple[str, str, str | None], Subchannel[C]] = {}
         self._retired: list[tuple[float, Subchannel[C]]] = []
         self._version = -1
         self._closed = False
 
-    def get(self, address: str, authority: str, *, pinned: bool = False) -> Subchannel[C]:
+    def get(
+        self, address: str, authority: str, *, pinned: bool = False, via: str | None = None
+    ) -> Subchannel[C]:
         """The subchannel for ``address`` (created on first use); ``pinned`` ones are
-        never pruned (passthrough to hosts the mesh does not know)."""
+        never pruned (passthrough to hosts the mesh does not know); ``via`` is the
+        target dialled instead of ``address`` (the TLS bridge's listener)."""
         version = self._engine.snapshot.version
         if version != self._version:
             self._prune(version)
-        sub = self._live.get((address, authority))
+        key = (address, authority, via)
+        sub = self._live.get(key)
         if sub is not None:
             return sub
         with self._lock:
             if self._closed:
                 raise RuntimeError("the channel is closed")
-            sub = self._live.get((address, authority))
+            sub = self._live.get(key)
             if sub is None:
-                channel = self._factory(address, authority)
+                channel = self._factory(via or address, authority)
                 sub = Subchannel(address, authority, channel, pinned)
-                self._live[(address, authority)] = sub
+                self._live[key] = sub
             return sub
 
     def _prune(self, version: int) -> None:

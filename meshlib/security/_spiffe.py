@@ -8,12 +8,15 @@ blocking socket path (sync httpx) and the memory-BIO path (asyncio/anyio).
 
 from __future__ import annotations
 
+import functools
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import re2
+from xds_client.resources.route import StringMatch
+
+from ..routing._matchers import compile_string
 
 __all__ = ["SanMatcher", "identity_mismatch", "peer_sans", "peer_spiffe_id"]
 
@@ -30,18 +33,13 @@ class SanMatcher:
     def matches(self, san_type: str, value: str) -> bool:
         if self.san_type is not None and self.san_type != san_type:
             return False
-        want, got = self.value, value
-        if self.ignore_case and self.kind != "safe_regex":
-            want, got = want.lower(), got.lower()
-        if self.kind == "exact":
-            return got == want
-        if self.kind == "prefix":
-            return got.startswith(want)
-        if self.kind == "suffix":
-            return got.endswith(want)
-        if self.kind == "contains":
-            return want in got
-        return re2.fullmatch(want, got) is not None
+        return _predicate(self)(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _predicate(m: SanMatcher) -> Callable[[str], bool]:
+    """Envoy's StringMatcher semantics, shared with the routing matchers."""
+    return compile_string(StringMatch(m.kind, m.value, m.ignore_case))
 
 
 _SAN_TYPES = {"URI": "URI", "DNS": "DNS", "email": "EMAIL", "IP Address": "IP_ADDRESS"}

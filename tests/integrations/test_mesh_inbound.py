@@ -84,7 +84,7 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
             cert_dir=str(tmp_path / "reviews"),
         )
         with Mesh(bootstrap=bootstrap) as mesh:
-            inbound = MeshInbound(mesh._client, mesh.bootstrap, port, workload="reviews-v1")
+            inbound = MeshInbound.for_mesh(mesh, port, workload="reviews-v1")
             state = inbound.wait_until_serving()
             assert state.serving and state.mode == "STRICT", state
             app = FastAPI()
