@@ -132,7 +132,12 @@ class _AioMulti:
             _MULTI.reset(token)
 
     def _fn(
-        self, address: str, authority: str, method: str, pinned: bool = False, via: str | None = None
+        self,
+        address: str,
+        authority: str,
+        method: str,
+        pinned: bool = False,
+        via: str | None = None,
     ) -> Any:
         key = self._key
         if method != self._method:  # a route rewrote the path

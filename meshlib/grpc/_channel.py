@@ -57,7 +57,12 @@ class _Multi:
         self._replayable = kind == "unary_unary"
 
     def _fn(
-        self, address: str, authority: str, method: str, pinned: bool = False, via: str | None = None
+        self,
+        address: str,
+        authority: str,
+        method: str,
+        pinned: bool = False,
+        via: str | None = None,
     ) -> Any:
         """The subchannel multicallable for one attempt."""
         key = self._key

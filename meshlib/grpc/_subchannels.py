@@ -45,7 +45,7 @@ class Subchannel(Generic[C]):
 
 
 class SubchannelPool(Generic[C]):
-    """Subchannels keyed by (address, authority, via), pruned as Snapshots drop endpoints."""
+    """Subchannels keyed by (address, authority[, bridge target]), pruned as Snapshots drop endpoints."""
 
     def __init__(
         self,
@@ -60,7 +60,7 @@ class SubchannelPool(Generic[C]):
         self._closer = closer
         self._grace = grace
         self._lock = threading.Lock()
-        self._live: dict[tuple[str, str, str | None], Subchannel[C]] = {}
+        self._live: dict[tuple[str, ...], Subchannel[C]] = {}
         self._retired: list[tuple[float, Subchannel[C]]] = []
         self._version = -1
         self._closed = False
@@ -74,7 +74,8 @@ class SubchannelPool(Generic[C]):
         version = self._engine.snapshot.version
         if version != self._version:
             self._prune(version)
-        key = (address, authority, via)
+        # plaintext keeps the (address, authority) key; a TLS bridge adds its listener
+        key = (address, authority) if via is None else (address, authority, via)
         sub = self._live.get(key)
         if sub is not None:
             return sub

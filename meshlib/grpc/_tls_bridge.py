@@ -30,6 +30,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+
 from xds_client.resources import UpstreamTls
 
 from ..security import CertificateProviders, RotatingClientContext, upstream_context
@@ -153,9 +154,9 @@ class TlsBridge:
                     ),
                     connect_timeout,
                 )
-            except (OSError, ValueError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, ValueError) as exc:
                 problem = str(exc) or type(exc).__name__
-                if isinstance(exc, asyncio.TimeoutError):
+                if isinstance(exc, TimeoutError):
                     problem = f"TLS connection timed out after {connect_timeout:g}s"
                 message = f"cluster {cluster}: upstream TLS to {address} failed: {problem}"
                 log.warning("%s", message)
@@ -238,7 +239,7 @@ async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, me
                 conn.close_connection()
             writer.write(conn.data_to_send())
             await writer.drain()
-    except (OSError, asyncio.TimeoutError, h2.exceptions.H2Error):
+    except (TimeoutError, OSError, h2.exceptions.H2Error):
         pass
     finally:
         writer.close()
