@@ -45,7 +45,8 @@ class Subchannel(Generic[C]):
 
 
 class SubchannelPool(Generic[C]):
-    """Subchannels keyed by (address, authority[, bridge target]), pruned as Snapshots drop endpoints."""
+    """Subchannels keyed by (address, authority[, TLS bridge target]), pruned as
+    Snapshots drop endpoints."""
 
     def __init__(
         self,
