@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -20,9 +19,10 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+from .controlplane._workload import ISTIO_CERT_DIR, build_bootstrap
+
 __all__ = ["main"]
 
-ISTIO_CERT_DIR = "/var/lib/istio/data"  # where istio-agent writes workload certificates
 
 Handler = Callable[[argparse.Namespace], int]
 Setup = Callable[[argparse.ArgumentParser], Handler]
@@ -200,67 +200,6 @@ def _bootstrap(parser: argparse.ArgumentParser) -> Handler:
         return 0
 
     return run
-
-
-def build_bootstrap(
-    xds: str,
-    *,
-    node_id: str | None = None,
-    pod: str | None = None,
-    namespace: str | None = None,
-    ip: str | None = None,
-    service_account: str = "default",
-    labels: dict[str, str] | None = None,
-    cert_dir: str = ISTIO_CERT_DIR,
-    refresh_interval: str = "900s",
-) -> dict[str, Any]:
-    """A gRPC xDS bootstrap for one workload, shaped as istio-agent's grpc-agent writes it.
-
-    The node id is istio's ``sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`` (or
-    ``node_id``, whose ip and namespace then fill in what is not given); the metadata has
-    ``GENERATOR=grpc`` so istiod-style control planes send proxyless config; certificate
-    provider ``default`` is a ``file_watcher`` over ``cert_dir``'s istio file names.
-    """
-    if node_id is None and pod is None:
-        raise ValueError("bootstrap: give node_id or pod")
-    parts = node_id.split("~") if node_id else []
-    if len(parts) == 4 and parts[0] == "sidecar":  # sidecar~IP~POD.NS~NS.svc.cluster.local
-        ip = ip or parts[1]
-        namespace = namespace or parts[3].split(".", 1)[0]
-    ip = ip or "127.0.0.1"
-    namespace = namespace or "default"
-    node_id = node_id or f"sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local"
-    metadata: dict[str, Any] = {
-        "GENERATOR": "grpc",
-        "NAMESPACE": namespace,
-        "INSTANCE_IPS": ip,
-        "SERVICE_ACCOUNT": service_account,
-    }
-    if labels:
-        metadata["LABELS"] = dict(labels)
-    directory = os.path.abspath(cert_dir)
-    return {
-        "xds_servers": [
-            {
-                "server_uri": xds,
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-        ],
-        "node": {"id": node_id, "metadata": metadata, "locality": {}},
-        "certificate_providers": {
-            "default": {
-                "plugin_name": "file_watcher",
-                "config": {
-                    "certificate_file": os.path.join(directory, "cert-chain.pem"),
-                    "private_key_file": os.path.join(directory, "key.pem"),
-                    "ca_certificate_file": os.path.join(directory, "root-cert.pem"),
-                    "refresh_interval": refresh_interval,
-                },
-            }
-        },
-        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
-    }
 
 
 from . import _cli_status  # noqa: E402, F401 (registers status, config-dump)

@@ -17,6 +17,7 @@ from ._objects import MeshObjects
 from ._server import XdsServer
 from ._sources import FileSource, LoadResult, Source, assemble
 from ._translate import translate
+from ._workload import build_bootstrap
 
 __all__ = ["ControlPlane"]
 
@@ -95,10 +96,18 @@ class ControlPlane:
         if self._started:
             return self
         fingerprint = self._fingerprint()
-        self.reload()
+        live = getattr(self.source, "watch", None)
+        try:
+            self.reload()
+        except ConfigError as err:
+            # Files fail fast: the operator is at the keyboard. A live cluster keeps running
+            # with one bad object in it, so serve the valid rest and report the problems.
+            if not callable(live):
+                self._close_source()
+                raise
+            log.error("config problems (the rest is served):\n%s", err)
         self._server.start()
         self._started = True
-        live = getattr(self.source, "watch", None)
         if callable(live):  # a LiveSource tells us when its objects change
             live(self._reload_quietly)
         if self._watch:
@@ -110,16 +119,19 @@ class ControlPlane:
         log.info("meshlib control plane on %s serving %r", self.address, self.source)
         return self
 
+    def _close_source(self) -> None:
+        close = getattr(self.source, "close", None)
+        if callable(close):
+            close()
+
     def stop(self, grace: float = 1.0) -> None:
         """Stop watching, end every xDS stream and stop the server."""
         self._stop_watch.set()
         if self._watcher is not None:
             self._watcher.join(10)
             self._watcher = None
-        close = getattr(self.source, "close", None)
-        if self._started and callable(close):
-            close()
         if self._started:
+            self._close_source()
             self._server.stop(grace)
             self._started = False
 
@@ -243,26 +255,22 @@ class ControlPlane:
         namespace: str = "default",
         pod: str | None = None,
         ip: str = "127.0.0.1",
+        cert_dir: str | None = None,
     ) -> dict[str, Any]:
         """A gRPC xDS bootstrap (``GRPC_XDS_BOOTSTRAP`` JSON) pointing at this server.
 
         The node id is istio's ``sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local``; the pod
         name is random unless given, so each bootstrap identifies a distinct client.
+        ``cert_dir`` adds the ``default`` file_watcher certificate provider over it.
         """
         pod = pod or f"client-{secrets.token_hex(3)}"
-        return {
-            "xds_servers": [
-                {
-                    "server_uri": self.address,
-                    "channel_creds": [{"type": "insecure"}],
-                    "server_features": ["xds_v3"],
-                }
-            ],
-            "node": {
-                "id": node_id or f"sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local",
-                "metadata": {"GENERATOR": "grpc", "NAMESPACE": namespace},
-            },
-        }
+        return build_bootstrap(
+            self.address,
+            node_id=node_id or f"sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local",
+            namespace=namespace,
+            ip=ip,
+            cert_dir=cert_dir,
+        )
 
 
 def _by_key(objects: MeshObjects) -> dict[str, Any]:

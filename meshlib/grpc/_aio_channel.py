@@ -151,11 +151,15 @@ class _AioMulti:
     async def drive(self, details: Any, request: Any) -> Any:
         """The interceptor's body: resolve, then the call's attempts."""
         ch = self._channel
-        began = time.monotonic()
-        view = await ch._resolve()
         timeout = details.timeout
-        if timeout is not None:
-            timeout = max(0.0, timeout - (time.monotonic() - began))
+        found = ch._router.listener()
+        if isinstance(found, ListenerView):  # resolved: no coroutine, no clock read
+            view = found
+        else:
+            began = time.monotonic()
+            view = await ch._resolve()
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - began))
         metadata = tuple(details.metadata) if details.metadata is not None else None
         options = {"credentials": details.credentials, "wait_for_ready": details.wait_for_ready}
         try:

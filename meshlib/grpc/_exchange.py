@@ -134,7 +134,7 @@ class RpcExchange:
                 timeout = inbound
         now = time.monotonic()
         self._deadline = None if timeout is None else now + timeout
-        headers = {k: v for k, v in metadata or () if isinstance(v, str)}
+        headers = {k: v for k, v in metadata if isinstance(v, str)} if metadata else {}
         headers["content-type"] = "application/grpc"
         if timeout is not None:
             headers["grpc-timeout"] = format_grpc_timeout(timeout)

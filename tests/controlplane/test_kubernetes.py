@@ -351,3 +351,22 @@ def test_fake_speaks_list_and_watch_json(api: FakeKubernetesAPI) -> None:
     missing = get("/apis/networking.istio.io/v1/gateways")
     assert missing.status == 404
     assert json.loads(missing.read())["reason"] == "NotFound"
+
+
+def test_a_bad_object_already_in_the_cluster_does_not_stop_start_up(
+    api: FakeKubernetesAPI,
+) -> None:
+    api.apply(
+        {
+            "kind": "Service",
+            "metadata": {"name": "bad", "namespace": "default"},
+            "spec": {"ports": [{"port": 0}]},
+        }
+    )
+    # A file config fails fast; a live cluster is served minus the bad object, reported.
+    with KubernetesSource(host=api.url, backoff=FAST) as source, ControlPlane(source) as cp:
+        assert any("Service default/bad" in p for p in cp.problems)
+        assert [s.name for s in cp.objects.services] == ["reviews"]
+        assert "outbound|9080||reviews.default.svc.cluster.local" in cp.snapshot().resources(
+            CLUSTER_TYPE
+        )

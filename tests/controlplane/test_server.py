@@ -232,9 +232,20 @@ def test_bootstrap_points_at_server(control_plane: ControlPlane) -> None:
         ],
         "node": {
             "id": "sidecar~127.0.0.1~web-0.shop~shop.svc.cluster.local",
-            "metadata": {"GENERATOR": "grpc", "NAMESPACE": "shop"},
+            "metadata": {
+                "GENERATOR": "grpc",
+                "NAMESPACE": "shop",
+                "INSTANCE_IPS": "127.0.0.1",
+                "SERVICE_ACCOUNT": "default",
+            },
+            "locality": {},
         },
+        # the same shape `meshlib bootstrap` writes (istio-agent's), without certificates
+        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
     }
+    with_certs = control_plane.bootstrap(pod="web-0", cert_dir="/certs")
+    provider = with_certs["certificate_providers"]["default"]
+    assert provider["config"]["certificate_file"] == "/certs/cert-chain.pem"
     assert control_plane.address == f"127.0.0.1:{control_plane.port}"
     assert control_plane.port > 0
     assert control_plane.bootstrap()["node"]["id"] != control_plane.bootstrap()["node"]["id"]
