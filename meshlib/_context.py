@@ -107,8 +107,10 @@ def inject_outbound(headers: MutableMapping[str, str]) -> float | None:
     for the caller to cap its timeout with and to send on.
     """
     current = otel_context.get_current()
-    if trace.get_current_span(current).get_span_context().is_valid or baggage.get_all(current):
-        _INJECT.inject(headers, context=current)  # nothing to propagate: skip the work
+    if current and (  # an empty context (the usual case) has nothing to propagate
+        trace.get_current_span(current).get_span_context().is_valid or baggage.get_all(current)
+    ):
+        _INJECT.inject(headers, context=current)
     ctx = _current.get()
     if ctx is None:
         return None

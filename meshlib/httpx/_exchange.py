@@ -190,7 +190,7 @@ class Exchange:
         inbound: dict[str, str] = {}
         self._remaining = inject_outbound(inbound)
         present = request.headers
-        self._inbound = [(k, v) for k, v in inbound.items() if k not in present]
+        self._inbound = [(k, v) for k, v in inbound.items() if k not in present] if inbound else []
         try:
             self.plan: RoutePlan = engine.route(view, self.call)
             if self.rec is not None:
