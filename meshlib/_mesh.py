@@ -125,16 +125,20 @@ class Mesh:
         """A drop-in ``grpc.Channel`` for ``xds:///host:port`` whose calls go through the mesh."""
         from .grpc import MeshChannel
 
-        return MeshChannel(
-            self._engine,
-            target,
-            options=options,
-            credentials=credentials,
-            resolve_timeout=self.resolve_timeout,
-            unknown_hosts=self.unknown_hosts,
-            telemetry=self.telemetry,
-            tls_bridge=self._grpc_tls_bridge(),
-        )
+        return MeshChannel(self._engine, target, **self._grpc_settings(options, credentials))
+
+    def _grpc_settings(
+        self, options: Sequence[tuple[str, Any]], credentials: grpc.ChannelCredentials | None
+    ) -> dict[str, Any]:
+        """What both gRPC channel kinds take from this mesh."""
+        return {
+            "options": options,
+            "credentials": credentials,
+            "resolve_timeout": self.resolve_timeout,
+            "unknown_hosts": self.unknown_hosts,
+            "telemetry": self.telemetry,
+            "tls_bridge": self._grpc_tls_bridge(),
+        }
 
     def _grpc_tls_bridge(self) -> Any:
         """The TLS bridge the gRPC channels share (its thread starts on first TLS use)."""
@@ -154,16 +158,7 @@ class Mesh:
         """A drop-in ``grpc.aio.Channel`` for ``xds:///host:port`` (use it on one event loop)."""
         from .grpc import MeshAioChannel
 
-        return MeshAioChannel(
-            self._engine,
-            target,
-            options=options,
-            credentials=credentials,
-            resolve_timeout=self.resolve_timeout,
-            unknown_hosts=self.unknown_hosts,
-            telemetry=self.telemetry,
-            tls_bridge=self._grpc_tls_bridge(),
-        )
+        return MeshAioChannel(self._engine, target, **self._grpc_settings(options, credentials))
 
     def httpx_async_transport(
         self,
