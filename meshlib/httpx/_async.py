@@ -7,54 +7,26 @@ import asyncio
 import httpx
 
 from .._call import authority_of
-from .._engine import Engine
 from .._errors import MeshError
 from .._snapshot import ListenerView
-from ..telemetry import Telemetry
-from ._body import DEFAULT_RETRY_BUFFER
+from ._base import TransportBase
 from ._exchange import Exchange, Shadow, mesh_error
-from ._pools import DEFAULT_LIMITS, Connector, Connectors, EndpointPools
-from ._sync import MAX_SHADOWS_IN_FLIGHT, UnknownHostPolicy, check_policy
+from ._sync import MAX_SHADOWS_IN_FLIGHT
 
 __all__ = ["AsyncMeshTransport"]
 
 
-class AsyncMeshTransport(httpx.AsyncBaseTransport):
+class AsyncMeshTransport(
+    TransportBase[httpx.AsyncBaseTransport, httpx.AsyncHTTPTransport], httpx.AsyncBaseTransport
+):
     """The async twin of :class:`~meshlib.MeshTransport`: the same decisions
     (:class:`Exchange`, the same pools and connectors), awaited sends and sleeps;
     mirrors are background tasks."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        resolve_timeout: float = 10.0,
-        unknown_hosts: UnknownHostPolicy = "passthrough",
-        passthrough: httpx.AsyncBaseTransport | None = None,
-        telemetry: Telemetry | None = None,
-        connectors: Connectors | None = None,
-        limits: httpx.Limits | None = None,
-        retry_buffer: int = DEFAULT_RETRY_BUFFER,
-    ) -> None:
-        check_policy(unknown_hosts)
-        self._engine = engine
-        self._resolve_timeout = resolve_timeout
-        self._unknown_hosts = unknown_hosts
-        self._passthrough = passthrough
-        self._telemetry = telemetry
-        self._connectors = connectors or Connectors()
-        self._limits = limits or httpx.Limits(**DEFAULT_LIMITS)
-        self._retry_buffer = retry_buffer
-        self._pools: EndpointPools[httpx.AsyncHTTPTransport] = EndpointPools(self._new_pool)
-        self._shadows: set[asyncio.Task[None]] = set()
+    _pool_class = httpx.AsyncHTTPTransport
 
-    def _new_pool(self, connector: Connector) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(
-            verify=connector.ssl_context,
-            http1=connector.http1,
-            http2=connector.http2,
-            limits=self._limits,
-        )
+    def _setup(self) -> None:
+        self._shadows: set[asyncio.Task[None]] = set()
 
     @property
     def passthrough(self) -> httpx.AsyncBaseTransport:
@@ -78,16 +50,9 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             raise mesh_error(exc, request) from exc
         if view.missing and self._unknown_hosts == "passthrough":
             return await self.passthrough.handle_async_request(request)
-        for pool in self._pools.stale(self._engine.snapshot, self._connectors.for_cluster):
+        for pool in self._stale_pools():
             await pool.aclose()
-        exchange = Exchange(
-            self._engine,
-            view,
-            request,
-            self._connectors,
-            telemetry=self._telemetry,
-            retry_buffer=self._retry_buffer,
-        )
+        exchange = self._exchange(view, request)
         try:
             return await self._carry(exchange)
         except BaseException as exc:

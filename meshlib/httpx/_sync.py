@@ -9,23 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from .._call import authority_of
-from .._engine import Engine
 from .._errors import MeshError
 from .._snapshot import ListenerView
-from ..telemetry import Telemetry
-from ._body import DEFAULT_RETRY_BUFFER
+from ._base import TransportBase, UnknownHostPolicy, check_policy
 from ._exchange import Exchange, Shadow, mesh_error
-from ._pools import DEFAULT_LIMITS, Connector, Connectors, EndpointPools
+from ._pools import EndpointPools
 
 __all__ = ["MAX_SHADOWS_IN_FLIGHT", "MeshTransport", "UnknownHostPolicy", "check_policy"]
 
-UnknownHostPolicy = str  # "passthrough" or "fail"
 MAX_SHADOWS_IN_FLIGHT = 64
-
-
-def check_policy(unknown_hosts: str) -> None:
-    if unknown_hosts not in ("passthrough", "fail"):
-        raise ValueError(f"unknown_hosts must be 'passthrough' or 'fail', got {unknown_hosts!r}")
 
 
 class _Shadows:
@@ -67,7 +59,7 @@ class _Shadows:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-class MeshTransport(httpx.BaseTransport):
+class MeshTransport(TransportBase[httpx.BaseTransport, httpx.HTTPTransport], httpx.BaseTransport):
     """A sync httpx transport: route, fault, mirror, then attempts with retries on
     per-endpoint connection pools (HTTP/1.1 or HTTP/2, mTLS per the cluster).
 
@@ -78,37 +70,10 @@ class MeshTransport(httpx.BaseTransport):
     retries up to ``retry_buffer`` bytes.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        resolve_timeout: float = 10.0,
-        unknown_hosts: UnknownHostPolicy = "passthrough",
-        passthrough: httpx.BaseTransport | None = None,
-        telemetry: Telemetry | None = None,
-        connectors: Connectors | None = None,
-        limits: httpx.Limits | None = None,
-        retry_buffer: int = DEFAULT_RETRY_BUFFER,
-    ) -> None:
-        check_policy(unknown_hosts)
-        self._engine = engine
-        self._resolve_timeout = resolve_timeout
-        self._unknown_hosts = unknown_hosts
-        self._passthrough = passthrough
-        self._telemetry = telemetry
-        self._connectors = connectors or Connectors()
-        self._limits = limits or httpx.Limits(**DEFAULT_LIMITS)
-        self._retry_buffer = retry_buffer
-        self._pools: EndpointPools[httpx.HTTPTransport] = EndpointPools(self._new_pool)
-        self._shadows = _Shadows(self._pools)
+    _pool_class = httpx.HTTPTransport
 
-    def _new_pool(self, connector: Connector) -> httpx.HTTPTransport:
-        return httpx.HTTPTransport(
-            verify=connector.ssl_context,
-            http1=connector.http1,
-            http2=connector.http2,
-            limits=self._limits,
-        )
+    def _setup(self) -> None:
+        self._shadows = _Shadows(self._pools)
 
     @property
     def passthrough(self) -> httpx.BaseTransport:
@@ -132,16 +97,9 @@ class MeshTransport(httpx.BaseTransport):
             raise mesh_error(exc, request) from exc
         if view.missing and self._unknown_hosts == "passthrough":
             return self.passthrough.handle_request(request)
-        for pool in self._pools.stale(self._engine.snapshot, self._connectors.for_cluster):
+        for pool in self._stale_pools():
             pool.close()
-        exchange = Exchange(
-            self._engine,
-            view,
-            request,
-            self._connectors,
-            telemetry=self._telemetry,
-            retry_buffer=self._retry_buffer,
-        )
+        exchange = self._exchange(view, request)
         try:
             return self._carry(exchange)
         except BaseException as exc:

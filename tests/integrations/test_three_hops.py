@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -131,6 +132,13 @@ def test_one_trace_across_three_hops_with_a_shrinking_deadline(chain: dict[str, 
     assert 0 < seen["grpc_remaining"] < seen["flask_remaining"] + 0.05
     assert seen["grpc_request_id"] == "chain-1"
 
+    # Each server ends its span just after sending the response: wait for all three (bounded).
+    deadline = time.monotonic() + 5
+    while (
+        sum(s.kind is SpanKind.SERVER for s in chain["spans"].get_finished_spans()) < 3
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
     spans = chain["spans"].get_finished_spans()
     servers = {
         s.attributes.get("meshlib.request_id"): s for s in spans if s.kind is SpanKind.SERVER

@@ -1,0 +1,81 @@
+"""What the sync and async httpx transports hold in common: settings, per-endpoint pools,
+and how a request becomes an :class:`Exchange`. The subclasses only send and wait."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import httpx
+
+from .._engine import Engine
+from .._snapshot import ListenerView
+from ..telemetry import Telemetry
+from ._body import DEFAULT_RETRY_BUFFER
+from ._exchange import Exchange
+from ._pools import DEFAULT_LIMITS, Connector, Connectors, EndpointPools
+
+__all__ = ["TransportBase", "UnknownHostPolicy", "check_policy"]
+
+UnknownHostPolicy = str  # "passthrough" or "fail"
+PassT = TypeVar("PassT", httpx.BaseTransport, httpx.AsyncBaseTransport)
+PoolT = TypeVar("PoolT", httpx.HTTPTransport, httpx.AsyncHTTPTransport)
+
+
+def check_policy(unknown_hosts: str) -> None:
+    if unknown_hosts not in ("passthrough", "fail"):
+        raise ValueError(f"unknown_hosts must be 'passthrough' or 'fail', got {unknown_hosts!r}")
+
+
+class TransportBase(Generic[PassT, PoolT]):
+    """Settings and pools shared by :class:`MeshTransport` and :class:`AsyncMeshTransport`."""
+
+    _pool_class: type[PoolT]
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        resolve_timeout: float = 10.0,
+        unknown_hosts: UnknownHostPolicy = "passthrough",
+        passthrough: PassT | None = None,
+        telemetry: Telemetry | None = None,
+        connectors: Connectors | None = None,
+        limits: httpx.Limits | None = None,
+        retry_buffer: int = DEFAULT_RETRY_BUFFER,
+    ) -> None:
+        check_policy(unknown_hosts)
+        self._engine = engine
+        self._resolve_timeout = resolve_timeout
+        self._unknown_hosts = unknown_hosts
+        self._passthrough: PassT | None = passthrough
+        self._telemetry = telemetry
+        self._connectors = connectors or Connectors()
+        self._limits = limits or httpx.Limits(**DEFAULT_LIMITS)
+        self._retry_buffer = retry_buffer
+        self._pools: EndpointPools[PoolT] = EndpointPools(self._new_pool)
+        self._setup()
+
+    def _setup(self) -> None:
+        """Driver-specific state (how mirrors are sent)."""
+
+    def _new_pool(self, connector: Connector) -> PoolT:
+        return self._pool_class(
+            verify=connector.ssl_context,
+            http1=connector.http1,
+            http2=connector.http2,
+            limits=self._limits,
+        )
+
+    def _stale_pools(self) -> list[PoolT]:
+        """Pools of endpoints no longer in the Snapshot, for the caller to close."""
+        return list(self._pools.stale(self._engine.snapshot, self._connectors.for_cluster))
+
+    def _exchange(self, view: ListenerView, request: httpx.Request) -> Exchange:
+        return Exchange(
+            self._engine,
+            view,
+            request,
+            self._connectors,
+            telemetry=self._telemetry,
+            retry_buffer=self._retry_buffer,
+        )
