@@ -206,6 +206,13 @@ def _measure(mesh: Mesh, port: int, n: int, rounds: int) -> list[Row]:
         loop.record(attempt, ok)
         loop.close()
 
+    planned = engine.route(view, call)
+
+    def loop_once() -> None:  # the attempt loop alone: one try that succeeds
+        loop = engine.attempts(planned, call)
+        loop.record(loop.next_attempt(), ok)
+        loop.close()
+
     engine_once()
     url = f"http://127.0.0.1:{port}/"
     with httpx.Client() as plain, mesh.httpx_client() as meshed:
@@ -214,6 +221,7 @@ def _measure(mesh: Mesh, port: int, n: int, rounds: int) -> list[Row]:
         t = _rounds(
             {
                 "engine": engine_once,
+                "loop": loop_once,
                 "plain": lambda: plain.get(url),
                 "mesh": lambda: meshed.get("http://real.bench/"),
             },
@@ -230,6 +238,13 @@ def _measure(mesh: Mesh, port: int, n: int, rounds: int) -> list[Row]:
             "us",
             group="engine",
             note=f"{VHOSTS}x{ROUTES} routes, {ENDPOINTS} endpoints",
+        ),
+        row(
+            "of which the attempt loop (admission, pick, outcome)",
+            t["loop"] * 1e6,
+            "us",
+            group="engine",
+            note="informational",
         ),
         row("plain httpx request (same run)", t["plain"] * 1e6, "us", group="engine"),
         row(

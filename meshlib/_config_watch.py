@@ -9,12 +9,20 @@ Per-cluster state that outlives a push is kept here and handed to each new Clust
 endpoint states (EndpointRegistry), the cluster circuit breaker, the outlier detector
 (swept, with balancer rebuilds, on the OutlierSweeper's thread) and, when
 ``endpoint_breakers`` is given, one pybreaker breaker per endpoint.
+
+Slow start: endpoints that join a cluster after its first endpoint set carry the time
+they joined; while any of them ramps, the ``RampTimer`` thread rebuilds that cluster's
+balancer in steps. Zone-aware routing: with a local cluster (``local_cluster``, default
+the bootstrap's ``cluster_manager.local_cluster_name``) the watcher also subscribes to it
+and hands its host spread, with the node's locality, to every balancer; without one there
+is no zone-aware routing, as in Envoy.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +44,7 @@ from xds_client.resources._hcm import FAULT_TYPE
 from ._endpoints import EndpointRegistry, EndpointState
 from ._routing import RouteTable
 from ._snapshot import ClusterView, ListenerView, LiveBalancer, Snapshot
-from .balancing import LocalityGroup
+from .balancing import LocalCluster, LocalityGroup, RampTimer
 from .resilience.breakers import ClusterBreaker
 from .resilience.endpoint_breaker import EndpointBreakers
 from .resilience.outlier import OutlierDetector, OutlierSweeper
@@ -99,7 +107,16 @@ class ConfigWatcher:
         publish: Callable[[Snapshot], None],
         *,
         endpoint_breakers: EndpointBreakers | None = None,
+        local_cluster: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        bootstrap = client.bootstrap
+        self._local_name = bootstrap.local_cluster_name if local_cluster is None else local_cluster
+        loc = bootstrap.node.locality
+        self._locality = (loc.region, loc.zone, loc.sub_zone)
+        self._clock = clock
+        self.ramp = RampTimer(clock)
+        self._seen: set[str] = set()  # clusters whose first endpoint set was built
         self._client = client
         self._endpoint_breakers = endpoint_breakers
         self._breakers: dict[str, ClusterBreaker] = {}
@@ -111,7 +128,7 @@ class ConfigWatcher:
         self._slots: dict[_Key, _Slot] = {}
         self._registry = EndpointRegistry()
         self._tables: dict[str, tuple[RouteConfigResource, RouteTable, ListenerResource]] = {}
-        self._clusters: dict[str, tuple[Any, Any, ClusterView]] = {}
+        self._clusters: dict[str, tuple[Any, Any, ClusterView, LocalCluster | None]] = {}
         self._version = 0
         self._busy = False
         self._dirty = False
@@ -150,6 +167,11 @@ class ConfigWatcher:
     def _needed(self) -> set[_Key]:
         with self._lock:
             need: set[_Key] = {(LISTENER.type_url, t) for t in self._targets}
+            if self._local_name and self._targets:
+                need.add((CLUSTER.type_url, self._local_name))
+                local: ClusterResource | None = self._value(CLUSTER, self._local_name)
+                if local is not None and local.load_assignment is None:
+                    need.add((ENDPOINTS.type_url, local.eds_service_name))
             for t in self._targets:
                 listener = self._value(LISTENER, t)
                 if listener is None:
@@ -214,10 +236,14 @@ class ConfigWatcher:
                 cluster_names |= names
                 if settled:
                     ready.append(event)
-            clusters = {name: self._cluster_view(name) for name in cluster_names}
+            local = self._local_cluster()
+            clusters = {name: self._cluster_view(name, local) for name in cluster_names}
             self._registry.retain({(c, e.address) for c in clusters for e in clusters[c].endpoints})
             self._tables = {k: v for k, v in self._tables.items() if k in viewed}
             self._clusters = {k: v for k, v in self._clusters.items() if k in clusters}
+            for gone in self._seen - clusters.keys():
+                self.ramp.untrack(gone)
+            self._seen &= clusters.keys()
             self._breakers = {k: v for k, v in self._breakers.items() if k in clusters}
             for gone in [k for k in self._detectors if k not in clusters]:
                 self.sweeper.unregister(gone)
@@ -262,7 +288,21 @@ class ConfigWatcher:
         slot = self._slots.get((ENDPOINTS.type_url, cluster.eds_service_name))
         return slot is not None and slot.settled
 
-    def _cluster_view(self, name: str) -> ClusterView:
+    def _local_cluster(self) -> LocalCluster | None:
+        """The local cluster's host spread, once its endpoints are known."""
+        if not self._local_name:
+            return None
+        cluster: ClusterResource | None = self._value(CLUSTER, self._local_name)
+        if cluster is None:
+            return None
+        eds: EndpointsResource | None = cluster.load_assignment or self._value(
+            ENDPOINTS, cluster.eds_service_name
+        )
+        if eds is None:
+            return None
+        return LocalCluster.from_localities(self._locality, eds.localities)
+
+    def _cluster_view(self, name: str, local: LocalCluster | None = None) -> ClusterView:
         cluster: ClusterResource | None = self._value(CLUSTER, name)
         if cluster is None:
             return ClusterView(name, None, (), None, self._error(CLUSTER, name) or "not resolved")
@@ -270,7 +310,7 @@ class ConfigWatcher:
         if eds is None:
             eds = self._value(ENDPOINTS, cluster.eds_service_name)
         cached = self._clusters.get(name)
-        if cached and cached[0] is cluster and cached[1] is eds:
+        if cached and cached[0] is cluster and cached[1] is eds and cached[3] == local:
             return cached[2]
         breaker = self._breakers.get(name)
         if breaker is None:
@@ -280,25 +320,47 @@ class ConfigWatcher:
             err = self._error(ENDPOINTS, cluster.eds_service_name) or "endpoints not resolved"
             view = ClusterView(name, cluster, (), None, err, breaker)
         else:
+            # Endpoints new to a cluster that already had an endpoint set slow-start.
+            joined = self._clock() if name in self._seen else None
+            self._seen.add(name)
             groups = [
                 LocalityGroup(
                     loc.weight,
                     loc.priority,
-                    tuple(self._registry.get(name, e) for e in loc.endpoints),
+                    tuple(self._registry.get(name, e, joined) for e in loc.endpoints),
+                    (loc.region, loc.zone, loc.sub_zone),
                 )
                 for loc in eds.localities
             ]
             states = tuple(e for g in groups for e in g.endpoints)
             self._attach(name, cluster, states)
             live = LiveBalancer(
-                groups, cluster.lb, eds.overprovisioning_factor, cluster.healthy_panic_threshold
+                groups,
+                cluster.lb,
+                eds.overprovisioning_factor,
+                cluster.healthy_panic_threshold,
+                local=local,
             )
-            view = ClusterView(name, cluster, states, live, "", breaker)
+            self._track_ramp(name, cluster, live)
+            view = ClusterView(name, cluster, states, live, "", breaker, eds.drop_overloads)
             detector = self._detectors.get(name)
             if detector is not None:
                 self.sweeper.register(name, detector, live.rebuild)
-        self._clusters[name] = (cluster, eds, view)
+        self._clusters[name] = (cluster, eds, view, local)
         return view
+
+    def _track_ramp(self, name: str, cluster: ClusterResource, live: LiveBalancer) -> None:
+        """Rebuild ``live`` on the ramp timer while its endpoints slow-start."""
+        slow_start = cluster.lb.slow_start
+        if slow_start is None or live.balancer.ramp_until is None:
+            self.ramp.untrack(name)
+            return
+
+        def rebuild() -> float | None:
+            live.rebuild()
+            return live.balancer.ramp_until
+
+        self.ramp.track(name, rebuild, slow_start.window)
 
     def _attach(
         self, name: str, cluster: ClusterResource, states: tuple[EndpointState, ...]
@@ -323,6 +385,7 @@ class ConfigWatcher:
 
     def close(self) -> None:
         self.sweeper.close()
+        self.ramp.close()
         with self._lock:
             slots, self._slots = list(self._slots.values()), {}
         for slot in slots:

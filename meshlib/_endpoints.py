@@ -72,6 +72,9 @@ class EndpointState:
     ewma_stamp: float = 0.0
     decay_time: float = 10.0  # seconds, for the peak EWMA
     ejected: bool = False  # set and cleared by the cluster's outlier detector
+    #: When it joined an existing cluster (monotonic seconds), for slow start; None for
+    #: the cluster's first endpoint set and for endpoints that joined unhealthy.
+    slow_start_at: float | None = None
     stats: HostStats = field(default_factory=HostStats)
     outlier: OutcomeSink | None = None
     breaker: ProbeGate | None = None
@@ -127,11 +130,15 @@ class EndpointRegistry:
     def __init__(self) -> None:
         self._states: dict[tuple[str, str], EndpointState] = {}
 
-    def get(self, cluster: str, endpoint: Endpoint) -> EndpointState:
+    def get(self, cluster: str, endpoint: Endpoint, joined: float | None = None) -> EndpointState:
+        """The state of ``endpoint``; a new one records ``joined`` (the time it joined an
+        existing cluster) as its slow-start start when it joins healthy."""
         key = (cluster, endpoint.address)
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = EndpointState(cluster, endpoint)
+            if endpoint.usable:
+                state.slow_start_at = joined
         else:
             state.endpoint = endpoint  # weight / health may change; counters carry over
         return state

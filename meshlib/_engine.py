@@ -25,12 +25,15 @@ Adapter contract — how a client library's adapter carries one request:
 6. **Attempts.** ``loop = engine.attempts(plan, call, replayable=...)`` after the fault
    delay (the route timeout starts here; ``replayable`` is False when the body cannot be
    sent twice: no retries). Repeat:
-   ``attempt = loop.next_attempt()`` (admission, LB pick avoiding previous hosts; raises
-   ``UpstreamTimeout``, ``NoHealthyUpstream``, ``CircuitBreakerOpen``), send to
-   ``attempt.endpoint`` within ``attempt.timeout`` seconds (None: no limit), turn the
-   result into an :class:`~meshlib._outcome.Outcome` (``RESPONSE`` with status and
-   ``grpc_status`` from headers/trailers-only, ``CONNECT_FAILURE``, ``RESET``,
-   ``TIMEOUT``), then ``delay = loop.record(attempt, outcome, response_headers)``. None:
+   ``attempt = loop.next_attempt()`` (the first try draws the cluster's drop_overloads;
+   admission, LB pick avoiding previous hosts; raises ``UpstreamTimeout``,
+   ``NoHealthyUpstream``, ``CircuitBreakerOpen``, ``RequestDropped`` -- the last two are
+   ``Overloaded``: Envoy's local 503, gRPC UNAVAILABLE), send to ``attempt.endpoint``
+   within ``attempt.timeout`` seconds (None: no limit), turn the result into an
+   :class:`~meshlib._outcome.Outcome` (``RESPONSE`` with status and ``grpc_status`` from
+   headers/trailers-only, ``CONNECT_FAILURE``, ``RESET`` -- with ``refused=True`` for an
+   HTTP/2 REFUSED_STREAM --, ``TIMEOUT``), then
+   ``delay = loop.record(attempt, outcome, response_headers)``. None:
    the call is over — hand this result (response or error) to the application after
    ``plan.headers.response(...)``. Otherwise discard the response, sleep ``delay`` and go
    again. ``loop.close()`` in a ``finally``.

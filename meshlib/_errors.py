@@ -6,6 +6,8 @@ __all__ = [
     "CircuitBreakerOpen",
     "MeshError",
     "NoHealthyUpstream",
+    "Overloaded",
+    "RequestDropped",
     "RouteNotFound",
     "TargetNotResolved",
     "UpstreamTimeout",
@@ -40,17 +42,36 @@ class UpstreamTimeout(MeshError):
     """The route timeout passed before the upstream answered (Envoy answers 504)."""
 
 
-class CircuitBreakerOpen(MeshError):
+class Overloaded(MeshError):
+    """The request was shed locally, without reaching an endpoint, because the cluster
+    is overloaded: Envoy answers HTTP 503 (a gRPC caller sees UNAVAILABLE). Never retried."""
+
+    http_status = 503
+    grpc_status = 14  # UNAVAILABLE
+
+
+class CircuitBreakerOpen(Overloaded):
     """A cluster circuit-breaker threshold is full (reason ``overflow``): the request fails
     fast without reaching an endpoint. Envoy answers such a request with HTTP 503 and
     ``x-envoy-overloaded: true`` (a gRPC caller sees UNAVAILABLE); ``limit`` names the
     threshold (``max_requests``, ``max_pending_requests``, ``max_connections``)."""
-
-    http_status = 503
-    grpc_status = 14  # UNAVAILABLE
 
     def __init__(
         self, message: str, *, target: str = "", cluster: str = "", limit: str = ""
     ) -> None:
         super().__init__(message, target=target, cluster=cluster, reason="overflow")
         self.limit = limit
+
+
+class RequestDropped(Overloaded):
+    """The cluster's EDS ``policy.drop_overloads`` dropped the request (reason
+    ``drop_overload``) before host selection, once per request (retries are not drawn
+    again). Envoy answers HTTP 503 ``drop overload`` with ``x-envoy-drop-overload: true``
+    and counts ``upstream_rq_drop_overload``; gRPC's xDS client fails the call with
+    UNAVAILABLE. ``category`` is the drop category that matched."""
+
+    def __init__(
+        self, message: str, *, target: str = "", cluster: str = "", category: str = ""
+    ) -> None:
+        super().__init__(message, target=target, cluster=cluster, reason="drop_overload")
+        self.category = category

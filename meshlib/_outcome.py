@@ -6,6 +6,10 @@ The classification follows Envoy's outlier detection: HTTP 5xx answers are exter
 originated errors (502/503/504 are also gateway failures); connect failures, resets and
 timeouts are locally originated errors; LOCAL outcomes (fault aborts, overflow) never
 reached the endpoint and count as nothing.
+
+``refused`` marks a RESET that was an HTTP/2 REFUSED_STREAM: the server declined the
+stream before processing it (retry_on ``refused-stream``); :func:`refused_stream` tells
+an h2 client library's error so.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Outcome", "OutcomeKind"]
+from h2.errors import ErrorCodes
+from h2.events import StreamReset
+
+__all__ = ["Outcome", "OutcomeKind", "refused_stream"]
 
 _GATEWAY = frozenset({502, 503, 504})
 
@@ -32,6 +39,7 @@ class Outcome:
     status: int | None = None  # HTTP status, when the upstream answered
     grpc_status: int | None = None  # gRPC status code, when known
     latency: float = 0.0  # seconds from attempt start to response headers (or failure)
+    refused: bool = False  # a RESET by HTTP/2 REFUSED_STREAM (nothing was processed)
 
     @property
     def upstream_failure(self) -> bool:
@@ -58,3 +66,18 @@ class Outcome:
     def gateway_failure(self) -> bool:
         """502, 503 or 504 from the upstream."""
         return self.kind is OutcomeKind.RESPONSE and self.status in _GATEWAY
+
+
+def refused_stream(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) carries an h2
+    ``StreamReset`` event with error code REFUSED_STREAM, as httpcore's HTTP/2 connection
+    raises it (``RemoteProtocolError(event)``, re-raised by httpx ``from`` it)."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 8:  # bounded: a cause chain can be cyclic
+        for arg in cause.args:
+            if isinstance(arg, StreamReset) and arg.error_code == ErrorCodes.REFUSED_STREAM:
+                return True
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return False

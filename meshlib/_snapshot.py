@@ -1,38 +1,51 @@
 """The immutable Snapshot the data path reads: listeners, route tables, clusters, pickers.
 
 ``ClusterView`` is the concrete layer's interface, as the logical layer (routing,
-retries) calls it, per attempt:
+retries) calls it:
 
-    admission = view.admit_request()          # CircuitBreakerOpen (reason "overflow")
+    if view.drops: view.check_drop(target)   # once per request; RequestDropped
+    admission = view.admit_request()          # per attempt; CircuitBreakerOpen ("overflow")
     retry = view.admit_retry()                # before a retry; None: retry refused
-    endpoint = view.pick(call, hash_key=h, exclude=tried)   # NoHealthyUpstream
+    endpoint = view.pick(call, hash_key=h, exclude=tried, reselections=n)  # NoHealthyUpstream
     endpoint.started(); ...; endpoint.finished(outcome)
     admission.release(); retry and retry.release()
 
 ``hash_key`` is the route's hash-policy hash (RING_HASH / MAGLEV; Envoy hashes a header
 value with ``meshlib.balancing.xxhash64``). ``exclude`` implements the previous_hosts
-retry predicate: those endpoints are avoided while another one is usable.
+retry predicate: a selected endpoint in it is re-selected up to ``reselections`` times
+(Envoy's host_selection_retry_max_attempts), then the last one selected is used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import random
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from xds_client.resources import ClusterResource, LbConfig
+from xds_client.resources.endpoints import DropOverload
 
 from ._call import Call
 from ._endpoints import EndpointState
-from ._errors import NoHealthyUpstream
+from ._errors import NoHealthyUpstream, RequestDropped
 from ._routing import RouteTable
-from .balancing import Balancer, LocalityGroup
+from .balancing import Balancer, LocalCluster, LocalityGroup
 from .resilience.breakers import Admission, ClusterBreaker
 
-__all__ = ["MAX_SELECTIONS", "ClusterView", "ListenerView", "LiveBalancer", "Snapshot"]
+__all__ = [
+    "MAX_RESELECTIONS",
+    "MAX_SELECTIONS",
+    "ClusterView",
+    "ListenerView",
+    "LiveBalancer",
+    "Snapshot",
+]
 
-#: Host selections per pick when the chosen endpoint is excluded, ejected or its breaker
-#: is open (istiod sets Envoy's host_selection_retry_max_attempts to 5).
+#: Host selections per pick that may land on ejected or breaker-open endpoints before
+#: the pick gives up (Envoy's balancers never offer such hosts; meshlib's skip them).
 MAX_SELECTIONS = 8
+#: Upper bound on host_selection_retry_max_attempts (a uint32 in xDS) per pick.
+MAX_RESELECTIONS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +68,13 @@ class LiveBalancer:
         config: LbConfig,
         overprovisioning_factor: float = 1.4,
         panic_threshold: float = 50.0,
+        local: LocalCluster | None = None,
     ) -> None:
         self._groups = tuple(groups)
         self._config = config
         self._factor = overprovisioning_factor
         self._panic = panic_threshold
+        self._local = local  # the workload's own cluster, for zone-aware routing
         self.balancer = self._build()
 
     def _build(self) -> Balancer:
@@ -68,6 +83,7 @@ class LiveBalancer:
             self._config,
             overprovisioning_factor=self._factor,
             panic_threshold=self._panic,
+            local=self._local,
         )
 
     def rebuild(self) -> None:
@@ -81,7 +97,8 @@ class LiveBalancer:
 
 @dataclass(frozen=True, slots=True)
 class ClusterView:
-    """A cluster with its endpoints, its balancer and its circuit breaker."""
+    """A cluster with its endpoints, its balancer, its circuit breaker and its EDS
+    drop_overloads."""
 
     name: str
     resource: ClusterResource | None
@@ -89,6 +106,19 @@ class ClusterView:
     picker: LiveBalancer | None
     error: str = ""
     breaker: ClusterBreaker | None = None
+    drops: tuple[DropOverload, ...] = ()
+
+    def check_drop(self, target: str = "", rng: Callable[[], float] = random.random) -> None:
+        """Draw the drop_overloads once for a request (before host selection): each
+        category drops its fraction in turn; raises RequestDropped for a dropped one."""
+        for drop in self.drops:
+            if drop.fraction > 0 and (drop.fraction >= 1 or rng() < drop.fraction):
+                raise RequestDropped(
+                    f"{self.name}: request dropped by drop_overload {drop.category!r}",
+                    target=target,
+                    cluster=self.name,
+                    category=drop.category,
+                )
 
     def pick(
         self,
@@ -96,29 +126,45 @@ class ClusterView:
         *,
         hash_key: int | None = None,
         exclude: Collection[EndpointState] = (),
+        reselections: int = MAX_SELECTIONS,
     ) -> EndpointState:
-        """An endpoint for one attempt, avoiding ``exclude`` (retry host predicates) when
-        possible; raises NoHealthyUpstream."""
+        """An endpoint for one attempt; raises NoHealthyUpstream.
+
+        A selected endpoint in ``exclude`` (the retry host predicate) is selected again,
+        up to ``reselections`` times (capped at MAX_RESELECTIONS); then, as in Envoy,
+        the last one selected is used. The attempt loop passes the route's
+        host_selection_retry_max_attempts (Envoy's default 1; istiod sets 5); the default
+        here serves direct callers. Ejected and breaker-open endpoints are skipped (at
+        most MAX_SELECTIONS of them), as Envoy's balancers never offer them.
+        """
         picker = self.picker
-        fallback: EndpointState | None = None
-        ejected: EndpointState | None = None
         if picker is not None:
-            for attempt in range(MAX_SELECTIONS):
-                endpoint = picker.pick(call, hash_key, attempt)
-                if endpoint is None:
-                    break
-                if exclude and endpoint in exclude:
+            balancer = picker.balancer
+            rejected = blocked = selection = 0
+            fallback: EndpointState | None = None  # an excluded endpoint that is usable
+            ejected: EndpointState | None = None
+            while (endpoint := balancer.pick(call, hash_key, selection)) is not None:
+                if (
+                    exclude
+                    and endpoint in exclude
+                    and rejected < min(reselections, MAX_RESELECTIONS)
+                ):
+                    rejected += 1  # the predicate rejects it: select again
                     if fallback is None and not endpoint.blocked:
                         fallback = endpoint
-                    continue
-                if endpoint.try_acquire():
+                elif endpoint.try_acquire():
                     return endpoint
-                if endpoint.ejected and ejected is None:
-                    ejected = endpoint
+                else:
+                    if endpoint.ejected and ejected is None:
+                        ejected = endpoint
+                    blocked += 1
+                    if blocked >= MAX_SELECTIONS:
+                        break
+                selection += 1
             if fallback is not None and fallback.try_acquire():
                 return fallback
             # In panic Envoy balances over ejected hosts too (the balancer was rebuilt so).
-            if ejected is not None and any(picker.balancer.panic):
+            if ejected is not None and any(balancer.panic):
                 breaker = ejected.breaker
                 if breaker is None or breaker.try_acquire():
                     return ejected

@@ -113,6 +113,9 @@ class Bootstrap:
     server_listener_resource_name_template: str = ""
     source: str = "<dict>"
     authorities: Mapping[str, Authority] = field(default_factory=dict)
+    #: Envoy's ``cluster_manager.local_cluster_name`` (a meshlib extension gRPC ignores):
+    #: the cluster of this workload's own service, for zone-aware routing. "" = none.
+    local_cluster_name: str = ""
 
     def servers_for(self, authority: str | None) -> tuple[ServerConfig, ...]:
         """The servers of an authority (its own, else the top-level ``xds_servers``)."""
@@ -231,6 +234,10 @@ def parse_bootstrap(data: Any, source: str) -> Bootstrap:
                 "client_default_listener_resource_name_template",
                 f"authority {authority!r} is not in authorities",
             )
+    manager = r.obj(root.get("cluster_manager", {}), "cluster_manager")
+    local_cluster = r.string(
+        manager.get("local_cluster_name"), "cluster_manager.local_cluster_name"
+    )
     return Bootstrap(
         xds_servers=servers,
         node=node,
@@ -242,6 +249,7 @@ def parse_bootstrap(data: Any, source: str) -> Bootstrap:
         ),
         source=source,
         authorities=authorities,
+        local_cluster_name=local_cluster,
     )
 
 

@@ -2,7 +2,9 @@
 
 ``Balancer`` adds priorities, locality weights and panic above the policy's picker.
 Policies (``LbConfig.policy``): ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV,
-PICK_FIRST, and meshlib's opt-in PEAK_EWMA.
+PICK_FIRST, and meshlib's opt-in PEAK_EWMA. ``slow_start`` ramps new endpoints' weights
+(``RampTimer`` rebuilds balancers while they ramp); ``zone_aware`` keeps traffic in the
+caller's locality against its own cluster's spread (``LocalCluster``).
 """
 
 from ._hashing import murmur_hash2, xxhash64
@@ -15,21 +17,30 @@ from .pick_first import PickFirstPicker
 from .random_pick import RandomPicker
 from .ring_hash import RingHashPicker
 from .round_robin import RoundRobinPicker
+from .slow_start import RampTimer, ramp_weights, slow_start_factor
+from .zone_aware import LocalCluster, ZonePicker, ZonePlan, zone_plan
 
 __all__ = [
     "HASH_POLICIES",
     "POLICIES",
     "Balancer",
     "LeastRequestPicker",
+    "LocalCluster",
     "LocalityGroup",
     "MaglevPicker",
     "PeakEwmaPicker",
     "PickFirstPicker",
     "Picker",
     "PickerFactory",
+    "RampTimer",
     "RandomPicker",
     "RingHashPicker",
     "RoundRobinPicker",
+    "ZonePicker",
+    "ZonePlan",
     "murmur_hash2",
+    "ramp_weights",
+    "slow_start_factor",
     "xxhash64",
+    "zone_plan",
 ]

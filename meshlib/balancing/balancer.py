@@ -18,6 +18,12 @@ balancing is on), and an endpoint with the policy's picker. Semantics are Envoy'
   ``common_lb_config.locality_weighted_lb_config``): effective weight = weight x
   min(1, overprovisioning_factor x available share); localities without a weight get no
   traffic. Hash policies fold locality weights into the endpoint weights instead.
+- Slow start (ROUND_ROBIN, LEAST_REQUEST): endpoint weights are scaled by their ramp
+  factor at build time (``slow_start``); ``ramp_until`` says until when a rebuild changes
+  them.
+- Zone-aware routing at priority 0 when the workload's own cluster is known (``local``;
+  ``zone_aware``); ``zone_aware.fail_traffic_on_panic`` makes a panicking priority
+  pick nothing instead of balancing over all its hosts.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +48,15 @@ from .pick_first import PickFirstPicker
 from .random_pick import RandomPicker
 from .ring_hash import RingHashPicker
 from .round_robin import RoundRobinPicker, smooth_schedule
+from .slow_start import ramp_weights
+from .zone_aware import (
+    ZONE_AWARE_POLICIES,
+    LocalCluster,
+    Locality,
+    ZonePicker,
+    ZonePlan,
+    zone_plan,
+)
 
 __all__ = ["HASH_POLICIES", "POLICIES", "Balancer", "LocalityGroup"]
 
@@ -54,6 +70,7 @@ POLICIES: dict[str, Callable[..., Picker]] = {
     "PICK_FIRST": PickFirstPicker,
 }
 HASH_POLICIES = frozenset({"RING_HASH", "MAGLEV"})
+SLOW_START_POLICIES = frozenset({"ROUND_ROBIN", "LEAST_REQUEST"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +80,20 @@ class LocalityGroup:
     weight: int
     priority: int
     endpoints: tuple[EndpointState, ...]
+    locality: Locality = ("", "", "")
 
 
 def available(e: EndpointState) -> bool:
     return e.endpoint.usable and not e.ejected
+
+
+class _NoPicker:
+    """A level that picks nothing (fail_traffic_on_panic)."""
+
+    def pick(
+        self, call: Call, hash_key: int | None = None, attempt: int = 0
+    ) -> EndpointState | None:
+        return None
 
 
 class _LocalityPicker:
@@ -97,9 +124,20 @@ class Balancer:
         overprovisioning_factor: float = 1.4,
         panic_threshold: float = 50.0,
         rng: random.Random | None = None,
+        local: LocalCluster | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or LbConfig()
         self._rng = rng or random.Random()
+        self._local = local
+        self._panic_threshold = panic_threshold
+        cfg = self.config
+        self._ramp = cfg.slow_start if cfg.policy in SLOW_START_POLICIES else None
+        self._now = clock() if self._ramp is not None else 0.0
+        #: When the last slow-starting endpoint leaves its window (None: none ramps).
+        self.ramp_until: float | None = None
+        #: Priority 0's zone-aware routing plan (None: no zone-aware routing).
+        self.zone_plan: ZonePlan | None = None
         factor = round(overprovisioning_factor * 100)
         levels: list[tuple[list[LocalityGroup], list[EndpointState], list[EndpointState]]] = []
         for p in sorted({g.priority for g in groups}):
@@ -135,7 +173,10 @@ class Balancer:
             if loads[i] <= 0:
                 continue
             acc += loads[i]
-            self._levels.append(self._level(gs, self.panic[i], factor))
+            if self.panic[i] and self.config.zone_aware.fail_traffic_on_panic:
+                self._levels.append(_NoPicker())
+            else:
+                self._levels.append(self._level(gs, self.panic[i], factor))
             self._cumulative.append(acc)
 
     def _level(self, groups: list[LocalityGroup], panic: bool, factor: int) -> Picker:
@@ -167,7 +208,10 @@ class Balancer:
             kwargs: dict[str, Any] = {"weights": [w / norm for w in weights]} if norm else {}
             return make(flat, cfg, self._rng, **kwargs)
         if not cfg.locality_weighted:
-            return make([e for _, eps in chosen for e in eps], cfg, self._rng)
+            everywhere = self._make([e for _, eps in chosen for e in eps])
+            if groups and groups[0].priority == 0 and not panic:
+                return self._zoned(chosen, everywhere) or everywhere
+            return everywhere
         lweights, pickers = [], []
         for g, eps in chosen:
             hosts = [e for e in g.endpoints if e.endpoint.health != "DRAINING"]
@@ -176,8 +220,43 @@ class Balancer:
             share = 100 if panic else min(100, factor * len(eps) // len(hosts))
             if g.weight * share > 0:
                 lweights.append(g.weight * share)
-                pickers.append(make(eps, cfg, self._rng))
+                pickers.append(self._make(eps))
         return _LocalityPicker(lweights, pickers)
+
+    def _make(self, endpoints: list[EndpointState]) -> Picker:
+        """The policy's picker, over slow-start weights when some endpoint ramps."""
+        make = POLICIES[self.config.policy]
+        if self._ramp is not None:
+            weights, until = ramp_weights(endpoints, self._ramp, self._now, available)
+            if until is not None:
+                self.ramp_until = max(until, self.ramp_until or until)
+                return make(endpoints, self.config, self._rng, weights=weights)
+        return make(endpoints, self.config, self._rng)
+
+    def _zoned(
+        self, chosen: list[tuple[LocalityGroup, list[EndpointState]]], everywhere: Picker
+    ) -> Picker | None:
+        """Zone-aware routing over priority 0's healthy endpoints, if it applies."""
+        local, cfg = self._local, self.config
+        if local is None or cfg.policy not in ZONE_AWARE_POLICIES:
+            return None
+        by_locality: dict[Locality, list[EndpointState]] = {}
+        for g, eps in chosen:
+            by_locality.setdefault(g.locality, []).extend(eps)
+        upstream = [
+            (loc, len(eps), sum(e.endpoint.weight for e in eps)) for loc, eps in by_locality.items()
+        ]
+        plan = zone_plan(upstream, local, cfg.zone_aware)
+        if plan is None:
+            return None
+        if local.in_panic(self._panic_threshold):
+            if not cfg.zone_aware.fail_traffic_on_panic:
+                return None
+            pickers: list[Picker] = [_NoPicker()] * len(plan.localities)
+        else:
+            pickers = [self._make(by_locality[loc]) for loc in plan.localities]
+        self.zone_plan = plan
+        return ZonePicker(plan, pickers, everywhere, cfg.zone_aware, self._rng)
 
     def pick(
         self, call: Call, hash_key: int | None = None, attempt: int = 0

@@ -4,7 +4,8 @@ With equal weights (Envoy's common case) it draws ``choice_count`` endpoints uni
 and takes the one with the fewest active requests. With unequal weights Envoy scores an
 endpoint ``weight / (active_requests + 1) ** active_request_bias``; meshlib draws the
 candidates in proportion to weight and takes the best score, which keeps the per-pick
-cost at ``choice_count`` draws (Envoy's EDF schedule is not reproduced).
+cost at ``choice_count`` draws (Envoy's EDF schedule is not reproduced). ``weights``
+overrides the endpoint weights (slow start passes its ramped ones).
 """
 
 from __future__ import annotations
@@ -28,21 +29,24 @@ class LeastRequestPicker:
         endpoints: Sequence[EndpointState],
         config: LbConfig | None = None,
         rng: random.Random | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
         cfg = config or LbConfig(policy="LEAST_REQUEST")
         self._endpoints = tuple(endpoints)
         self._choices = cfg.choice_count
         self._bias = cfg.active_request_bias
         self._rng = rng or random.Random()
-        weights = [e.endpoint.weight for e in self._endpoints]
+        if weights is None:
+            weights = [float(e.endpoint.weight) for e in self._endpoints]
+        self._weights = tuple(weights)
         self._weighted = len(set(weights)) > 1
         self._cumulative = list(itertools.accumulate(weights))
 
-    def _draw(self) -> EndpointState:
+    def _draw(self) -> int:
         if not self._weighted:
-            return self._endpoints[self._rng.randrange(len(self._endpoints))]
+            return self._rng.randrange(len(self._endpoints))
         point = self._rng.random() * self._cumulative[-1]
-        return self._endpoints[bisect.bisect_right(self._cumulative, point)]
+        return min(bisect.bisect_right(self._cumulative, point), len(self._endpoints) - 1)
 
     def pick(
         self, call: Call, hash_key: int | None = None, attempt: int = 0
@@ -51,21 +55,24 @@ class LeastRequestPicker:
             return None
         if len(self._endpoints) == 1:
             return self._endpoints[0]
-        best = self._draw()
+        eps = self._endpoints
         if not self._weighted:
+            best = eps[self._draw()]
             for _ in range(self._choices - 1):
-                other = self._draw()
+                other = eps[self._draw()]
                 if other.active_requests < best.active_requests:
                     best = other
             return best
-        best_score = self._score(best)
+        i = self._draw()
+        best, best_score = eps[i], self._score(i)
         for _ in range(self._choices - 1):
-            other = self._draw()
-            score = self._score(other)
+            j = self._draw()
+            score = self._score(j)
             if score > best_score:
-                best, best_score = other, score
+                best, best_score = eps[j], score
         return best
 
-    def _score(self, e: EndpointState) -> float:
-        score: float = e.endpoint.weight / float(e.active_requests + 1) ** self._bias
+    def _score(self, i: int) -> float:
+        active = self._endpoints[i].active_requests
+        score: float = self._weights[i] / float(active + 1) ** self._bias
         return score

@@ -16,6 +16,8 @@ from .._endpoints import EndpointState
 __all__ = ["RoundRobinPicker", "smooth_schedule"]
 
 MAX_SCHEDULE = 65_536
+#: Fractional weights (slow start) are kept to 1/RESOLUTION of a unit of weight.
+RESOLUTION = 100
 
 
 def smooth_schedule(weights: Sequence[int]) -> list[int]:
@@ -48,16 +50,24 @@ def smooth_schedule(weights: Sequence[int]) -> list[int]:
 
 
 class RoundRobinPicker:
-    """Lock-free: a precomputed schedule over endpoint weights and an atomic counter."""
+    """Lock-free: a precomputed schedule over endpoint weights and an atomic counter.
+
+    ``weights`` overrides the endpoint weights (slow start passes fractional ones).
+    """
 
     def __init__(
         self,
         endpoints: Sequence[EndpointState],
         config: LbConfig | None = None,
         rng: random.Random | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
         self._endpoints = list(endpoints)
-        schedule = smooth_schedule([e.endpoint.weight for e in self._endpoints])
+        if weights is None:
+            ints = [e.endpoint.weight for e in self._endpoints]
+        else:
+            ints = [max(1, round(w * RESOLUTION)) for w in weights]
+        schedule = smooth_schedule(ints)
         self._schedule = [self._endpoints[i] for i in schedule]
         # Envoy starts each round-robin at a random point so clients do not march in step.
         start = (rng or random).randrange(len(self._schedule) or 1)

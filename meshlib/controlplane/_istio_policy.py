@@ -15,6 +15,7 @@ from ._fields import (
     FieldError,
     as_bool,
     as_duration,
+    as_float,
     as_int,
     as_list,
     as_mapping,
@@ -36,6 +37,7 @@ __all__ = [
     "Subset",
     "TlsSettings",
     "TrafficPolicy",
+    "Warmup",
     "effective_policy",
     "parse_destination_rule",
     "parse_traffic_policy",
@@ -70,12 +72,22 @@ class LocalityLb:
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """``loadBalancer.warmup`` (or ``warmupDurationSecs``): Envoy's slow start."""
+
+    duration: float
+    minimum_percent: float | None = None  # Envoy's default: 10
+    aggression: float | None = None  # Envoy's default: 1.0
+
+
+@dataclass(frozen=True)
 class LoadBalancer:
-    """``loadBalancer``: a simple policy or a consistent hash, and locality settings."""
+    """``loadBalancer``: a simple policy or a consistent hash, locality settings, warmup."""
 
     simple: str | None = None
     consistent_hash: ConsistentHash | None = None
     locality: LocalityLb | None = None
+    warmup: Warmup | None = None
 
 
 @dataclass(frozen=True)
@@ -250,6 +262,31 @@ def _locality(raw: Any, path: str) -> LocalityLb:
     )
 
 
+def _warmup(item: Mapping[str, Any], path: str) -> Warmup | None:
+    """``warmupDurationSecs`` (a duration) or ``warmup{duration, minimumPercent,
+    aggression}``; at most one of them."""
+    legacy, raw = item.get("warmupDurationSecs"), item.get("warmup")
+    if legacy is not None and raw is not None:
+        raise FieldError(path, "set at most one of warmupDurationSecs, warmup")
+    if legacy is not None:
+        seconds = as_duration(legacy, f"{path}.warmupDurationSecs", positive=True)
+        return None if seconds is None else Warmup(seconds)
+    if raw is None:
+        return None
+    wpath = f"{path}.warmup"
+    warm = as_mapping(raw, wpath)
+    seconds = as_duration(warm.get("duration"), f"{wpath}.duration", positive=True)
+    if seconds is None:
+        raise FieldError(f"{wpath}.duration", "is required")
+    aggression = as_float(warm.get("aggression"), f"{wpath}.aggression", minimum=0, maximum=1e6)
+    if aggression is not None and aggression <= 0:
+        raise FieldError(f"{wpath}.aggression", "must be above 0")
+    minimum = as_float(
+        warm.get("minimumPercent"), f"{wpath}.minimumPercent", minimum=0, maximum=100
+    )
+    return Warmup(seconds, minimum, aggression)
+
+
 def _load_balancer(raw: Any, path: str) -> LoadBalancer:
     item = as_mapping(raw, path)
     simple = item.get("simple")
@@ -257,6 +294,7 @@ def _load_balancer(raw: Any, path: str) -> LoadBalancer:
     if simple is not None and chash is not None:
         raise FieldError(path, "set at most one of simple, consistentHash")
     return LoadBalancer(
+        warmup=_warmup(item, path),
         simple=None if simple is None else one_of(simple, f"{path}.simple", _SIMPLE, ""),
         consistent_hash=None
         if chash is None

@@ -19,7 +19,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from google.protobuf import any_pb2, struct_pb2, wrappers_pb2
 
-from ._istio_policy import Subset, TrafficPolicy
+from ._istio_policy import Subset, TrafficPolicy, Warmup
 from ._registry import Instance, MeshService
 from ._rules import RuleIndex, cluster_name, subset_instances
 from ._translate_routes import duration
@@ -57,7 +57,18 @@ def _pack(msg: object) -> any_pb2.Any:
     return out
 
 
+def _slow_start(config: cluster_pb2.Cluster.SlowStartConfig, warmup: Warmup) -> None:
+    config.slow_start_window.CopyFrom(duration(warmup.duration))
+    if warmup.aggression is not None:
+        config.aggression.default_value = warmup.aggression
+        config.aggression.runtime_key = "upstream.slow_start.aggression"
+    if warmup.minimum_percent is not None:
+        config.min_weight_percent.value = warmup.minimum_percent
+
+
 def _load_balancer(cluster: cluster_pb2.Cluster, policy: TrafficPolicy) -> None:
+    """Istio's loadBalancer; warmup becomes slow_start_config (ROUND_ROBIN and
+    LEAST_REQUEST only, as istiod: Envoy has no slow start for the others)."""
     lb = policy.load_balancer
     cluster.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
     if lb is None:
@@ -74,6 +85,11 @@ def _load_balancer(cluster: cluster_pb2.Cluster, policy: TrafficPolicy) -> None:
                 cluster.ring_hash_lb_config.minimum_ring_size.value = ch.minimum_ring_size
     elif lb.simple in _LB:
         cluster.lb_policy = _LB[lb.simple]
+    if lb.warmup is not None and lb.consistent_hash is None:
+        if cluster.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN:
+            _slow_start(cluster.round_robin_lb_config.slow_start_config, lb.warmup)
+        elif cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST:
+            _slow_start(cluster.least_request_lb_config.slow_start_config, lb.warmup)
     loc = lb.locality
     if loc is not None and loc.enabled and loc.distribute:
         cluster.common_lb_config.locality_weighted_lb_config.SetInParent()

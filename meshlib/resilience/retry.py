@@ -1,24 +1,27 @@
 """Retries: the attempt loop of one call, as a sans-I/O decision object.
 
 tenacity's split of decision and driver is the model, and its building blocks do the
-work: ``stop_after_attempt`` (num_retries + 1 tries) and ``wait_random_exponential``
-(Envoy's fully jittered back-off: base 25 ms, max 10x base by default) over a
-``RetryCallState``; the retry predicate is Envoy's ``retry_on`` over the attempt's
-:class:`~meshlib._outcome.Outcome` (:meth:`CompiledRetry.retriable`). A driver (sync or async) asks
-:meth:`AttemptLoop.next_attempt` for where and within what time to send, sends, and
-hands the outcome to :meth:`AttemptLoop.record`, which says whether to stop or how long
-to back off before the next attempt. Only the driver knows how to wait.
+work once a retry is decided: ``stop_after_attempt`` (num_retries + 1 tries) and
+``wait_random_exponential`` (Envoy's fully jittered back-off: base 25 ms, max 10x base by
+default) over a ``RetryCallState``; the retry predicate is Envoy's ``retry_on`` over the
+attempt's :class:`~meshlib._outcome.Outcome` (:meth:`CompiledRetry.retriable`). A driver
+(sync or async) asks :meth:`AttemptLoop.next_attempt` for where and within what time to
+send, sends, and hands the outcome to :meth:`AttemptLoop.record`, which says whether to
+stop or how long to back off before the next attempt. Only the driver knows how to wait.
+
+The first attempt is the fast path: the loop touches tenacity only after an attempt
+failed in a way ``retry_on`` retries, and talks to the cluster layer
+(:class:`ClusterLayer`, implemented by ``ClusterView``) directly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
-import inspect
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import tenacity
 from tenacity import stop_after_attempt, wait_random_exponential
@@ -35,7 +38,15 @@ from .timeouts import Deadline, per_try_timeout
 if TYPE_CHECKING:
     from ..routing._plan import RoutePlan
 
-__all__ = ["GRPC_RETRY_CODES", "Attempt", "AttemptLoop", "CompiledRetry", "Result"]
+__all__ = [
+    "GRPC_RETRY_CODES",
+    "Attempt",
+    "AttemptLoop",
+    "ClusterLayer",
+    "CompiledRetry",
+    "Releasable",
+    "Result",
+]
 
 #: retry_on names of gRPC status codes.
 GRPC_RETRY_CODES = {
@@ -62,7 +73,22 @@ class _HeaderView:
 
 class CompiledRetry:
     """A RetryPolicy compiled once per Snapshot: what is retriable, tenacity's stop and
-    wait, and the rate-limited (Retry-After style) back-off."""
+    wait, the rate-limited (Retry-After style) back-off and the host selection bound."""
+
+    __slots__ = (
+        "_grpc_codes",
+        "_on_connect",
+        "_on_failure",
+        "_on_refused",
+        "_response_headers",
+        "_status",
+        "per_try_timeout",
+        "policy",
+        "previous_hosts",
+        "request_headers",
+        "reselections",
+        "retrying",
+    )
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
@@ -71,12 +97,16 @@ class CompiledRetry:
         self._status: Callable[[int], bool] = _status_predicate(policy)
         self._on_failure = bool(on & {"5xx", "gateway-error", "reset"})
         self._on_connect = bool(on & {"connect-failure", "reset-before-request"})
+        self._on_refused = "refused-stream" in on
         self._response_headers = (
             tuple(compile_header(m) for m in policy.retriable_headers)
             if "retriable-headers" in on
             else ()
         )
-        self._request_headers = tuple(compile_header(m) for m in policy.retriable_request_headers)
+        self.request_headers = tuple(compile_header(m) for m in policy.retriable_request_headers)
+        self.per_try_timeout = policy.per_try_timeout
+        self.previous_hosts = policy.previous_hosts
+        self.reselections = policy.host_selection_max_attempts
         self.retrying = tenacity.Retrying(
             stop=stop_after_attempt(policy.num_retries + 1),
             wait=wait_random_exponential(
@@ -86,27 +116,26 @@ class CompiledRetry:
 
     def applies_to(self, call: Call) -> bool:
         """retriable_request_headers: when set, only matching requests are retried."""
-        return not self._request_headers or any(m(call) for m in self._request_headers)
+        return not self.request_headers or any(m(call) for m in self.request_headers)
 
-    def retriable(self, result: Result) -> bool:
-        """Envoy's retry_on conditions for one attempt's outcome."""
-        outcome, headers = result
-        if outcome.kind is OutcomeKind.RESPONSE:
+    def retriable(self, outcome: Outcome, headers: Mapping[str, str] | None = None) -> bool:
+        """Envoy's retry_on conditions for one attempt's outcome and response headers."""
+        kind = outcome.kind
+        if kind is OutcomeKind.RESPONSE:
             if outcome.grpc_status is not None and outcome.grpc_status in self._grpc_codes:
                 return True
             if outcome.status is not None and self._status(outcome.status):
                 return True
             if not self._response_headers:
                 return False
-            view: Any = _HeaderView(headers)
+            view: Any = _HeaderView(headers if headers is not None else {})
             return any(m(view) for m in self._response_headers)
-        if outcome.kind in _FAILURE_KINDS:
-            if self._on_failure:
+        if kind in _FAILURE_KINDS:
+            if self._on_failure:  # 5xx, gateway-error and reset cover every reset
                 return True
-            if outcome.kind is OutcomeKind.CONNECT_FAILURE:
+            if kind is OutcomeKind.CONNECT_FAILURE:
                 return self._on_connect
-            # refused-stream: an Outcome does not tell REFUSED_STREAM from other resets yet
-            return False
+            return outcome.refused and self._on_refused
         return False  # LOCAL: overflow, fault: never retried
 
     def rate_limited_delay(self, headers: Mapping[str, str]) -> float | None:
@@ -130,8 +159,7 @@ def _status_predicate(policy: RetryPolicy) -> Callable[[int], bool]:
         codes |= {502, 503, 504}
     if "retriable-4xx" in on:
         codes.add(409)
-    if "envoy-ratelimited" in on:
-        pass  # only Envoy's own rate limit filter sets x-envoy-ratelimited
+    # envoy-ratelimited: only Envoy's own rate limit filter sets x-envoy-ratelimited
     frozen = frozenset(codes)
     if "5xx" in on:
         return lambda s: s >= 500 or s in frozen
@@ -151,6 +179,35 @@ def _reset_interval(value: str, fmt: str) -> float | None:
     return None if parsed is None else parsed.timestamp() - time.time()
 
 
+class Releasable(Protocol):
+    """A slot under a circuit-breaker threshold."""
+
+    def release(self) -> None: ...
+
+
+class ClusterLayer(Protocol):
+    """The cluster layer as the attempt loop calls it (``ClusterView`` implements it;
+    see meshlib._snapshot)."""
+
+    @property
+    def drops(self) -> Collection[Any]: ...
+
+    def check_drop(self, target: str = "") -> None: ...
+
+    def admit_request(self) -> Releasable: ...
+
+    def admit_retry(self) -> Releasable | None: ...
+
+    def pick(
+        self,
+        call: Call,
+        *,
+        hash_key: int | None = None,
+        exclude: Collection[EndpointState] = (),
+        reselections: int = 1,
+    ) -> EndpointState: ...
+
+
 @dataclass(slots=True)
 class Attempt:
     """One try: where it goes and how long it may take."""
@@ -159,48 +216,8 @@ class Attempt:
     endpoint: EndpointState
     timeout: float | None  # for this try: per-try timeout or what is left of the call's
     final_timeout: bool  # when this try times out, the call's deadline has passed
-    admission: Any = None  # the cluster's Admission, released when recorded
+    admission: Releasable | None = None  # the cluster's Admission, released when recorded
     started: float = 0.0
-
-
-class _Clusters:
-    """The cluster layer as the attempt loop calls it (with a fallback for pick's
-    hash_key and admission, so the two halves of the engine can land separately)."""
-
-    @staticmethod
-    def pick(view: Any, call: Call, hash_key: int | None, exclude: Any) -> EndpointState:
-        if hash_key is not None and _accepts_hash_key(view):
-            return view.pick(call, hash_key=hash_key, exclude=exclude)  # type: ignore[no-any-return]
-        return view.pick(call, exclude=exclude)  # type: ignore[no-any-return]
-
-    @staticmethod
-    def admit_request(view: Any) -> Any:
-        admit = getattr(view, "admit_request", None)
-        return admit() if admit is not None else None
-
-    @staticmethod
-    def admit_retry(view: Any) -> tuple[bool, Any]:
-        admit = getattr(view, "admit_retry", None)
-        if admit is None:
-            return True, None
-        admission = admit()
-        return admission is not None, admission
-
-
-_HASH_KEY_SUPPORT: dict[type, bool] = {}
-
-
-def _accepts_hash_key(view: Any) -> bool:
-    cls = type(view)
-    known = _HASH_KEY_SUPPORT.get(cls)
-    if known is None:
-        known = _HASH_KEY_SUPPORT[cls] = "hash_key" in inspect.signature(cls.pick).parameters
-    return known
-
-
-def _release(admission: Any) -> None:
-    if admission is not None:
-        admission.release()
 
 
 class AttemptLoop:
@@ -208,25 +225,29 @@ class AttemptLoop:
 
     ``clusters`` is the Snapshot's cluster map read when the call started;
     ``replayable`` is False for a request body that cannot be sent twice (then no retry).
+    ``deadline`` (the route timeout from now) may be replaced by an adapter with an
+    earlier one (the caller's deadline).
     """
 
     __slots__ = (
+        "_at",
+        "_count",
+        "_per_try",
         "_retry",
         "_retry_admission",
         "_state",
+        "_tried",
         "call",
         "clock",
         "clusters",
-        "deadline",
         "plan",
-        "tried",
     )
 
     def __init__(
         self,
         plan: RoutePlan,
         call: Call,
-        clusters: Mapping[str, Any],
+        clusters: Mapping[str, ClusterLayer],
         replayable: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -234,56 +255,95 @@ class AttemptLoop:
         self.call = call
         self.clusters = clusters
         self.clock = clock
-        self.deadline = Deadline.after(plan.timeout, clock)
-        self.tried: list[EndpointState] = []
+        timeout = plan.timeout
+        self._at = None if timeout is None else clock() + timeout  # the call's deadline
+        self._count = 0
+        self._tried: list[EndpointState] | None = None
         self._state: tenacity.RetryCallState | None = None
-        self._retry_admission: Any = None
+        self._retry_admission: Releasable | None = None
         retry = plan.retry
-        ok = retry is not None and replayable and retry.applies_to(call)
-        self._retry: CompiledRetry | None = retry if ok else None
+        if retry is not None and not (
+            replayable and (not retry.request_headers or retry.applies_to(call))
+        ):
+            retry = None
+        self._retry = retry
+        self._per_try = (
+            per_try_timeout(retry.per_try_timeout, timeout)
+            if retry is not None and retry.per_try_timeout is not None
+            else None
+        )
+
+    @property
+    def deadline(self) -> Deadline:
+        """When the whole call must be done (every attempt and back-off)."""
+        return Deadline(self._at, self.clock)
+
+    @deadline.setter
+    def deadline(self, deadline: Deadline) -> None:
+        self._at = deadline.at
+
+    @property
+    def tried(self) -> list[EndpointState]:
+        """The endpoints of the attempts that failed retriably (previous_hosts' set)."""
+        return list(self._tried or ())
 
     def next_attempt(self) -> Attempt:
         """Admission, then an endpoint, for the next try. Raises UpstreamTimeout when the
-        call's time is up, NoHealthyUpstream, or the cluster's CircuitBreakerOpen."""
-        remaining = self.deadline.remaining()
+        call's time is up, NoHealthyUpstream, the cluster's CircuitBreakerOpen, or (for the
+        first try only) RequestDropped by the cluster's drop_overloads."""
+        now = self.clock()
+        at = self._at
+        remaining = None if at is None else at - now
+        plan = self.plan
         if remaining is not None and remaining <= 0:
             raise UpstreamTimeout(
-                f"{self.plan.cluster}: upstream request timeout",
+                f"{plan.cluster}: upstream request timeout",
                 target=self.call.authority,
-                cluster=self.plan.cluster,
+                cluster=plan.cluster,
                 reason="upstream_request_timeout",
             )
-        name = self.plan.cluster
-        view = self.clusters.get(name)
+        view = self.clusters.get(plan.cluster)
         if view is None:
             raise NoHealthyUpstream(
-                f"{name}: no healthy upstream (unknown cluster)",
+                f"{plan.cluster}: no healthy upstream (unknown cluster)",
                 target=self.call.authority,
-                cluster=name,
+                cluster=plan.cluster,
                 reason="no_healthy_upstream",
             )
-        admission = _Clusters.admit_request(view)
+        number = self._count + 1
+        if number == 1 and view.drops:
+            view.check_drop(self.call.authority)  # once per request, before host selection
+        admission = view.admit_request()
         try:
-            endpoint = self._pick(view)
+            if number == 1:
+                endpoint = view.pick(self.call, hash_key=plan.hash_key)
+            else:
+                endpoint = self._reselect(view)
         except BaseException:
-            _release(admission)
+            admission.release()
             raise
-        per_try = per_try_timeout(
-            self._retry.policy.per_try_timeout if self._retry else None, self.plan.timeout
-        )
-        timeout, final = remaining, True
+        per_try = self._per_try
+        timeout: float | None
         if per_try is not None and (remaining is None or per_try < remaining):
             timeout, final = per_try, False
+        else:
+            timeout, final = remaining, True
         endpoint.started()
-        self.tried.append(endpoint)
-        return Attempt(len(self.tried), endpoint, timeout, final, admission, self.clock())
+        self._count = number
+        return Attempt(number, endpoint, timeout, final, admission, now)
 
-    def _pick(self, view: Any) -> EndpointState:
-        # previous_hosts: the cluster layer avoids ``exclude`` while another endpoint is
-        # usable, re-selecting up to its own bound (host_selection_retry_max_attempts).
+    def _reselect(self, view: ClusterLayer) -> EndpointState:
+        # previous_hosts: the cluster layer re-selects an endpoint already tried up to
+        # host_selection_retry_max_attempts times.
         retry = self._retry
-        avoid = self.tried if retry is not None and retry.policy.previous_hosts else ()
-        return _Clusters.pick(view, self.call, self.plan.hash_key, avoid)
+        if retry is None or not retry.previous_hosts or not self._tried:
+            return view.pick(self.call, hash_key=self.plan.hash_key)
+        return view.pick(
+            self.call,
+            hash_key=self.plan.hash_key,
+            exclude=self._tried,
+            reselections=retry.reselections,
+        )
 
     def record(
         self, attempt: Attempt, outcome: Outcome, headers: Mapping[str, str] | None = None
@@ -291,17 +351,29 @@ class AttemptLoop:
         """Record ``attempt``'s outcome. Returns None when the call is over (give the
         application this result), or the seconds to back off before the next attempt."""
         attempt.endpoint.finished(outcome)
-        _release(attempt.admission)
-        _release(self._retry_admission)
-        self._retry_admission = None
+        admission = attempt.admission
+        if admission is not None:
+            attempt.admission = None
+            admission.release()
+        if self._retry_admission is not None:
+            self.close()
         retry = self._retry
         if retry is None:
             return None
         if outcome.kind is OutcomeKind.TIMEOUT and attempt.final_timeout:
             return None  # the route timeout fired: Envoy answers 504, no retry
-        headers = headers if headers is not None else {}
-        if not retry.retriable((outcome, headers)):
+        if not retry.retriable(outcome, headers):
             return None
+        return self._retry_delay(retry, attempt, outcome, headers or {})
+
+    def _retry_delay(
+        self, retry: CompiledRetry, attempt: Attempt, outcome: Outcome, headers: Mapping[str, str]
+    ) -> float | None:
+        """A retriable failure: tenacity's stop and wait, the deadline, retry admission."""
+        tried = self._tried
+        if tried is None:
+            tried = self._tried = []
+        tried.append(attempt.endpoint)
         state = self._state
         if state is None:
             state = self._state = tenacity.RetryCallState(retry.retrying, None, (), {})
@@ -312,14 +384,17 @@ class AttemptLoop:
         delay = retry.rate_limited_delay(headers) if headers else None
         if delay is None:
             delay = retry.retrying.wait(state)
-        remaining = self.deadline.remaining()
-        if remaining is not None and delay >= remaining:
+        at = self._at
+        if at is not None and delay >= at - self.clock():
             return None
         view = self.clusters.get(self.plan.cluster)
-        admitted, self._retry_admission = _Clusters.admit_retry(view)
-        return delay if admitted else None
+        if view is None:
+            return None
+        self._retry_admission = view.admit_retry()
+        return delay if self._retry_admission is not None else None
 
     def close(self) -> None:
         """Release what an abandoned loop still holds."""
-        _release(self._retry_admission)
-        self._retry_admission = None
+        admission, self._retry_admission = self._retry_admission, None
+        if admission is not None:
+            admission.release()

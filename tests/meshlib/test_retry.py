@@ -11,6 +11,7 @@ import pytest
 
 from meshlib import Call, UpstreamTimeout
 from meshlib._endpoints import EndpointState
+from meshlib._errors import RequestDropped
 from meshlib._outcome import Outcome, OutcomeKind
 from meshlib.resilience.retry import AttemptLoop
 from meshlib.routing import RoutePlan
@@ -42,17 +43,33 @@ class Token:
 
 
 class FakeCluster:
-    """The cluster layer's interface (pick, admit_request, admit_retry), recorded."""
+    """The cluster layer's interface (check_drop, pick, admit_request, admit_retry),
+    recorded."""
 
-    def __init__(self, n: int = 3, retries_allowed: int = 100) -> None:
+    def __init__(self, n: int = 3, retries_allowed: int = 100, drop: bool = False) -> None:
         self.endpoints = [EndpointState("c", Endpoint("127.0.0.1", 1000 + i)) for i in range(n)]
         self.excluded: list[list[EndpointState]] = []
+        self.reselections: list[int] = []
         self.held = {"request": 0, "retry": 0}
         self.retries_allowed = retries_allowed
+        self.drops: tuple[str, ...] = ("lb",) if drop else ()
+        self.drop_checks = 0
         self._next = 0
 
-    def pick(self, call: Call, *, exclude: Collection[EndpointState] = ()) -> EndpointState:
+    def check_drop(self, target: str = "") -> None:
+        self.drop_checks += 1
+        raise RequestDropped("c: dropped", target=target, cluster="c", category="lb")
+
+    def pick(
+        self,
+        call: Call,
+        *,
+        hash_key: int | None = None,
+        exclude: Collection[EndpointState] = (),
+        reselections: int = 1,
+    ) -> EndpointState:
         self.excluded.append(list(exclude))
+        self.reselections.append(reselections)
         for _ in range(len(self.endpoints)):
             ep = self.endpoints[self._next % len(self.endpoints)]
             self._next += 1
@@ -110,6 +127,7 @@ def attempts(
 
 CONNECT = Outcome(OutcomeKind.CONNECT_FAILURE)
 RESET = Outcome(OutcomeKind.RESET)
+REFUSED = Outcome(OutcomeKind.RESET, refused=True)
 TIMEOUT = Outcome(OutcomeKind.TIMEOUT)
 LOCAL = Outcome(OutcomeKind.LOCAL)
 
@@ -131,6 +149,14 @@ LOCAL = Outcome(OutcomeKind.LOCAL)
         ("connect-failure", CONNECT, True),
         ("connect-failure", RESET, False),
         ("connect-failure", response(503), False),
+        ("connect-failure", REFUSED, False),
+        ("refused-stream", REFUSED, True),
+        ("refused-stream", RESET, False),  # another reset is not a refused stream
+        ("refused-stream", CONNECT, False),
+        ("refused-stream", response(503), False),
+        ("reset", REFUSED, True),  # reset, 5xx and gateway-error cover refused streams
+        ("5xx", REFUSED, True),
+        ("gateway-error", REFUSED, True),
         ("retriable-4xx", response(409), True),
         ("retriable-4xx", response(404), False),
         ("unavailable", response(200, 14), True),
@@ -291,6 +317,7 @@ def test_route_timeout_covers_all_attempts() -> None:
     clock.now += delay + 0.4
     second = loop.next_attempt()
     assert second.timeout == pytest.approx(1 - 0.8 - delay) and second.final_timeout
+    assert second.timeout is not None
     clock.now += second.timeout  # the route timeout fired: no retry
     assert loop.record(second, TIMEOUT) is None
     with pytest.raises(UpstreamTimeout):
@@ -338,12 +365,13 @@ def test_hash_key_reaches_the_cluster_layer() -> None:
     seen: list[int | None] = []
 
     class HashCluster(FakeCluster):
-        def pick(  # type: ignore[override]
+        def pick(
             self,
             call: Call,
             *,
             hash_key: int | None = None,
             exclude: Collection[EndpointState] = (),
+            reselections: int = 1,
         ) -> EndpointState:
             seen.append(hash_key)
             return super().pick(call, exclude=exclude)
@@ -359,3 +387,59 @@ def test_hash_key_reaches_the_cluster_layer() -> None:
     assert p is not None and p.hash_key is not None
     AttemptLoop(p, call, {"c": HashCluster()}).next_attempt()
     assert seen == [p.hash_key]
+
+
+def test_host_selection_retry_max_attempts_reaches_the_cluster_layer() -> None:
+    predicate = [{"name": "envoy.retry_host_predicates.previous_hosts"}]
+    for configured, passed in ((None, 1), (5, 5)):
+        policy: dict[str, Any] = {
+            "retry_on": "5xx",
+            "num_retries": 2,
+            "retry_host_predicate": predicate,
+        }
+        if configured is not None:
+            policy["host_selection_retry_max_attempts"] = configured
+        cluster = FakeCluster(n=3)
+        run(
+            AttemptLoop(plan(policy), Call("h:80", "GET", "/"), {"c": cluster}), [response(503)] * 3
+        )
+        # the first try has nothing to avoid; each retry re-selects up to the bound
+        assert cluster.excluded[0] == [] and cluster.reselections[1:] == [passed, passed]
+
+
+def test_drop_overload_is_drawn_once_before_selection_and_never_retried() -> None:
+    cluster = FakeCluster(drop=True)
+    loop = AttemptLoop(
+        plan({"retry_on": "5xx,reset,connect-failure", "num_retries": 3}),
+        Call("h:80", "GET", "/"),
+        {"c": cluster},
+    )
+    with pytest.raises(RequestDropped) as info:
+        loop.next_attempt()
+    assert info.value.reason == "drop_overload" and info.value.category == "lb"
+    assert cluster.drop_checks == 1
+    assert cluster.excluded == [] and cluster.held == {"request": 0, "retry": 0}
+    # a retry is not drawn again: only the first try of a call is subject to drops
+    kept = FakeCluster()
+    loop = AttemptLoop(plan({"retry_on": "5xx"}), Call("h:80", "GET", "/"), {"c": kept})
+    first = loop.next_attempt()
+    assert loop.record(first, response(503)) is not None
+    kept.drops = ("lb",)
+    loop.next_attempt()
+    assert kept.drop_checks == 0
+
+
+def test_a_successful_first_try_leaves_nothing_held() -> None:
+    cluster = FakeCluster()
+    loop = AttemptLoop(
+        plan({"retry_on": "5xx", "num_retries": 3, "per_try_timeout": "1s"}),
+        Call("h:80", "GET", "/"),
+        {"c": cluster},
+    )
+    attempt = loop.next_attempt()
+    assert (attempt.number, attempt.timeout, attempt.final_timeout) == (1, 1.0, False)
+    assert cluster.held == {"request": 1, "retry": 0}
+    assert loop.record(attempt, OK) is None
+    assert cluster.held == {"request": 0, "retry": 0} and loop.tried == []
+    ep = attempt.endpoint
+    assert (ep.active_requests, ep.total_requests) == (0, 1)

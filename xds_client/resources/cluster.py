@@ -2,8 +2,11 @@
 
 EDS clusters name the ClusterLoadAssignment to watch (``eds_service_name``); STATIC,
 STRICT_DNS and LOGICAL_DNS clusters carry theirs inline (``load_assignment``; DNS names
-are resolved when connecting). Sub-configurations and their Envoy defaults live in
-``_cluster_config``.
+are resolved when connecting). AGGREGATE clusters (``cluster_type``
+``envoy.clusters.aggregate``) have no endpoints of their own: ``aggregate_clusters``
+names their children in fallback order (``_aggregate_config``). Sub-configurations and
+their Envoy defaults live in ``_cluster_config`` and ``_lb_config`` (policy, slow start,
+zone-aware routing).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf import any_pb2
 
+from ._aggregate_config import decode_aggregate
 from ._base import ResourceError, duration_seconds, unpack
 from ._cluster_config import (
     PEAK_EWMA_TYPE_URL,
@@ -20,6 +24,8 @@ from ._cluster_config import (
     LbConfig,
     OutlierDetection,
     RetryBudget,
+    SlowStart,
+    ZoneAware,
     decode_circuit_breakers,
     decode_lb_config,
     decode_outlier_detection,
@@ -40,7 +46,9 @@ __all__ = [
     "LbConfig",
     "OutlierDetection",
     "RetryBudget",
+    "SlowStart",
     "UpstreamTls",
+    "ZoneAware",
 ]
 
 _INLINE_TYPES = {
@@ -69,6 +77,8 @@ class ClusterResource:
     healthy_panic_threshold: float = 50.0  # percent; 0 disables panic mode
     tls: UpstreamTls | None = None  # transport_socket: None is plaintext
     upstream_protocol: str = "http1"  # http1, http2, or auto (ALPN over TLS)
+    #: AGGREGATE only: the child clusters, in fallback order.
+    aggregate_clusters: tuple[str, ...] = ()
 
     def thresholds(self, priority: str = "DEFAULT") -> CircuitThresholds:
         """The circuit-breaker thresholds for a routing priority (DEFAULT or HIGH)."""
@@ -95,6 +105,7 @@ class ClusterType:
         discovery = msg.WhichOneof("cluster_discovery_type")
         eds_name = ""
         inline: EndpointsResource | None = None
+        children: tuple[str, ...] = ()
         if discovery == "type" and msg.type == cluster_pb2.Cluster.EDS:
             kind = "EDS"
             cs = msg.eds_cluster_config.eds_config
@@ -108,6 +119,9 @@ class ClusterType:
             inline = decode_load_assignment(msg.load_assignment, fail, "load_assignment.")
             if kind == "LOGICAL_DNS" and len(inline.endpoints()) != 1:
                 raise fail("load_assignment", "a LOGICAL_DNS cluster needs exactly one endpoint")
+        elif discovery == "cluster_type":
+            kind = "AGGREGATE"
+            children = decode_aggregate(msg, fail)
         else:
             kinds = cluster_pb2.Cluster.DiscoveryType
             what = (
@@ -118,12 +132,13 @@ class ClusterType:
             raise fail(
                 "type",
                 f"unsupported discovery type {what} (supported: EDS, STATIC, STRICT_DNS, "
-                "LOGICAL_DNS)",
+                "LOGICAL_DNS, cluster_type envoy.clusters.aggregate)",
             )
         timeout = duration_seconds(msg, "connect_timeout")
         if timeout is not None and timeout <= 0:
             raise fail("connect_timeout", "must be positive")
-        lb = decode_lb_config(msg, fail)
+        # An aggregate's children pick hosts with their own policies.
+        lb = LbConfig() if kind == "AGGREGATE" else decode_lb_config(msg, fail)
         panic = 50.0
         common = msg.common_lb_config
         if common.HasField("healthy_panic_threshold"):
@@ -153,4 +168,5 @@ class ClusterType:
             healthy_panic_threshold=panic,
             tls=tls,
             upstream_protocol=protocol,
+            aggregate_clusters=children,
         )
