@@ -41,6 +41,8 @@ def test_public_names() -> None:
         "MeshTransport",
         "NoHealthyUpstream",
         "NoHealthyUpstreamError",
+        "Overloaded",
+        "RequestDropped",
         "RouteNotFound",
         "Snapshot",
         "TargetNotResolved",
