@@ -16,13 +16,13 @@ leaves its window.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 
 from xds_client.resources.cluster import SlowStart
 
 from .._endpoints import EndpointState
+from .._timer import TimerThread
 
 __all__ = ["STEPS", "RampTimer", "ramp_weights", "slow_start_factor"]
 
@@ -65,36 +65,26 @@ def ramp_weights(
     return weights, until
 
 
-class RampTimer:
+class RampTimer(TimerThread):
     """One daemon thread that rebuilds the balancers of clusters with ramping endpoints.
 
     ``track(cluster, rebuild, interval)``: ``rebuild()`` builds the cluster's balancer
     anew and returns when its last endpoint leaves slow start (None: done, stop).
     """
 
+    _thread_name = "meshlib-slow-start"
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
+        super().__init__(clock)
         # cluster -> (rebuild, interval, next due)
         self._entries: dict[str, tuple[Callable[[], float | None], float, float]] = {}
-        self._thread: threading.Thread | None = None
-        self._closed = False
 
     def track(self, cluster: str, rebuild: Callable[[], float | None], window: float) -> None:
         """Rebuild ``cluster`` every ``window / STEPS`` seconds while it ramps."""
         interval = max(MIN_INTERVAL, window / STEPS)
         with self._lock:
             self._entries[cluster] = (rebuild, interval, self._clock() + interval)
-            start = self._thread is None and not self._closed
-            if start:
-                self._thread = threading.Thread(
-                    target=self._run, name="meshlib-slow-start", daemon=True
-                )
-        if start:
-            assert self._thread is not None
-            self._thread.start()
-        self._wake.set()
+        self._start()
 
     def untrack(self, cluster: str) -> None:
         with self._lock:
@@ -125,13 +115,3 @@ class RampTimer:
         with self._lock:
             nxt = min((e[2] for e in self._entries.values()), default=None)
         return 3600.0 if nxt is None else max(0.0, nxt - self._clock())
-
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.clear()
-            wait = self.run_once()
-            self._wake.wait(wait)
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()

@@ -29,6 +29,7 @@ from xds_client.resources import OutlierDetection
 
 from .._endpoints import EndpointState, HostStats
 from .._outcome import Outcome
+from .._timer import TimerThread
 
 __all__ = ["OutlierDetector", "OutlierSweeper"]
 
@@ -218,19 +219,17 @@ class OutlierDetector:
         return changed
 
 
-class OutlierSweeper:
+class OutlierSweeper(TimerThread):
     """The per-Mesh timer thread: runs each detector's interval sweep when due and
     rebuilds a cluster's balancer when its availability changed. Bounded work per wake:
     one pass over the endpoints of due or changed clusters."""
 
+    _thread_name = "meshlib-outlier"
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
+        super().__init__(clock)
         self._entries: dict[str, tuple[OutlierDetector, Callable[[], None]]] = {}
         self._dirty: set[str] = set()
-        self._thread: threading.Thread | None = None
-        self._closed = False
 
     def register(
         self, cluster: str, detector: OutlierDetector, rebuild: Callable[[], None]
@@ -239,15 +238,7 @@ class OutlierSweeper:
         detector.on_change = lambda: self.mark(cluster)
         with self._lock:
             self._entries[cluster] = (detector, rebuild)
-            start = self._thread is None and not self._closed
-            if start:
-                self._thread = threading.Thread(
-                    target=self._run, name="meshlib-outlier", daemon=True
-                )
-        if start:
-            assert self._thread is not None
-            self._thread.start()
-        self._wake.set()
+        self._start()
 
     def unregister(self, cluster: str) -> None:
         with self._lock:
@@ -275,16 +266,3 @@ class OutlierSweeper:
                 entry[1]()
         due = [d.next_sweep for d, _ in entries.values()]
         return max(0.0, min(due) - self._clock()) if due else 3600.0
-
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.clear()
-            wait = self.run_once()
-            self._wake.wait(wait)
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
