@@ -1,8 +1,10 @@
-"""gRPC unary QPS and p99: plain grpcio vs meshlib's channel vs grpcio's own xDS channel.
+"""gRPC unary QPS, p99 and client CPU: plain grpcio vs meshlib's channel vs grpcio's own
+xDS channel vs grpcio through an Envoy sidecar.
 
 Same backend (a grpc.server in its own process), same run, interleaved rounds; the
-control plane runs in its own process too. Sequential (sync, one caller) and 50
-concurrent calls on grpc.aio. ``python -m benchmarks.grpc_bench [--quick]``.
+control plane runs in its own process too, and so does the sidecar Envoy (static
+bootstrap, HTTP/2 both ways; its CPU is reported apart). Sequential (sync, one caller)
+and 50 concurrent calls on grpc.aio. ``python -m benchmarks.grpc_bench [--quick]``.
 """
 
 from __future__ import annotations
@@ -28,17 +30,23 @@ from ._harness import (
     Row,
     Variant,
     check,
+    cpu_seconds,
     measure_interleaved,
     percentile,
     row,
     start_control_plane,
+    start_envoy,
     wait_until,
 )
+from .http_bench import envoy_bootstrap
 
 __all__ = ["run"]
 
 TARGET = "echo.default.svc.cluster.local:7070"
 METHOD = "/test.Echo/Echo"
+SIDECAR = "grpcio + Envoy sidecar"
+_ENVOY_CONCURRENCY = 2  # istio-proxy's default worker count
+_H2_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 SERVER = textwrap.dedent(
     """
     import sys, time
@@ -107,8 +115,21 @@ def _bootstrap(address: str) -> dict[str, Any]:
     }
 
 
+def _sidecar_bootstrap(backend_port: int) -> dict[str, Any]:
+    """A static Envoy in front of the backend: gRPC (HTTP/2) in, HTTP/2 upstream."""
+    config = envoy_bootstrap(backend_port)
+    for cluster in config["static_resources"]["clusters"]:
+        cluster["typed_extension_protocol_options"] = {
+            _H2_OPTIONS: {
+                "@type": f"type.googleapis.com/{_H2_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return config
+
+
 async def _aio_round(
-    call: Callable[[], Awaitable[Any]], seconds: float, workers: int
+    call: Callable[[], Awaitable[Any]], seconds: float, workers: int, pids: tuple[int, ...]
 ) -> Measurement:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
@@ -119,25 +140,34 @@ async def _aio_round(
             await call()
             latencies.append(clock() - now)
 
+    app0, proxy0 = cpu_seconds(pids)
     start = clock()
     await asyncio.gather(*(worker() for _ in range(workers)))
-    return Measurement(len(latencies), clock() - start, 0.0, 0.0, latencies)
+    elapsed = clock() - start
+    app1, proxy1 = cpu_seconds(pids)
+    return Measurement(len(latencies), elapsed, app1 - app0, proxy1 - proxy0, latencies)
 
 
 async def _aio_bench(
-    variants: dict[str, Callable[[], Awaitable[Any]]], rounds: int, seconds: float, workers: int
+    variants: dict[str, Callable[[], Awaitable[Any]]],
+    rounds: int,
+    seconds: float,
+    workers: int,
+    pids: dict[str, tuple[int, ...]],
 ) -> dict[str, Measurement]:
-    for call in variants.values():
-        await _aio_round(call, seconds / 2, workers)  # warm-up
+    for name, call in variants.items():
+        await _aio_round(call, seconds / 2, workers, pids.get(name, ()))  # warm-up
     totals = {name: Measurement() for name in variants}
     names = list(variants)
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            m = await _aio_round(variants[name], seconds, workers)
+            m = await _aio_round(variants[name], seconds, workers, pids.get(name, ()))
             t = totals[name]
             t.requests += m.requests
             t.seconds += m.seconds
+            t.app_cpu += m.app_cpu
+            t.proxy_cpu += m.proxy_cpu
             t.latencies += m.latencies
     return totals
 
@@ -167,6 +197,17 @@ def _rows(group: str, results: dict[str, Measurement], note: str) -> list[Row]:
                 metric="p99 ms",
             )
         )
+        for metric, which in (("client CPU / 1k req", "total"), ("of which Envoy", "proxy")):
+            out.append(
+                row(
+                    f"{group}: {name} {metric}",
+                    round(m.cpu_ms_per_1k(which), 1),
+                    "ms",
+                    group=group,
+                    variant=name,
+                    metric=metric,
+                )
+            )
     ratio = results["meshlib"].throughput / plain.throughput if plain.throughput else None
     target, passed = check(ratio, ">=", 0.9, "x")
     out.append(
@@ -181,18 +222,19 @@ def _rows(group: str, results: dict[str, Measurement], note: str) -> list[Row]:
             metric="vs plain",
         )
     )
-    xds = results.get("grpcio xDS")
-    if xds is not None and plain.throughput:
-        out.append(
-            row(
-                f"{group}: grpcio xDS QPS vs plain grpcio",
-                round(xds.throughput / plain.throughput, 3),
-                "x",
-                group=group,
-                variant="grpcio xDS",
-                metric="vs plain",
+    for name in ("grpcio xDS", SIDECAR):
+        other = results.get(name)
+        if other is not None and plain.throughput:
+            out.append(
+                row(
+                    f"{group}: {name} QPS vs plain grpcio",
+                    round(other.throughput / plain.throughput, 3),
+                    "x",
+                    group=group,
+                    variant=name,
+                    metric="vs plain",
+                )
             )
-        )
     return out
 
 
@@ -210,18 +252,29 @@ def run(quick: bool) -> list[Row]:
         os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = json.dumps(bootstrap)  # grpcio's own xDS
         mesh = stack.enter_context(Mesh(bootstrap=bootstrap))
 
+        envoy = start_envoy(
+            stack, "grpc-sidecar", _sidecar_bootstrap(port), work / "envoy", _ENVOY_CONCURRENCY
+        )
+        sidecar = f"127.0.0.1:{envoy.ports['proxy']}"
+        pids = {SIDECAR: (envoy.pid,)}
+
         plain = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
         meshed = stack.enter_context(mesh.grpc_channel(f"xds:///{TARGET}"))
         xds = stack.enter_context(grpc.insecure_channel(f"xds:///{TARGET}"))
+        proxied = stack.enter_context(grpc.insecure_channel(sidecar))
         calls = {
             "plain grpcio": plain.unary_unary(METHOD),
             "meshlib": meshed.unary_unary(METHOD),
             "grpcio xDS": xds.unary_unary(METHOD),
+            SIDECAR: proxied.unary_unary(METHOD),
         }
         for name, fn in calls.items():
             wait_until(lambda fn=fn: fn(b"x", timeout=5) == b"ok", f"{name} first call")
         seq = measure_interleaved(
-            [Variant(n, lambda fn=fn: fn(b"x", timeout=5)) for n, fn in calls.items()],
+            [
+                Variant(n, lambda fn=fn: fn(b"x", timeout=5), pids.get(n, ()))
+                for n, fn in calls.items()
+            ],
             rounds=rounds,
             round_seconds=seconds,
             warmup_seconds=seconds / 2,
@@ -233,11 +286,12 @@ def run(quick: bool) -> list[Row]:
                 "plain grpcio": grpc.aio.insecure_channel(f"127.0.0.1:{port}"),
                 "meshlib": mesh.grpc_aio_channel(f"xds:///{TARGET}"),
                 "grpcio xDS": grpc.aio.insecure_channel(f"xds:///{TARGET}"),
+                SIDECAR: grpc.aio.insecure_channel(sidecar),
             }
             fns = {n: c.unary_unary(METHOD) for n, c in channels.items()}
             variants = {n: (lambda fn=fn: fn(b"x", timeout=5)) for n, fn in fns.items()}
             try:
-                return await _aio_bench(variants, rounds, seconds, 50)
+                return await _aio_bench(variants, rounds, seconds, 50, pids)
             finally:
                 for c in channels.values():
                     await c.close()

@@ -1,11 +1,15 @@
 """``MeshAioChannel``: a grpc.aio.Channel whose calls go through the mesh engine.
 
-A call is made through a grpc.aio client interceptor on a channel that never connects:
-the interceptor awaits the target's resolution (off the event loop), then drives the
-call's :class:`RpcExchange` -- fault delay, attempts on the endpoints' subchannels,
-back-off with ``asyncio.sleep`` -- and hands grpc.aio the last attempt's call, so the
-caller gets a complete grpc.aio call object either way. Streaming responses make one
-attempt (see ``_sync_calls`` for why), recorded when the stream ends.
+A call made once the target has resolved goes straight to the endpoint's subchannel:
+the multicallable routes it, makes its :class:`RpcExchange` and sends the first attempt
+at once. A unary-unary call is a :class:`~meshlib.grpc._aio_calls.MeshUnaryCall`, driven
+by its attempts' done-callbacks (retries, back-off on a loop timer); a call of another
+shape makes one attempt (a request iterator cannot be replayed, a response stream is
+never retried: see ``_sync_calls``) and is grpcio's own call, its outcome recorded when
+it ends. Only a streaming call made before its target resolved, or held by a fault
+delay, goes through a grpc.aio client interceptor on a channel that never connects:
+grpc.aio then buffers the caller's writes until the interceptor -- awaiting the
+resolution off the event loop, then the delay -- hands it the real call.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import grpc.aio
 
 from .._engine import Engine
 from .._snapshot import ListenerView
-from ._exchange import RpcExchange, Try
+from ._aio_calls import MeshUnaryCall, aio_error, call_status, keep, record_when_done
+from ._exchange import RpcExchange, Shadow, Try
+from ._multi import MultiBase, Serializer, ShadowSlots
 from ._router import Router
 from ._status import MeshRpcError, code_of
 from ._subchannels import SubchannelPool
@@ -32,49 +38,39 @@ if TYPE_CHECKING:
 
 __all__ = ["MeshAioChannel"]
 
-Serializer = Callable[[Any], bytes] | None
 _NOWHERE = "unix-abstract:meshlib-deferred-never-connected"  # calls never reach it
-_UNARY_RESPONSE = ("unary_unary", "stream_unary")
-
-_BACKGROUND: set[asyncio.Future[Any]] = set()
-_MULTI: contextvars.ContextVar[_AioMulti | None] = contextvars.ContextVar(
-    "meshlib_grpc_multi", default=None
+# what a deferred streaming call starts from: nothing yet (resolve first), its
+# exchange (held by a fault delay), or the error it fails with
+Prepared = RpcExchange | MeshRpcError | None
+_SHADOW_CALLS: set[Any] = set()  # mirror copies in flight
+_DEFERRED: contextvars.ContextVar[tuple[_AioMulti, Prepared] | None] = contextvars.ContextVar(
+    "meshlib_grpc_deferred", default=None
 )
 
 
-def _keep(task: asyncio.Future[Any]) -> None:
-    """Hold a background task until it is done (the loop keeps only weak references)."""
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
-
-
-def _record_when_done(ex: RpcExchange, t: Try) -> Callable[[Any], None]:
-    """A done-callback recording a streaming call's one attempt, then closing its exchange."""
-
-    def done(call: Any) -> None:
-        if call.cancelled():
-            ex.ended(t, grpc.StatusCode.CANCELLED, None, cancelled=True)
-            ex.close()
-            return
-        status = getattr(getattr(call, "_cython_call", None), "_status", None)
-        if status is not None:  # grpcio keeps the final status on its cython call
-            ex.ended(t, code_of(status.code()), status.details(), call, committed=True)
-            ex.close()
-        else:
-            _keep(asyncio.ensure_future(_record_later(ex, t, call)))
-
-    return done
-
-
-async def _record_later(ex: RpcExchange, t: Try, call: Any) -> None:
+def _one_attempt(ex: RpcExchange, send: Callable[[Try], Any]) -> Any:
+    """After the fault delay: the abort check, then the call's only attempt, recorded
+    when it ends. Raises MeshRpcError (the exchange is then closed)."""
     try:
-        ex.ended(t, await call.code(), await call.details(), call, committed=True)
-    finally:
+        aborted = ex.abort()
+        if aborted is not None:
+            raise aborted
+        t = ex.next_attempt()
+    except BaseException:
         ex.close()
+        raise
+    try:
+        call = send(t)
+    except BaseException:
+        ex.ended(t, None, None)
+        ex.close()
+        raise
+    call.add_done_callback(record_when_done(ex, t))
+    return call
 
 
-class _AioMulti:
-    """What every aio multicallable shares."""
+class _AioMulti(MultiBase):
+    """What every aio multicallable shares: routing, the attempt's subchannel call."""
 
     def __init__(
         self,
@@ -85,13 +81,45 @@ class _AioMulti:
         deser: Serializer,
         registered: bool,
     ) -> None:
+        super().__init__(
+            channel._router, channel._pool, channel._shadows, kind, method, ser, deser, registered
+        )
         self._channel = channel
-        self.kind = kind
-        self._method = method
-        self._ser, self._deser, self._registered = ser, deser, registered
-        self._key = (kind, method, ser, deser, registered)
-        self._replayable = kind == "unary_unary"
         self._deferred: Any = None
+
+    def _sender(self, request: Any, options: dict[str, Any]) -> Callable[[Try], Any]:
+        """Sends one attempt of a call: ``request`` on the attempt's subchannel."""
+
+        def send(t: Try) -> Any:
+            fn = self._attempt_fn(t)
+            return fn(request, timeout=t.timeout, metadata=t.metadata, **options)
+
+        return send
+
+    def _exchange(self, view: ListenerView, timeout: float | None, metadata: Any) -> Any:
+        """The call's exchange; None: a passthrough host. Raises MeshRpcError."""
+        if metadata is not None and not isinstance(metadata, tuple):
+            metadata = tuple(metadata)
+        return self._router.exchange(
+            view, self._method, timeout, metadata, replayable=self._replayable
+        )
+
+    async def _prepare(
+        self, request: Any, timeout: float | None, metadata: Any, options: dict[str, Any]
+    ) -> RpcExchange | Any:
+        """Off the fast path: wait for the target, then the exchange (or a passthrough
+        call). Raises AioRpcError."""
+        began = time.monotonic()
+        view = await self._channel._resolve()
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - began))
+        try:
+            ex = self._exchange(view, timeout, metadata)
+        except MeshRpcError as exc:
+            raise aio_error(exc) from exc
+        if ex is None:
+            return self._passthrough()(request, timeout=timeout, metadata=metadata, **options)
+        return ex
 
     def __call__(
         self,
@@ -103,117 +131,100 @@ class _AioMulti:
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        router = self._channel._router
-        found = router.listener()
-        if isinstance(found, ListenerView) and found.missing and router.passthrough:
-            return self._passthrough()(
-                request,
-                timeout=timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
+        options = {
+            "credentials": credentials,
+            "wait_for_ready": wait_for_ready,
+            "compression": compression,
+        }
+        found = self._router.listener()
+        if not isinstance(found, ListenerView):
+            if self._replayable:
+                call = MeshUnaryCall(asyncio.get_running_loop(), self._sender(request, options))
+                return call.start_after(
+                    lambda: self._prepare(request, timeout, metadata, options),
+                    lambda ex: self._mirror(ex, request, options),
+                )
+            return self._defer(None, request, timeout, metadata, options)
+        if found.missing and self._router.passthrough:
+            return self._passthrough()(request, timeout=timeout, metadata=metadata, **options)
+        send = self._sender(request, options)
+        try:
+            ex = self._exchange(found, timeout, metadata)
+        except MeshRpcError as exc:
+            if self._replayable:
+                return MeshUnaryCall(asyncio.get_running_loop(), send).fail(aio_error(exc))
+            return self._defer(exc, request, timeout, metadata, options)
+        if self._replayable:
+            mirror = None
+            if ex.plan.mirrors:
+
+                def mirror() -> None:
+                    self._mirror(ex, request, options)
+
+            return MeshUnaryCall(asyncio.get_running_loop(), send).start(ex, mirror)
+        if ex.delay:
+            return self._defer(ex, request, timeout, metadata, options)
+        try:
+            return _one_attempt(ex, send)
+        except MeshRpcError as exc:
+            return self._defer(exc, request, timeout, metadata, options)
+
+    def _send_shadow(self, fn: Any, request: Any, shadow: Shadow, options: Any) -> None:
+        call = fn(request, timeout=shadow.timeout, metadata=shadow.metadata, **options)
+        _SHADOW_CALLS.add(call)  # grpc.aio cancels a call that is garbage collected
+
+        def done(c: Any) -> None:
+            _SHADOW_CALLS.discard(c)
+            status = None if c.cancelled() else call_status(c)
+            if status is None:
+                self._shadow_ended(shadow, grpc.StatusCode.CANCELLED, None)
+            else:
+                self._shadow_ended(shadow, code_of(status.code()), status.details())
+
+        call.add_done_callback(done)
+
+    def _defer(
+        self,
+        prepared: Prepared,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        options: dict[str, Any],
+    ) -> Any:
+        """A streaming call through the deferral channel's interceptor (``drive``)."""
         if self._deferred is None:
             self._deferred = getattr(self._channel._deferral_channel(self.kind), self.kind)(
                 self._method, self._ser, self._deser
             )
-        token = _MULTI.set(self)  # the interceptor's task copies this context
+        token = _DEFERRED.set((self, prepared))  # the interceptor's task copies this context
         try:
-            return self._deferred(
-                request,
-                timeout=timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
+            return self._deferred(request, timeout=timeout, metadata=metadata, **options)
         finally:
-            _MULTI.reset(token)
+            _DEFERRED.reset(token)
 
-    def _fn(
-        self,
-        address: str,
-        authority: str,
-        method: str,
-        pinned: bool = False,
-        via: str | None = None,
-    ) -> Any:
-        key = self._key
-        if method != self._method:  # a route rewrote the path
-            key = (self.kind, method, self._ser, self._deser, self._registered)
-        return self._channel._pool.get(address, authority, pinned=pinned, via=via).callable(key)
-
-    def _passthrough(self) -> Any:
-        authority = self._channel._router.authority
-        return self._fn(authority, authority, self._method, pinned=True)
-
-    async def drive(self, details: Any, request: Any) -> Any:
-        """The interceptor's body: resolve, then the call's attempts."""
-        ch = self._channel
-        timeout = details.timeout
-        found = ch._router.listener()
-        if isinstance(found, ListenerView):  # resolved: no coroutine, no clock read
-            view = found
-        else:
-            began = time.monotonic()
-            view = await ch._resolve()
-            if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - began))
+    async def drive(self, prepared: Prepared, details: Any, request: Any) -> Any:
+        """The interceptor's body for a streaming call: resolve, fault delay, then the
+        call's only attempt."""
+        if isinstance(prepared, MeshRpcError):
+            raise aio_error(prepared) from prepared
         metadata = tuple(details.metadata) if details.metadata is not None else None
         options = {"credentials": details.credentials, "wait_for_ready": details.wait_for_ready}
-        try:
-            ex = ch._router.exchange(
-                view, self._method, timeout, metadata, replayable=self._replayable
-            )
-        except MeshRpcError as exc:
-            raise _aio_error(exc) from exc
+        ex = prepared
         if ex is None:
-            return self._passthrough()(request, timeout=timeout, metadata=metadata, **options)
-        owned = True
-        try:
-            if ex.delay:
+            made = await self._prepare(request, details.timeout, metadata, options)
+            if not isinstance(made, RpcExchange):
+                return made  # a passthrough call
+            ex = made
+        if ex.delay:
+            try:
                 await asyncio.sleep(ex.delay)
-            aborted = ex.abort()
-            if aborted is not None:
-                raise _aio_error(aborted)
-            while True:
-                try:
-                    t = ex.next_attempt()
-                except MeshRpcError as exc:
-                    raise _aio_error(exc) from exc
-                fn = self._fn(t.address, t.authority, t.method, via=ch._router.via(t))
-                call = fn(request, timeout=t.timeout, metadata=t.metadata, **options)
-                if self.kind not in _UNARY_RESPONSE:
-                    call.add_done_callback(_record_when_done(ex, t))
-                    owned = False
-                    return call
-                try:
-                    await call
-                except grpc.aio.AioRpcError as exc:
-                    delay = ex.failed(t, exc)
-                    if delay is None:
-                        raise
-                    await asyncio.sleep(delay)
-                    continue
-                except asyncio.CancelledError:
-                    call.cancel()
-                    ex.ended(t, grpc.StatusCode.CANCELLED, None, cancelled=True)
-                    raise
-                ex.succeeded(t)
-                return call
-        finally:
-            if owned:
-                ex.close()
-
-
-def _aio_error(exc: MeshRpcError) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        exc.code(),
-        grpc.aio.Metadata(),
-        grpc.aio.Metadata(*exc.trailing_metadata()),
-        details=exc.details(),
-    )
+            except BaseException:
+                ex.close(cancelled=True)
+                raise
+        try:
+            return _one_attempt(ex, self._sender(request, options))
+        except MeshRpcError as exc:
+            raise aio_error(exc) from exc
 
 
 class _ResolveFirst:
@@ -221,13 +232,10 @@ class _ResolveFirst:
     files an interceptor under its first matching kind, hence one subclass per kind.)"""
 
     async def _intercept(self, continuation: Any, details: Any, request: Any) -> Any:
-        multi = _MULTI.get()
-        assert multi is not None, "a meshlib deferral channel used directly"
-        return await multi.drive(details, request)
-
-
-class _UnaryUnaryFirst(_ResolveFirst, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    intercept_unary_unary = _ResolveFirst._intercept
+        deferred = _DEFERRED.get()
+        assert deferred is not None, "a meshlib deferral channel used directly"
+        multi, prepared = deferred
+        return await multi.drive(prepared, details, request)
 
 
 class _UnaryStreamFirst(_ResolveFirst, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
@@ -243,7 +251,6 @@ class _StreamStreamFirst(_ResolveFirst, grpc.aio.StreamStreamClientInterceptor):
 
 
 _INTERCEPTORS: dict[str, type[_ResolveFirst]] = {
-    "unary_unary": _UnaryUnaryFirst,
     "unary_stream": _UnaryStreamFirst,
     "stream_unary": _StreamUnaryFirst,
     "stream_stream": _StreamStreamFirst,
@@ -282,6 +289,7 @@ class MeshAioChannel(grpc.aio.Channel):  # type: ignore[misc]
         self._pool: SubchannelPool[grpc.aio.Channel] = SubchannelPool(
             engine, self._subchannel, self._close_later
         )
+        self._shadows = ShadowSlots()
         self._deferral: dict[str, grpc.aio.Channel] = {}
         self._router.listener()  # start resolving now
 
@@ -297,7 +305,7 @@ class MeshAioChannel(grpc.aio.Channel):  # type: ignore[misc]
 
     @staticmethod
     def _close_later(channel: grpc.aio.Channel) -> None:
-        _keep(asyncio.ensure_future(channel.close()))
+        keep(asyncio.ensure_future(channel.close()))
 
     def _deferral_channel(self, kind: str) -> grpc.aio.Channel:
         """The never-connected channel whose interceptor drives calls of ``kind``."""
@@ -315,7 +323,7 @@ class MeshAioChannel(grpc.aio.Channel):  # type: ignore[misc]
             await loop.run_in_executor(None, found.wait, self._router.resolve_timeout)
         view = self._router.resolved()
         if isinstance(view, MeshRpcError):
-            raise _aio_error(view)
+            raise aio_error(view)
         return view
 
     def subchannel_addresses(self) -> set[str]:

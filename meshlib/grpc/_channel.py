@@ -20,7 +20,8 @@ import grpc
 
 from .._engine import Engine
 from .._snapshot import ListenerView
-from ._exchange import Metadata, RpcExchange, Try
+from ._exchange import Metadata, RpcExchange, Shadow, Try
+from ._multi import MultiBase, Serializer, ShadowSlots
 from ._router import Router
 from ._status import MeshRpcError
 from ._subchannels import SubchannelPool
@@ -32,10 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MeshChannel"]
 
-Serializer = Callable[[Any], bytes] | None
 
-
-class _Multi:
+class _Multi(MultiBase):
     """What every sync multicallable shares: start the exchange, send one attempt."""
 
     def __init__(
@@ -47,66 +46,48 @@ class _Multi:
         deser: Serializer,
         registered: bool,
     ) -> None:
-        self._channel = channel
-        self._kind = kind
-        self._method = method
-        self._ser, self._deser, self._registered = ser, deser, registered
-        self._key = (kind, method, ser, deser, registered)
-        # a request iterator cannot be sent twice: no retries for client streaming
-        # (streaming responses are never retried either: see ``_sync_calls``)
-        self._replayable = kind == "unary_unary"
-
-    def _fn(
-        self,
-        address: str,
-        authority: str,
-        method: str,
-        pinned: bool = False,
-        via: str | None = None,
-    ) -> Any:
-        """The subchannel multicallable for one attempt."""
-        key = self._key
-        if method != self._method:  # a route rewrote the path
-            key = (self._kind, method, self._ser, self._deser, self._registered)
-        return self._channel._pool.get(address, authority, pinned=pinned, via=via).callable(key)
-
-    def _attempt_fn(self, t: Try) -> Any:
-        return self._fn(t.address, t.authority, t.method, via=self._channel._router.via(t))
-
-    def _exchange(self, kw: dict[str, Any]) -> RpcExchange | None:
-        """The call's exchange (None: passthrough); raises MeshRpcError."""
-        ch = self._channel
-        router = ch._router
-        found = router.listener()
-        view = found if isinstance(found, ListenerView) else ch._wait(found)
-        return router.exchange(
-            view, self._method, kw["timeout"], kw["metadata"], replayable=self._replayable
+        super().__init__(
+            channel._router, channel._pool, channel._shadows, kind, method, ser, deser, registered
         )
+        self._channel = channel
 
-    def _passthrough(self) -> Any:
-        authority = self._channel._router.authority
-        return self._fn(authority, authority, self._method, pinned=True)
+    def _exchange(self, timeout: float | None, metadata: Metadata | None) -> RpcExchange | None:
+        """The call's exchange (None: passthrough); raises MeshRpcError."""
+        router = self._router
+        found = router.listener()
+        view = found if isinstance(found, ListenerView) else self._channel._wait(found)
+        return router.exchange(view, self._method, timeout, metadata, replayable=self._replayable)
 
-    def _blocking(self, request: Any, with_call: bool, kw: dict[str, Any]) -> Any:
-        ex = self._exchange(kw)
+    def _blocking(
+        self,
+        request: Any,
+        with_call: bool,
+        timeout: float | None,
+        metadata: Metadata | None,
+        options: tuple[Any, Any, Any],
+    ) -> Any:
+        """``__call__`` / ``with_call``: the attempts, waiting in this thread.
+        ``options``: credentials, wait_for_ready, compression."""
+        ex = self._exchange(timeout, metadata)
         if ex is None:
             fn = self._passthrough()
-            return fn.with_call(request, **kw) if with_call else fn(request, **kw)
-        del kw["timeout"], kw["metadata"]
+            return (fn.with_call if with_call else fn)(request, timeout, metadata, *options)
         try:
             if ex.delay:
                 time.sleep(ex.delay)
             aborted = ex.abort()
             if aborted is not None:
                 raise aborted
+            if ex.plan.mirrors:
+                self._mirror(ex, request, options)
             while True:
                 t = ex.next_attempt()
                 fn = self._attempt_fn(t)
                 try:
                     if with_call:
-                        result = fn.with_call(request, timeout=t.timeout, metadata=t.metadata, **kw)
+                        result = fn.with_call(request, t.timeout, t.metadata, *options)
                     else:
-                        result = fn(request, timeout=t.timeout, metadata=t.metadata, **kw)
+                        result = fn(request, t.timeout, t.metadata, *options)
                 except grpc.RpcError as exc:
                     delay = ex.failed(t, exc)
                     if delay is None:
@@ -118,49 +99,60 @@ class _Multi:
         finally:
             ex.close()
 
-    def _future(self, request: Any, kw: dict[str, Any]) -> Any:
+    def _future(
+        self,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        options: tuple[Any, Any, Any],
+    ) -> Any:
         try:
-            ex = self._exchange(kw)
+            ex = self._exchange(timeout, metadata)
         except MeshRpcError as exc:
             return exc
         if ex is None:
-            return self._passthrough().future(request, **kw)
-        del kw["timeout"], kw["metadata"]
+            return self._passthrough().future(request, timeout, metadata, *options)
 
         def send(t: Try) -> Any:
-            return self._attempt_fn(t).future(request, timeout=t.timeout, metadata=t.metadata, **kw)
+            return self._attempt_fn(t).future(request, t.timeout, t.metadata, *options)
 
-        return RetryingFuture(ex, send).start()
+        mirror = None
+        if ex.plan.mirrors:
 
-    def _stream(self, request: Any, kw: dict[str, Any]) -> Any:
+            def mirror() -> None:
+                self._mirror(ex, request, options)
+
+        return RetryingFuture(ex, send, mirror).start()
+
+    def _send_shadow(self, fn: Any, request: Any, shadow: Shadow, options: Any) -> None:
+        future = fn.future(request, shadow.timeout, shadow.metadata, *options)
+
+        def done(f: Any) -> None:
+            if f.cancelled():
+                self._shadow_ended(shadow, grpc.StatusCode.CANCELLED, None)
+            else:
+                self._shadow_ended(shadow, f.code(), f.details())
+
+        future.add_done_callback(done)
+
+    def _stream(
+        self,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        options: tuple[Any, Any, Any],
+    ) -> Any:
         try:
-            ex = self._exchange(kw)
+            ex = self._exchange(timeout, metadata)
         except MeshRpcError as exc:
             return exc
         if ex is None:
-            return self._passthrough()(request, **kw)
-        del kw["timeout"], kw["metadata"]
+            return self._passthrough()(request, timeout, metadata, *options)
 
         def send(t: Try) -> Any:
-            return self._attempt_fn(t)(request, timeout=t.timeout, metadata=t.metadata, **kw)
+            return self._attempt_fn(t)(request, t.timeout, t.metadata, *options)
 
         return start_stream(ex, send, time.sleep)
-
-
-def _kw(
-    timeout: float | None,
-    metadata: Metadata | None,
-    credentials: grpc.CallCredentials | None,
-    wait_for_ready: bool | None,
-    compression: grpc.Compression | None,
-) -> dict[str, Any]:
-    return {
-        "timeout": timeout,
-        "metadata": metadata,
-        "credentials": credentials,
-        "wait_for_ready": wait_for_ready,
-        "compression": compression,
-    }
 
 
 class _UnaryUnary(_Multi, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
@@ -173,8 +165,8 @@ class _UnaryUnary(_Multi, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        kw = _kw(timeout, metadata, credentials, wait_for_ready, compression)
-        return self._blocking(request, False, kw)
+        options = (credentials, wait_for_ready, compression)
+        return self._blocking(request, False, timeout, metadata, options)
 
     def with_call(
         self,
@@ -185,8 +177,8 @@ class _UnaryUnary(_Multi, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        kw = _kw(timeout, metadata, credentials, wait_for_ready, compression)
-        return self._blocking(request, True, kw)
+        options = (credentials, wait_for_ready, compression)
+        return self._blocking(request, True, timeout, metadata, options)
 
     def future(
         self,
@@ -197,9 +189,8 @@ class _UnaryUnary(_Multi, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        return self._future(
-            request, _kw(timeout, metadata, credentials, wait_for_ready, compression)
-        )
+        options = (credentials, wait_for_ready, compression)
+        return self._future(request, timeout, metadata, options)
 
 
 class _StreamUnary(_UnaryUnary, grpc.StreamUnaryMultiCallable):  # type: ignore[misc]
@@ -216,9 +207,8 @@ class _UnaryStream(_Multi, grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        return self._stream(
-            request, _kw(timeout, metadata, credentials, wait_for_ready, compression)
-        )
+        options = (credentials, wait_for_ready, compression)
+        return self._stream(request, timeout, metadata, options)
 
 
 class _StreamStream(_UnaryStream, grpc.StreamStreamMultiCallable):  # type: ignore[misc]
@@ -259,6 +249,7 @@ class MeshChannel(grpc.Channel):  # type: ignore[misc]
         self._pool: SubchannelPool[grpc.Channel] = SubchannelPool(
             engine, self._subchannel, lambda ch: ch.close()
         )
+        self._shadows = ShadowSlots()
         self._router.listener()  # start resolving now
 
     @property

@@ -36,9 +36,10 @@ from ..resilience.timeouts import Deadline, format_grpc_timeout
 from ._status import MeshRpcError, code_of, grpc_code_for_http, mesh_rpc_error, outcome_of
 
 if TYPE_CHECKING:
+    from .._endpoints import EndpointState
     from ..telemetry import AttemptRecord, CallRecord, Telemetry
 
-__all__ = ["Metadata", "RpcExchange", "Try"]
+__all__ = ["Metadata", "RpcExchange", "Shadow", "Try"]
 
 Metadata = Sequence[tuple[str, str | bytes]]
 # Metadata a route's header mutations may not touch: grpcio owns these.
@@ -71,6 +72,47 @@ class Try:
         self.timeout = timeout
         self.metadata = metadata
         self.record = record
+
+
+_TIMEOUT_TEXT: dict[float, str] = {}  # the caller's usual timeouts, formatted once
+
+
+def _grpc_timeout(seconds: float) -> str:
+    """The ``grpc-timeout`` header value for ``seconds`` (a bounded memo)."""
+    text = _TIMEOUT_TEXT.get(seconds)
+    if text is None:
+        if len(_TIMEOUT_TEXT) >= 256:
+            _TIMEOUT_TEXT.clear()
+        text = _TIMEOUT_TEXT[seconds] = format_grpc_timeout(seconds)
+    return text
+
+
+class Shadow:
+    """A mirror copy of a call on its way to one endpoint of a mirror cluster: counted
+    as started there, and recorded there by :meth:`ended` (its result is ignored)."""
+
+    __slots__ = ("_start", "authority", "endpoint", "metadata", "method", "timeout")
+
+    def __init__(
+        self,
+        endpoint: EndpointState,
+        authority: str,
+        method: str,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.authority = authority
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        endpoint.started()
+        self._start = time.monotonic()
+
+    def ended(self, code: grpc.StatusCode | None, details: str | None = None) -> None:
+        """How the copy ended; ``code`` None: it was dropped or never sent."""
+        latency = time.monotonic() - self._start
+        self.endpoint.finished(outcome_of(code, details, latency))
 
 
 def _has_context() -> bool:
@@ -126,31 +168,32 @@ class RpcExchange:
         self._replayable = replayable
         self._loop: AttemptLoop | None = None
         self._ended = False
-        self.rec: CallRecord | None = None
-        extra: dict[str, str] = {}
+        extra: dict[str, str] | None = None
         if _has_context():
+            extra = {}
             inbound = inject_outbound(extra)
             if inbound is not None and (timeout is None or inbound < timeout):
                 timeout = inbound
-        now = time.monotonic()
-        self._deadline = None if timeout is None else now + timeout
         headers = {k: v for k, v in metadata if isinstance(v, str)} if metadata else {}
         headers["content-type"] = "application/grpc"
-        if timeout is not None:
-            headers["grpc-timeout"] = format_grpc_timeout(timeout)
+        if timeout is None:
+            self._deadline: float | None = None
+        else:
+            self._deadline = time.monotonic() + timeout
+            headers["grpc-timeout"] = _grpc_timeout(timeout)
         self.call = call = Call(authority, "POST", method, headers)
-        if telemetry is not None:
-            self.rec = telemetry.start_call(call, protocol="grpc")
+        rec = None if telemetry is None else telemetry.start_call(call, protocol="grpc")
+        self.rec: CallRecord | None = rec
         try:
             self.plan = plan = engine.route(view, call)
         except MeshError as exc:
             self._end(error=exc)
             raise
-        if self.rec is not None:
-            self.rec.route(plan.route_name, plan.cluster)
-        self.method = plan.path if plan.path is not None else method
+        if rec is not None:
+            rec.route(plan.route_name, plan.cluster)
+        self.method = method if plan.path is None else plan.path
         self.authority = plan.authority or authority
-        self.fault = engine.fault(plan, call)
+        self.fault = None if plan.fault is None else engine.fault(plan, call)
         if extra:
             metadata = (*(metadata or ()), *((k, v) for k, v in extra.items() if k not in headers))
         if not plan.headers.empty:
@@ -191,13 +234,37 @@ class RpcExchange:
         self._end(grpc_status=code.value[0])
         return MeshRpcError(error, code)
 
+    # -- mirrors ----------------------------------------------------------------------
+    def shadows(self) -> list[Shadow]:
+        """Copies of this call for the route's ``request_mirror_policies`` (each policy
+        samples its fraction), once the fault filter let the call through; replayable
+        calls only. Each goes to one endpoint of its mirror cluster with Envoy's shadow
+        authority (``host-shadow:port``), the call's method and metadata, within what is
+        left of the call's deadline (or the route timeout)."""
+        mirrors = self.plan.mirrors
+        if not mirrors or not self._replayable:
+            return []
+        timeout = self.plan.timeout
+        if self._deadline is not None:
+            left = max(0.0, self._deadline - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
+        out = []
+        for target in mirrors:
+            endpoint = self._engine.mirror_endpoint(target, self.call)
+            if endpoint is not None:
+                authority = target.authority(self.authority)
+                out.append(Shadow(endpoint, authority, self.method, timeout, self._metadata))
+        return out
+
     # -- attempts ---------------------------------------------------------------------
     def _start_loop(self) -> AttemptLoop:
         # after the fault delay: Envoy's router starts the route timeout there
         loop = self._engine.attempts(self.plan, self.call, replayable=self._replayable)
         at = self._deadline
-        if at is not None and (loop.deadline.at is None or at < loop.deadline.at):
-            loop.deadline = Deadline(at)
+        if at is not None:
+            route_at = loop.deadline.at
+            if route_at is None or at < route_at:
+                loop.deadline = Deadline(at)
         self._loop = loop
         return loop
 
@@ -287,10 +354,12 @@ class RpcExchange:
             if self.rec is not None:
                 self.rec.end(grpc_status=grpc_status, error=error)
 
-    def close(self) -> None:
-        """Release what the call holds (fault slot, retry admission); once, at the end."""
+    def close(self, *, cancelled: bool = False) -> None:
+        """Release what the call holds (fault slot, retry admission); once, at the end.
+        ``cancelled``: the caller cancelled the call between attempts."""
         if self._loop is not None:
             self._loop.close()
         if self.fault is not None:
             self.fault.release()
-        self._end(grpc_status=2)  # only if nothing ended it: an unexpected exception
+        # only if nothing ended it: cancelled, or an unexpected exception
+        self._end(grpc_status=1 if cancelled else 2)

@@ -64,11 +64,16 @@ class Router:
         self.tls_bridge = tls_bridge
         self._own_bridge: TlsBridge | None = None
         self._lock = threading.Lock()
+        # (Snapshot, the listener resolved in it): one read for each call after the first
+        self._seen: tuple[object, ListenerView] | None = None
 
     def via(self, t: Try) -> str | None:
         """What the attempt's subchannel dials instead of the endpoint: the TLS bridge
         when the endpoint's cluster has an UpstreamTlsContext; None for plaintext."""
-        cluster = t.attempt.endpoint.cluster
+        return self.via_for(t.attempt.endpoint.cluster, t.address)
+
+    def via_for(self, cluster: str, address: str) -> str | None:
+        """:meth:`via` for an endpoint ``address`` of ``cluster``."""
         view = self.engine.snapshot.clusters.get(cluster)
         resource = view.resource if view is not None else None
         if resource is None or resource.tls is None:
@@ -81,7 +86,7 @@ class Router:
                 if self.tls_bridge is None:
                     self.tls_bridge = self._own_bridge = TlsBridge()
                 bridge = self.tls_bridge
-        return bridge.dial(cluster, resource.tls, t.address, resource.connect_timeout)
+        return bridge.dial(cluster, resource.tls, address, resource.connect_timeout)
 
     def close(self) -> None:
         """Stop the TLS bridge this router made for itself (a Mesh's is the Mesh's)."""
@@ -90,8 +95,16 @@ class Router:
 
     def listener(self) -> ListenerView | threading.Event:
         """The resolved listener, or an event to wait on (at most ``resolve_timeout``).
-        The engine publishes a listener only once the clusters it routes to have settled."""
-        return self.engine.listener(self.authority)
+        The engine publishes a listener only once the clusters it routes to have settled;
+        a resolved one is looked up once per Snapshot."""
+        snapshot = self.engine.snapshot
+        seen = self._seen
+        if seen is not None and seen[0] is snapshot:
+            return seen[1]
+        found = self.engine.listener(self.authority)
+        if isinstance(found, ListenerView):
+            self._seen = (snapshot, found)
+        return found
 
     def resolved(self) -> ListenerView | MeshRpcError:
         try:

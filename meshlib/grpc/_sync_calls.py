@@ -28,9 +28,15 @@ _CANCELLED = object()
 class RetryingFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
     """A ``grpc.Future`` (and ``grpc.Call``) over the attempts of one unary-response call."""
 
-    def __init__(self, ex: RpcExchange, send: Callable[[Try], Any]) -> None:
+    def __init__(
+        self,
+        ex: RpcExchange,
+        send: Callable[[Try], Any],
+        mirror: Callable[[], None] | None = None,
+    ) -> None:
         self._ex = ex
         self._send = send
+        self._mirror = mirror  # sends the call's mirror copies, once past the fault filter
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._current: Any = None  # the attempt in flight (a grpcio future)
@@ -60,8 +66,10 @@ class RetryingFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
         aborted = self._ex.abort()
         if aborted is not None:
             self._finish(aborted)
-        else:
-            self._attempt()
+            return
+        if self._mirror is not None:
+            self._mirror()
+        self._attempt()
 
     def _attempt(self) -> None:
         if self._cancelled:

@@ -68,12 +68,14 @@ class EchoLogic:
         self.aborted = 0  # calls the handler failed with a status
         self.fail_with: grpc.StatusCode | None = None  # fail every Echo call
         self.metadata: list[dict[str, str]] = []  # what each Echo call carried
+        self.authorities: list[str] = []  # the :authority of each Echo call
         self.lock = threading.Lock()
 
     def start(self, context: Any) -> None:
         with self.lock:
             self.started += 1
             self.metadata.append(_meta(context))
+            self.authorities.append(_authority(context))
 
     def reply(self, context: Any) -> bytes:
         with self.lock:
@@ -268,9 +270,11 @@ def route(
     retry: rc.RetryPolicy | None = None,
     fault: fault_pb2.HTTPFault | None = None,
     grpc_timeout_max: float | None = None,
+    mirrors: Sequence[str] = (),
 ) -> rc.Route:
     """A route to one cluster or a weighted set; ``timeout`` None leaves it unset;
-    ``grpc_timeout_max`` sets max_stream_duration.grpc_timeout_header_max."""
+    ``grpc_timeout_max`` sets max_stream_duration.grpc_timeout_header_max; ``mirrors``
+    are clusters that get a copy of every call (request_mirror_policies)."""
     match = rc.RouteMatch(path=path) if path is not None else rc.RouteMatch(prefix=prefix)
     for name, value in (headers or {}).items():
         match.headers.add(name=name, string_match=string_pb2.StringMatcher(exact=value))
@@ -288,6 +292,8 @@ def route(
         action.retry_policy.CopyFrom(retry)
     if grpc_timeout_max is not None:
         action.max_stream_duration.grpc_timeout_header_max.CopyFrom(seconds(grpc_timeout_max))
+    for name in mirrors:
+        action.request_mirror_policies.add(cluster=name)
     out = rc.Route(match=match, route=action)
     if fault is not None:
         out.typed_per_filter_config["envoy.filters.http.fault"].CopyFrom(_pack(fault))

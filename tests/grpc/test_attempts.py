@@ -191,3 +191,68 @@ async def test_aio_retries_and_fault(backends: list[Backend], mesh_factory: Mesh
     assert hits(backends) == 8
     states = mesh.snapshot.clusters[CLUSTER].endpoints
     assert all(s.active_requests == 0 for s in states)
+
+
+MIRROR = "outbound|7070||echo-mirror"
+
+
+@pytest.fixture
+def mirrored(backends: list[Backend], mesh_factory: MeshFactory) -> Mesh:
+    """Echo to b0, a copy of each call to b1 (the mirror cluster); /test.Echo/Other is
+    aborted by the fault filter before it could be mirrored."""
+    routes = [
+        route(CLUSTER, path="/test.Echo/Other", fault=grpc_fault(abort=14), mirrors=[MIRROR]),
+        route(CLUSTER, timeout=5.0, mirrors=[MIRROR]),
+    ]
+    clusters = {CLUSTER: [backends[0].address], MIRROR: [backends[1].address]}
+    return mesh_factory(service(TARGET, routes, clusters))[0]
+
+
+def settle(mesh: Mesh, cluster: str, total: int) -> None:
+    """Wait (bounded) until ``cluster``'s endpoints saw ``total`` calls and none is active."""
+    for _ in range(1000):
+        states = mesh.snapshot.clusters[cluster].endpoints
+        if sum(s.total_requests for s in states) == total and not any(
+            s.active_requests for s in states
+        ):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{cluster}: not settled at {total} calls")
+
+
+def test_mirrors_get_a_copy_and_never_fail_the_call(
+    mirrored: Mesh, backends: list[Backend]
+) -> None:
+    with mirrored.grpc_channel(f"xds:///{TARGET}") as channel:
+        echo = channel.unary_unary(ECHO)
+        assert echo(b"x", timeout=5).startswith(b"b0")
+        assert echo.future(b"x", timeout=5).result(timeout=5).startswith(b"b0")
+        settle(mirrored, MIRROR, 2)  # copies are not waited for: let them land first
+        # the copy fails at the mirror; the call does not notice
+        backends[1].logic.fail_with = grpc.StatusCode.INTERNAL
+        reply, call = echo.with_call(b"x", timeout=5)
+        assert reply.startswith(b"b0") and call.code() is grpc.StatusCode.OK
+        with pytest.raises(MeshRpcError):  # aborted by the fault filter: no copy
+            channel.unary_unary("/test.Echo/Other")(b"x", timeout=5)
+        settle(mirrored, MIRROR, 3)
+    assert backends[0].logic.calls == 3
+    assert backends[1].logic.started == 3 and backends[1].logic.aborted == 1
+    assert backends[1].logic.calls == 2
+    # the copies carried Envoy's shadow authority
+    assert backends[0].logic.authorities == [TARGET] * 3
+    assert backends[1].logic.authorities == ["echo-shadow:7070"] * 3
+    state = mirrored.snapshot.clusters[MIRROR].endpoints[0]
+    assert state.failures == 1  # the mirror endpoint's own outcomes are recorded
+
+
+async def test_aio_mirrors(mirrored: Mesh, backends: list[Backend]) -> None:
+    async with mirrored.grpc_aio_channel(f"xds:///{TARGET}") as channel:
+        echo = channel.unary_unary(ECHO)
+        replies = await asyncio.gather(*(echo(b"x", timeout=5) for _ in range(4)))
+        assert all(r.startswith(b"b0") for r in replies)
+        for _ in range(1000):  # bounded: the copies end on their own
+            states = mirrored.snapshot.clusters[MIRROR].endpoints
+            if sum(s.total_requests for s in states) == 4 and not states[0].active_requests:
+                break
+            await asyncio.sleep(0.005)
+    assert backends[0].logic.calls == 4 and backends[1].logic.calls == 4
