@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import tempfile
 import threading
@@ -31,8 +32,11 @@ from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401 (re
 from google.protobuf import json_format
 
 from meshlib import Call, Mesh
+from meshlib._endpoints import EndpointState
 from meshlib._outcome import Outcome, OutcomeKind
 from meshlib._snapshot import ListenerView
+from meshlib.balancing.maglev import build_table
+from meshlib.balancing.ring_hash import normalized_weights
 from meshlib.controlplane import ControlPlane
 from meshlib.controlplane._cache import (
     CLUSTER_TYPE,
@@ -42,6 +46,7 @@ from meshlib.controlplane._cache import (
     Resources,
     VersionedSnapshotCache,
 )
+from xds_client.resources import Endpoint
 
 from ._harness import Row, check, row
 
@@ -269,7 +274,26 @@ def _measure(mesh: Mesh, port: int, n: int, rounds: int) -> list[Row]:
             group="engine",
             note="informational",
         ),
+        _maglev_build_row(rounds),
     ]
+
+
+def _maglev_build_row(rounds: int) -> Row:
+    """Building a default-size MAGLEV table (on the xDS thread, per endpoint-set change)."""
+    rng = random.Random(1)
+    eps = [
+        EndpointState("big", Endpoint(f"10.0.{i // 250}.{i % 250}", 8080, rng.randint(1, 100)))
+        for i in range(ENDPOINTS)
+    ]
+    weights = normalized_weights(eps)
+    best = min(_per_call(lambda: build_table(eps, weights, 65_537), 1) for _ in range(rounds))
+    return row(
+        "MAGLEV table build (65,537 slots)",
+        best * 1e3,
+        "ms",
+        group="engine",
+        note=f"{ENDPOINTS} endpoints, weights 1-100; informational",
+    )
 
 
 async def _async_rounds(mesh: Mesh, url: str, n: int, rounds: int) -> dict[str, float]:

@@ -1,18 +1,24 @@
-"""LEAST_REQUEST: power of ``choice_count`` choices over active requests.
+"""LEAST_REQUEST: Envoy's least-request balancer.
 
-With equal weights (Envoy's common case) it draws ``choice_count`` endpoints uniformly
-and takes the one with the fewest active requests. With unequal weights Envoy scores an
-endpoint ``weight / (active_requests + 1) ** active_request_bias``; meshlib draws the
-candidates in proportion to weight and takes the best score, which keeps the per-pick
-cost at ``choice_count`` draws (Envoy's EDF schedule is not reproduced). ``weights``
-overrides the endpoint weights (slow start passes its ramped ones).
+Equal weights (Envoy's common case): power of ``choice_count`` choices, drawn uniformly
+with replacement; the endpoint with the fewest active requests wins (the first drawn on
+a tie). Unequal weights: weighted round robin by earliest-deadline-first scheduling, as
+Envoy does, where an endpoint's effective weight is
+``weight / (active_requests + 1) ** active_request_bias`` (bias 0: plain weighted round
+robin; bias 1, the default: divided by the load). The schedule keeps one deadline per
+endpoint; a pick pops the earliest and puts that endpoint back ``1 / effective weight``
+later, the weight taken from its active count at that moment, so each pick costs
+O(log n) and only the picked endpoint is re-weighed (Envoy's ``pickAndAdd``). The
+schedule starts a random number of picks in, so clients do not march in step.
+``weights`` overrides the endpoint weights (slow start passes its ramped ones).
 """
 
 from __future__ import annotations
 
-import bisect
+import heapq
 import itertools
 import random
+import threading
 from collections.abc import Sequence
 
 from xds_client.resources import LbConfig
@@ -21,6 +27,9 @@ from .._call import Call
 from .._endpoints import EndpointState
 
 __all__ = ["LeastRequestPicker"]
+
+#: Floor for an effective weight, so a zero weight sorts last instead of dividing by 0.
+_MIN_WEIGHT = 1e-12
 
 
 class LeastRequestPicker:
@@ -38,41 +47,47 @@ class LeastRequestPicker:
         self._rng = rng or random.Random()
         if weights is None:
             weights = [float(e.endpoint.weight) for e in self._endpoints]
-        self._weights = tuple(weights)
-        self._weighted = len(set(weights)) > 1
-        self._cumulative = list(itertools.accumulate(weights))
-
-    def _draw(self) -> int:
-        if not self._weighted:
-            return self._rng.randrange(len(self._endpoints))
-        point = self._rng.random() * self._cumulative[-1]
-        return min(bisect.bisect_right(self._cumulative, point), len(self._endpoints) - 1)
+        self._weights = tuple(float(w) for w in weights)
+        self._weighted = len(set(self._weights)) > 1
+        self._lock = threading.Lock()
+        self._order = itertools.count()  # ties go to the earlier-scheduled entry
+        self._schedule: list[tuple[float, int, int]] = []
+        if self._weighted:
+            self._schedule = [
+                (1.0 / self._weight(i), next(self._order), i) for i in range(len(self._weights))
+            ]
+            heapq.heapify(self._schedule)
+            for _ in range(self._rng.randrange(len(self._endpoints))):
+                self._advance()
 
     def pick(
         self, call: Call, hash_key: int | None = None, attempt: int = 0
     ) -> EndpointState | None:
-        if not self._endpoints:
-            return None
-        if len(self._endpoints) == 1:
-            return self._endpoints[0]
         eps = self._endpoints
-        if not self._weighted:
-            best = eps[self._draw()]
-            for _ in range(self._choices - 1):
-                other = eps[self._draw()]
-                if other.active_requests < best.active_requests:
-                    best = other
-            return best
-        i = self._draw()
-        best, best_score = eps[i], self._score(i)
+        if len(eps) < 2:
+            return eps[0] if eps else None
+        if self._weighted:
+            with self._lock:
+                return eps[self._advance()]
+        rng = self._rng
+        best = eps[rng.randrange(len(eps))]
         for _ in range(self._choices - 1):
-            j = self._draw()
-            score = self._score(j)
-            if score > best_score:
-                best, best_score = eps[j], score
+            other = eps[rng.randrange(len(eps))]
+            if other.active_requests < best.active_requests:
+                best = other
         return best
 
-    def _score(self, i: int) -> float:
-        active = self._endpoints[i].active_requests
-        score: float = self._weights[i] / float(active + 1) ** self._bias
-        return score
+    def _advance(self) -> int:
+        """Pop the earliest deadline; reschedule that endpoint at its current weight."""
+        due, _, i = self._schedule[0]
+        heapq.heapreplace(self._schedule, (due + 1.0 / self._weight(i), next(self._order), i))
+        return i
+
+    def _weight(self, i: int) -> float:
+        """Effective weight: ``weight / (active + 1) ** active_request_bias``."""
+        weight = self._weights[i]
+        if self._bias == 1.0:
+            weight /= self._endpoints[i].active_requests + 1
+        elif self._bias != 0.0:
+            weight /= float(self._endpoints[i].active_requests + 1) ** self._bias
+        return max(weight, _MIN_WEIGHT)
