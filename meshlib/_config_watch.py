@@ -16,6 +16,13 @@ balancer in steps. Zone-aware routing: with a local cluster (``local_cluster``, 
 the bootstrap's ``cluster_manager.local_cluster_name``) the watcher also subscribes to it
 and hands its host spread, with the node's locality, to every balancer; without one there
 is no zone-aware routing, as in Envoy.
+
+Aggregate clusters: the watcher follows each route cluster's tree (``cluster_tree``:
+children depth-first, at most ``MAX_DEPTH`` levels, no loops), subscribes to every
+cluster in it and to its leaves' endpoints, counts a target settled only when the whole
+tree is, and publishes an ``AggregateView`` under the aggregate's name next to its
+children's views. A child's balancer rebuild (ejection, slow-start step) also refreshes
+the aggregates that contain it.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from xds_client.resources import (
 )
 from xds_client.resources._hcm import FAULT_TYPE
 
+from ._aggregate import AggregateBalancer, AggregateView, Child, ClusterTree, cluster_tree
 from ._endpoints import EndpointRegistry, EndpointState
 from ._routing import RouteTable
 from ._snapshot import ClusterView, ListenerView, LiveBalancer, Snapshot
@@ -129,6 +137,8 @@ class ConfigWatcher:
         self._registry = EndpointRegistry()
         self._tables: dict[str, tuple[RouteConfigResource, RouteTable, ListenerResource]] = {}
         self._clusters: dict[str, tuple[Any, Any, ClusterView, LocalCluster | None]] = {}
+        self._children: dict[str, Child] = {}  # leaf clusters, as aggregates balance them
+        self._dependents: dict[str, tuple[AggregateBalancer, ...]] = {}  # leaf -> aggregates
         self._version = 0
         self._busy = False
         self._dirty = False
@@ -170,7 +180,7 @@ class ConfigWatcher:
             if self._local_name and self._targets:
                 need.add((CLUSTER.type_url, self._local_name))
                 local: ClusterResource | None = self._value(CLUSTER, self._local_name)
-                if local is not None and local.load_assignment is None:
+                if local is not None and local.discovery_type == "EDS":
                     need.add((ENDPOINTS.type_url, local.eds_service_name))
             for t in self._targets:
                 listener = self._value(LISTENER, t)
@@ -183,11 +193,16 @@ class ConfigWatcher:
                 if routes is None:
                     continue
                 for cname in routes.cluster_names():
-                    need.add((CLUSTER.type_url, cname))
-                    cluster: ClusterResource | None = self._value(CLUSTER, cname)
-                    if cluster is not None and cluster.load_assignment is None:
-                        need.add((ENDPOINTS.type_url, cluster.eds_service_name))
+                    for tname in self._tree(cname).clusters:
+                        need.add((CLUSTER.type_url, tname))
+                        cluster: ClusterResource | None = self._value(CLUSTER, tname)
+                        if cluster is not None and cluster.discovery_type == "EDS":
+                            need.add((ENDPOINTS.type_url, cluster.eds_service_name))
             return need
+
+    def _tree(self, name: str) -> ClusterTree:
+        """The clusters ``name`` reaches (itself; an aggregate's tree)."""
+        return cluster_tree(name, lambda n: self._value(CLUSTER, n))
 
     def _reconcile(self) -> None:
         need = self._needed()
@@ -238,6 +253,13 @@ class ConfigWatcher:
                     ready.append(event)
             local = self._local_cluster()
             clusters = {name: self._cluster_view(name, local) for name in cluster_names}
+            self._children = {k: v for k, v in self._children.items() if k in clusters}
+            dependents: dict[str, list[AggregateBalancer]] = {}
+            for cview in clusters.values():
+                if isinstance(cview, AggregateView) and cview.aggregate is not None:
+                    for child in cview.aggregate.children:
+                        dependents.setdefault(child.view.name, []).append(cview.aggregate)
+            self._dependents = {k: tuple(v) for k, v in dependents.items()}
             self._registry.retain({(c, e.address) for c in clusters for e in clusters[c].endpoints})
             self._tables = {k: v for k, v in self._tables.items() if k in viewed}
             self._clusters = {k: v for k, v in self._clusters.items() if k in clusters}
@@ -275,7 +297,7 @@ class ConfigWatcher:
         else:
             table = RouteTable(config, base_fault=_listener_fault(listener))
         self._tables[target] = (config, table, listener)
-        names = set(config.cluster_names())
+        names = {c for n in config.cluster_names() for c in self._tree(n).clusters}
         settled = all(self._cluster_settled(n) for n in names)
         return ListenerView(target, table), names, settled
 
@@ -283,8 +305,8 @@ class ConfigWatcher:
         cluster: ClusterResource | None = self._value(CLUSTER, name)
         if cluster is None:
             return bool(self._error(CLUSTER, name))
-        if cluster.load_assignment is not None:
-            return True
+        if cluster.discovery_type != "EDS":  # inline endpoints; an aggregate's tree is
+            return True  # settled by its clusters
         slot = self._slots.get((ENDPOINTS.type_url, cluster.eds_service_name))
         return slot is not None and slot.settled
 
@@ -306,6 +328,8 @@ class ConfigWatcher:
         cluster: ClusterResource | None = self._value(CLUSTER, name)
         if cluster is None:
             return ClusterView(name, None, (), None, self._error(CLUSTER, name) or "not resolved")
+        if cluster.discovery_type == "AGGREGATE":
+            return self._aggregate_view(name, cluster, local)
         eds: EndpointsResource | None = cluster.load_assignment
         if eds is None:
             eds = self._value(ENDPOINTS, cluster.eds_service_name)
@@ -343,9 +367,10 @@ class ConfigWatcher:
             )
             self._track_ramp(name, cluster, live)
             view = ClusterView(name, cluster, states, live, "", breaker, eds.drop_overloads)
+            self._children[name] = Child(view, tuple(groups), eds.overprovisioning_factor, local)
             detector = self._detectors.get(name)
             if detector is not None:
-                self.sweeper.register(name, detector, live.rebuild)
+                self.sweeper.register(name, detector, self._rebuilder(name, live))
         self._clusters[name] = (cluster, eds, view, local)
         return view
 
@@ -356,11 +381,59 @@ class ConfigWatcher:
             self.ramp.untrack(name)
             return
 
+        rebuilt = self._rebuilder(name, live)
+
         def rebuild() -> float | None:
-            live.rebuild()
+            rebuilt()
             return live.balancer.ramp_until
 
         self.ramp.track(name, rebuild, slow_start.window)
+
+    def _rebuilder(self, name: str, live: LiveBalancer) -> Callable[[], None]:
+        """Rebuild ``live`` (cluster ``name``), then the aggregates that contain it."""
+
+        def rebuild() -> None:
+            live.rebuild()
+            for aggregate in self._dependents.get(name, ()):
+                aggregate.refresh()
+
+        return rebuild
+
+    def _aggregate_view(
+        self, name: str, cluster: ClusterResource, local: LocalCluster | None
+    ) -> ClusterView:
+        """An aggregate over the current views of its tree's leaf clusters."""
+        tree = self._tree(name)
+        leaves = () if tree.error else tuple(self._cluster_view(n, local) for n in tree.leaves)
+        problems = [
+            f"{n}: {self._error(CLUSTER, n) or 'not resolved'}"
+            for n in tree.clusters
+            if self._value(CLUSTER, n) is None
+        ] + [f"{v.name}: {v.error or 'no endpoints'}" for v in leaves if not v.endpoints]
+        # Like Envoy, a child without endpoints is skipped; it is an error only when
+        # no child has any.
+        usable = any(v.endpoints for v in leaves)
+        error = tree.error or ("" if usable else "no usable cluster: " + "; ".join(problems))
+        cached = self._clusters.get(name)
+        if (
+            cached
+            and cached[0] is cluster
+            and len(cached[1]) == len(leaves)
+            and all(a is b for a, b in zip(cached[1], leaves, strict=True))
+            and cached[2].error == error
+        ):
+            return cached[2]
+        breaker = self._breakers.get(name)
+        if breaker is None:
+            breaker = self._breakers[name] = ClusterBreaker(name)
+        breaker.configure(cluster.circuit_breakers)
+        known = self._children
+        children = [known[v.name] for v in leaves if v.name in known and known[v.name].view is v]
+        balancer = AggregateBalancer(children, cluster.healthy_panic_threshold)
+        endpoints = tuple(e for v in leaves for e in v.endpoints)
+        view = AggregateView(name, cluster, endpoints, None, error, breaker, aggregate=balancer)
+        self._clusters[name] = (cluster, leaves, view, local)
+        return view
 
     def _attach(
         self, name: str, cluster: ClusterResource, states: tuple[EndpointState, ...]

@@ -342,3 +342,115 @@ def test_unknown_enum_values_are_nacked_not_crashed() -> None:
     a.Pack(bad)
     with pytest.raises(ResourceError, match=r"lb_endpoints\[0\]\.health_status"):
         ENDPOINTS.decode(a)
+
+
+# -- aggregate clusters (cluster_type envoy.clusters.aggregate) --------------------------
+AGGREGATE_TYPE = "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig"
+
+
+def aggregate(children: list[str], **fields: Any) -> any_pb2.Any:
+    spec: dict[str, Any] = {
+        "name": "agg",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {
+            "name": "envoy.clusters.aggregate",
+            "typed_config": {"@type": AGGREGATE_TYPE, "clusters": children},
+        },
+    }
+    spec.update(fields)
+    a = any_pb2.Any()
+    a.Pack(json_format.ParseDict(spec, cluster_pb2.Cluster()))
+    return a
+
+
+@pytest.mark.parametrize("policy", ["CLUSTER_PROVIDED", "ROUND_ROBIN"])
+def test_aggregate_keeps_its_children_in_fallback_order(policy: str) -> None:
+    # CLUSTER_PROVIDED is Envoy's dialect; ROUND_ROBIN (the default) is gRPC's.
+    _, c = CLUSTER.decode(aggregate(["primary", "secondary", "primary"], lb_policy=policy))
+    assert c.discovery_type == "AGGREGATE"
+    assert c.aggregate_clusters == ("primary", "secondary", "primary")
+    assert c.eds_service_name == "" and c.load_assignment is None
+
+
+def test_aggregate_is_chosen_by_typed_config_type_not_name() -> None:
+    spec = {"name": "x.custom", "typed_config": {"@type": AGGREGATE_TYPE, "clusters": ["a"]}}
+    _, c = CLUSTER.decode(aggregate([], cluster_type=spec))
+    assert c.aggregate_clusters == ("a",)
+
+
+def test_non_aggregate_keeps_no_children() -> None:
+    _, c = CLUSTER.decode(cluster())
+    assert c.aggregate_clusters == ()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "problem"),
+    [
+        ({"cluster_type": {"typed_config": {"@type": AGGREGATE_TYPE}}}, "", "at least one"),
+        ({"lb_policy": "RING_HASH"}, "lb_policy", "RING_HASH is not valid"),
+        ({"lb_policy": "LEAST_REQUEST"}, "lb_policy", "LEAST_REQUEST is not valid"),
+        (
+            {
+                "load_balancing_policy": {
+                    "policies": [
+                        {
+                            "typed_extension_config": {
+                                "name": "rr",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions."
+                                    "load_balancing_policies.round_robin.v3.RoundRobin"
+                                },
+                            }
+                        }
+                    ]
+                }
+            },
+            "load_balancing_policy",
+            "must not be set",
+        ),
+        (
+            {"cluster_type": {"name": "envoy.clusters.aggregate"}},
+            "cluster_type.typed_config",
+            "unsupported cluster type",
+        ),
+        (
+            {
+                "cluster_type": {
+                    "name": "envoy.clusters.dynamic_forward_proxy",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/google.protobuf.Struct",
+                        "value": {},
+                    },
+                }
+            },
+            "cluster_type.typed_config",
+            "google.protobuf.Struct",
+        ),
+    ],
+)
+def test_bad_aggregate_is_nacked_with_its_path(
+    fields: dict[str, Any], field: str, problem: str
+) -> None:
+    field = field or "cluster_type.typed_config.clusters"
+    with pytest.raises(ResourceError) as err:
+        CLUSTER.decode(aggregate(["a"], **fields))
+    assert err.value.field == field and err.value.name == "agg"
+    assert problem in str(err.value)
+
+
+def test_undecodable_aggregate_config_is_nacked() -> None:
+    msg = cluster_pb2.Cluster(name="agg", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    msg.cluster_type.name = "envoy.clusters.aggregate"
+    msg.cluster_type.typed_config.type_url = AGGREGATE_TYPE
+    msg.cluster_type.typed_config.value = b"\x0a\xff\xff\x01"
+    a = any_pb2.Any()
+    a.Pack(msg)
+    with pytest.raises(ResourceError, match=r"cluster_type\.typed_config: cannot decode"):
+        CLUSTER.decode(a)
+
+
+def test_cluster_provided_outside_an_aggregate_is_nacked() -> None:
+    # Envoy: "cluster provided LB specified but cluster 'a' did not provide one".
+    with pytest.raises(ResourceError) as err:
+        CLUSTER.decode(cluster(lb_policy="CLUSTER_PROVIDED"))
+    assert err.value.field == "lb_policy"
