@@ -3,11 +3,12 @@
 An aggregate cluster has no endpoints of its own; it lists child clusters in fallback
 order. Balancing is tiered, as in Envoy: the aggregate linearizes its children's priority
 levels into one list (primary P0, P1, then secondary P0, ...: levels without hosts are
-left out), gives each level a load with the standard priority-load rule
-(:func:`priority_loads`: health = min(100, overprovisioning_factor x available / hosts),
-spill in order, panic below the aggregate's ``healthy_panic_threshold``), chooses a
-level by load, and lets the child's own policy pick a host at that level (with the
-child's own panic rule, locality weights, slow start and outlier ejections).
+left out), gives each level a healthy and a degraded load with the priority-load rule
+clusters use (``meshlib.balancing.priority_loads``: healthy hosts first across levels,
+then degraded ones; panic below the aggregate's ``healthy_panic_threshold``), chooses a
+(level, healthy or degraded) by load, and lets the child's own policy pick a host of
+that set at that level (with the child's own panic rule, locality weights, slow start
+and outlier ejections).
 
 Nested aggregates are flattened depth-first into their leaf clusters (gRFC A37; Envoy
 gives a nested aggregate no hosts); a cluster listed twice counts once, at its first
@@ -27,6 +28,7 @@ import random
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from xds_client.resources import ClusterResource
 
@@ -34,8 +36,15 @@ from ._call import Call
 from ._endpoints import EndpointState
 from ._errors import NoHealthyUpstream
 from ._snapshot import MAX_SELECTIONS, ClusterView, LiveBalancer
-from .balancing import LocalCluster, LocalityGroup
-from .balancing.balancer import available
+from .balancing import (
+    Balancer,
+    LevelHealth,
+    LocalCluster,
+    LocalityGroup,
+    PriorityLoads,
+    is_host,
+    priority_loads,
+)
 
 __all__ = [
     "MAX_DEPTH",
@@ -44,7 +53,6 @@ __all__ = [
     "Child",
     "ClusterTree",
     "cluster_tree",
-    "priority_loads",
 ]
 
 #: Levels an aggregate cluster tree may have (the aggregate itself is level 1; gRFC A37).
@@ -91,38 +99,6 @@ def cluster_tree(root: str, lookup: Callable[[str], ClusterResource | None]) -> 
     return ClusterTree(tuple(clusters), tuple(leaves), errors[0] if errors else "")
 
 
-def priority_loads(
-    levels: Sequence[tuple[int, int, int]], panic_threshold: float
-) -> tuple[list[int], list[bool]]:
-    """Envoy's priority loads (percent) and panic flags for ``levels`` of
-    ``(hosts, available hosts, overprovisioning factor in percent)``, in order.
-
-    Health = min(100, factor x available / hosts); loads follow health in order, scaled
-    by the normalized total (capped at 100), the rounding remainder to the first healthy
-    level. Below ``panic_threshold`` total health every level panics and loads follow
-    host counts; otherwise a level panics when its available share is below the
-    threshold. A threshold of 0 disables panic.
-    """
-    health = [min(100, f * a // h) if h else 0 for h, a, f in levels]
-    total = min(100, sum(health))
-    if panic_threshold > 0 and total < panic_threshold:
-        hosts_total = sum(h for h, _, _ in levels)
-        loads = [100 * h // hosts_total if hosts_total else 0 for h, _, _ in levels]
-        first = next((i for i, (h, _, _) in enumerate(levels) if h), None)
-        panic = [True] * len(levels)
-    else:
-        loads, remaining = [], 100
-        for value in health:
-            load = min(remaining, value * 100 // total) if total else 0
-            loads.append(load)
-            remaining -= load
-        first = next((i for i, value in enumerate(health) if value), None)
-        panic = [panic_threshold > 0 and 100 * a < panic_threshold * h for h, a, _ in levels]
-    if first is not None:
-        loads[first] += 100 - sum(loads)
-    return loads, panic
-
-
 @dataclass(frozen=True, slots=True)
 class Child:
     """A leaf child cluster as the aggregate balances over it: its view, its locality
@@ -134,25 +110,55 @@ class Child:
     local: LocalCluster | None = None
 
 
+class _TierBalancer(LiveBalancer):
+    """A child's balancer at one level, restricted to the host set the aggregate chose."""
+
+    def __init__(self, tier: str, *args: Any, **kwargs: Any) -> None:
+        self._tier = tier
+        super().__init__(*args, **kwargs)
+
+    def _build(self) -> Balancer:
+        return Balancer(
+            self._groups,
+            self._config,
+            overprovisioning_factor=self._factor,
+            panic_threshold=self._panic,
+            local=self._local,
+            tier=self._tier,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Level:
-    """One priority level of one child: a single-level view the child's policy picks on."""
+    """One priority level of one child and its host counts."""
 
-    child: str
+    child: Child
     priority: int
-    hosts: int
-    available: int
-    factor: int  # percent
-    view: ClusterView
+    groups: tuple[LocalityGroup, ...]
+    hosts: tuple[EndpointState, ...]
+    health: LevelHealth
+
+    def view(self, tier: str) -> ClusterView:
+        """A single-level view whose balancer picks from ``tier``'s hosts."""
+        view, resource = self.child.view, self.child.view.resource
+        assert resource is not None
+        live = _TierBalancer(
+            tier,
+            self.groups,
+            resource.lb,
+            self.child.overprovisioning_factor,
+            resource.healthy_panic_threshold,
+            local=self.child.local,
+        )
+        return ClusterView(view.name, resource, self.hosts, live, view.error)
 
 
 @dataclass(frozen=True, slots=True)
 class _Table:
     key: tuple[object, ...]  # the children's balancers it was built from
     levels: tuple[_Level, ...]  # every linearized level
-    loads: tuple[int, ...]
-    panic: tuple[bool, ...]
-    picks: tuple[ClusterView, ...]  # the views of levels with load > 0
+    loads: PriorityLoads
+    picks: tuple[ClusterView, ...]  # (level, tier) views with load > 0, in Envoy's order
     cumulative: tuple[int, ...]
     forced: bool = False  # rebuilt by ``level(fresh=True)``, not for a changed child
 
@@ -186,43 +192,24 @@ class AggregateBalancer:
     def _build(self, key: tuple[object, ...], forced: bool = False) -> _Table:
         all_levels: list[_Level] = []
         for child in self.children:
-            view, resource = child.view, child.view.resource
-            if view.picker is None or resource is None:
+            if child.view.picker is None or child.view.resource is None:
                 continue
             factor = round(child.overprovisioning_factor * 100)
             for p in sorted({g.priority for g in child.groups}):
-                groups = [g for g in child.groups if g.priority == p]
-                hosts = [e for g in groups for e in g.endpoints if e.endpoint.health != "DRAINING"]
-                if not hosts:
-                    continue
-                live = LiveBalancer(
-                    groups,
-                    resource.lb,
-                    child.overprovisioning_factor,
-                    resource.healthy_panic_threshold,
-                    local=child.local,
-                )
-                level_view = ClusterView(view.name, resource, tuple(hosts), live, view.error)
-                ready = sum(1 for e in hosts if available(e))
-                all_levels.append(_Level(view.name, p, len(hosts), ready, factor, level_view))
-        loads, panic = priority_loads(
-            [(lv.hosts, lv.available, lv.factor) for lv in all_levels], self._panic
-        )
+                groups = tuple(g for g in child.groups if g.priority == p)
+                hosts = tuple(e for g in groups for e in g.endpoints if is_host(e))
+                if hosts:
+                    health = LevelHealth.of(hosts, factor)
+                    all_levels.append(_Level(child, p, groups, hosts, health))
+        loads = priority_loads([lv.health for lv in all_levels], self._panic)
         picks, cumulative, acc = [], [], 0
-        for level, load in zip(all_levels, loads, strict=True):
-            if load > 0:
-                acc += load
-                picks.append(level.view)
-                cumulative.append(acc)
-        return _Table(
-            key,
-            tuple(all_levels),
-            tuple(loads),
-            tuple(panic),
-            tuple(picks),
-            tuple(cumulative),
-            forced,
-        )
+        for tier, tier_loads in (("healthy", loads.healthy), ("degraded", loads.degraded)):
+            for level, load in zip(all_levels, tier_loads, strict=True):
+                if load > 0:
+                    acc += load
+                    picks.append(level.view(tier))
+                    cumulative.append(acc)
+        return _Table(key, tuple(all_levels), loads, tuple(picks), tuple(cumulative), forced)
 
     def refresh(self) -> None:
         """Rebuild the table if a child's balancer changed since it was built."""
@@ -235,13 +222,22 @@ class AggregateBalancer:
 
     @property
     def loads(self) -> list[tuple[str, int, int, bool]]:
-        """``(child, priority, load percent, panic)`` per linearized level, in order."""
+        """``(child, priority, load percent, panic)`` per linearized level, in order (the
+        load to its healthy and degraded hosts together)."""
         self.refresh()
         t = self._table
         return [
-            (lv.child, lv.priority, load, panic)
-            for lv, load, panic in zip(t.levels, t.loads, t.panic, strict=True)
+            (lv.child.view.name, lv.priority, healthy + degraded, panic)
+            for lv, healthy, degraded, panic in zip(
+                t.levels, t.loads.healthy, t.loads.degraded, t.loads.panic, strict=True
+            )
         ]
+
+    @property
+    def priority_loads(self) -> PriorityLoads:
+        """The linearized levels' healthy and degraded loads and panic flags."""
+        self.refresh()
+        return self._table.loads
 
     def level(self, hash_key: int | None = None, *, fresh: bool = False) -> ClusterView | None:
         """The level view one request goes to (None: no level has load).
@@ -261,7 +257,8 @@ class AggregateBalancer:
         picks = table.picks
         if len(picks) <= 1:
             return picks[0] if picks else None
-        point = hash_key % 100 if hash_key is not None else int(self._rng.random() * 100)
+        span = table.cumulative[-1]
+        point = hash_key % span if hash_key is not None else int(self._rng.random() * span)
         index = bisect.bisect_right(table.cumulative, point)
         return picks[min(index, len(picks) - 1)]
 

@@ -1,6 +1,8 @@
 """Load balancing: one module per policy, each a picker over an immutable endpoint set.
 
-``Balancer`` adds priorities, locality weights and panic above the policy's picker.
+``Balancer`` adds priorities, locality weights and panic above the policy's picker;
+``priority_loads`` is Envoy's priority-load rule (healthy, then degraded hosts; panic),
+shared with aggregate clusters.
 Policies (``LbConfig.policy``): ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV,
 PICK_FIRST, and meshlib's opt-in PEAK_EWMA. ``slow_start`` ramps new endpoints' weights
 (``RampTimer`` rebuilds balancers while they ramp); ``zone_aware`` keeps traffic in the
@@ -14,6 +16,15 @@ from .least_request import LeastRequestPicker
 from .maglev import MaglevPicker
 from .peak_ewma import PeakEwmaPicker
 from .pick_first import PickFirstPicker
+from .priority import (
+    LevelHealth,
+    PriorityLoads,
+    is_available,
+    is_degraded,
+    is_healthy,
+    is_host,
+    priority_loads,
+)
 from .random_pick import RandomPicker
 from .ring_hash import RingHashPicker
 from .round_robin import RoundRobinPicker
@@ -25,6 +36,7 @@ __all__ = [
     "POLICIES",
     "Balancer",
     "LeastRequestPicker",
+    "LevelHealth",
     "LocalCluster",
     "LocalityGroup",
     "MaglevPicker",
@@ -32,13 +44,19 @@ __all__ = [
     "PickFirstPicker",
     "Picker",
     "PickerFactory",
+    "PriorityLoads",
     "RampTimer",
     "RandomPicker",
     "RingHashPicker",
     "RoundRobinPicker",
     "ZonePicker",
     "ZonePlan",
+    "is_available",
+    "is_degraded",
+    "is_healthy",
+    "is_host",
     "murmur_hash2",
+    "priority_loads",
     "ramp_weights",
     "slow_start_factor",
     "xxhash64",

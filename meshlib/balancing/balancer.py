@@ -5,24 +5,24 @@ outlier timer thread when an ejection changes who is available); ``pick`` then c
 a priority level by its precomputed load, a locality by weight (when locality-weighted
 balancing is on), and an endpoint with the policy's picker. Semantics are Envoy's:
 
-- Endpoints whose EDS health is UNHEALTHY, TIMEOUT or DEGRADED, or that outlier detection
-  ejected, are unavailable; DRAINING endpoints are excluded altogether.
-- Priority health = min(100, overprovisioning_factor x available / hosts); loads go to
-  priorities in order, scaled by the normalized total health (sum, capped at 100), the
-  rounding remainder to the first healthy one.
-- Panic: a priority whose available share is below ``healthy_panic_threshold`` (default
-  50%) balances over all its hosts. When the normalized total health is below the
-  threshold the whole cluster panics and loads follow host counts. A threshold of 0
-  disables panic (no available host: no pick).
+- Priority loads and panic are Envoy's (``priority.priority_loads``): healthy hosts
+  (EDS HEALTHY/UNKNOWN, not ejected) take load first across priorities, then degraded
+  ones (EDS DEGRADED, not ejected) take what the healthy ones cannot carry; UNHEALTHY
+  and TIMEOUT hosts take traffic only in panic; DRAINING endpoints never do. ``pick``
+  chooses (priority, healthy or degraded) by load, then the policy's picker over that
+  host set; a panicking priority balances over all its hosts. ``tier`` ("healthy" or
+  "degraded") keeps only that host set's loads when it has any (an aggregate cluster
+  chose it already).
 - Locality weights apply with ``locality_weighted`` (``wrr_locality`` or
   ``common_lb_config.locality_weighted_lb_config``): effective weight = weight x
-  min(1, overprovisioning_factor x available share); localities without a weight get no
-  traffic. Hash policies fold locality weights into the endpoint weights instead.
+  min(1, overprovisioning_factor x the locality's share of hosts in the chosen set);
+  localities without a weight get no traffic. Hash policies fold locality weights into
+  the endpoint weights instead.
 - Slow start (ROUND_ROBIN, LEAST_REQUEST): endpoint weights are scaled by their ramp
   factor at build time (``slow_start``); ``ramp_until`` says until when a rebuild changes
   them.
-- Zone-aware routing at priority 0 when the workload's own cluster is known (``local``;
-  ``zone_aware``); ``zone_aware.fail_traffic_on_panic`` makes a panicking priority
+- Zone-aware routing over priority 0's healthy hosts when the workload's own cluster is
+  known (``local``; ``zone_aware``); ``zone_aware.fail_traffic_on_panic`` makes a panicking priority
   pick nothing instead of balancing over all its hosts.
 """
 
@@ -45,6 +45,14 @@ from .least_request import LeastRequestPicker
 from .maglev import MaglevPicker
 from .peak_ewma import PeakEwmaPicker
 from .pick_first import PickFirstPicker
+from .priority import (
+    LevelHealth,
+    is_available,
+    is_degraded,
+    is_healthy,
+    is_host,
+    priority_loads,
+)
 from .random_pick import RandomPicker
 from .ring_hash import RingHashPicker
 from .round_robin import RoundRobinPicker, smooth_schedule
@@ -81,10 +89,6 @@ class LocalityGroup:
     priority: int
     endpoints: tuple[EndpointState, ...]
     locality: Locality = ("", "", "")
-
-
-def available(e: EndpointState) -> bool:
-    return e.endpoint.usable and not e.ejected
 
 
 class _NoPicker:
@@ -126,6 +130,7 @@ class Balancer:
         rng: random.Random | None = None,
         local: LocalCluster | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tier: str | None = None,
     ) -> None:
         self.config = config or LbConfig()
         self._rng = rng or random.Random()
@@ -139,60 +144,52 @@ class Balancer:
         #: Priority 0's zone-aware routing plan (None: no zone-aware routing).
         self.zone_plan: ZonePlan | None = None
         factor = round(overprovisioning_factor * 100)
-        levels: list[tuple[list[LocalityGroup], list[EndpointState], list[EndpointState]]] = []
-        for p in sorted({g.priority for g in groups}):
-            gs = [g for g in groups if g.priority == p]
-            hosts = [e for g in gs for e in g.endpoints if e.endpoint.health != "DRAINING"]
-            levels.append((gs, hosts, [e for e in hosts if available(e)]))
-        health = [min(100, factor * len(h) // len(a)) if a else 0 for _, a, h in levels]
-        total = min(100, sum(health))
-        if panic_threshold > 0 and total < panic_threshold:
-            # Total panic: every level balances over all its hosts, load by host count.
-            hosts_total = sum(len(a) for _, a, _ in levels)
-            loads = [100 * len(a) // hosts_total if hosts_total else 0 for _, a, _ in levels]
-            first = next((i for i, (_, a, _) in enumerate(levels) if a), None)
-            self.panic = [True] * len(levels)
-        else:
-            loads, remaining = [], 100
-            for h in health:
-                load = min(remaining, h * 100 // total) if total else 0
-                loads.append(load)
-                remaining -= load
-            first = next((i for i, h in enumerate(health) if h), None)
-            self.panic = [
-                panic_threshold > 0 and 100 * len(h) < panic_threshold * len(a) if a else False
-                for _, a, h in levels
-            ]
-        if first is not None:
-            loads[first] += 100 - sum(loads)
-        self.loads = loads
-        self._levels: list[Picker] = []
-        self._cumulative: list[int] = []
-        acc = 0
-        for i, (gs, _, _) in enumerate(levels):
-            if loads[i] <= 0:
-                continue
-            acc += loads[i]
-            if self.panic[i] and self.config.zone_aware.fail_traffic_on_panic:
-                self._levels.append(_NoPicker())
-            else:
-                self._levels.append(self._level(gs, self.panic[i], factor))
-            self._cumulative.append(acc)
+        by_priority = [
+            [g for g in groups if g.priority == p] for p in sorted({g.priority for g in groups})
+        ]
+        result = priority_loads(
+            [LevelHealth.of((e for g in gs for e in g.endpoints), factor) for gs in by_priority],
+            panic_threshold,
+        )
+        self.loads = list(result.healthy)
+        self.degraded_loads = list(result.degraded)
+        self.panic = list(result.panic)
+        # Envoy's order: every level's healthy hosts, then every level's degraded hosts;
+        # a panicking level balances both its loads over all its hosts.
+        entries: list[tuple[int, str, Picker]] = []
+        panicking: dict[int, Picker] = {}
+        for source, tier_loads in (("healthy", result.healthy), ("degraded", result.degraded)):
+            for i, gs in enumerate(by_priority):
+                if tier_loads[i] <= 0:
+                    continue
+                if not result.panic[i]:
+                    member = is_healthy if source == "healthy" else is_degraded
+                    picker = self._level(gs, member, factor, zoned=source == "healthy")
+                elif self.config.zone_aware.fail_traffic_on_panic:
+                    picker = _NoPicker()
+                else:
+                    picker = panicking.get(i) or self._level(gs, is_host, factor, zoned=False)
+                    panicking[i] = picker
+                entries.append((tier_loads[i], source, picker))
+        if tier is not None and any(t == tier for _, t, _ in entries):
+            entries = [entry for entry in entries if entry[1] == tier]
+        self._levels: list[Picker] = [picker for _, _, picker in entries]
+        self._cumulative = list(itertools.accumulate(load for load, _, _ in entries))
+        self._span = self._cumulative[-1] if entries else 0
 
-    def _level(self, groups: list[LocalityGroup], panic: bool, factor: int) -> Picker:
+    def _level(
+        self,
+        groups: list[LocalityGroup],
+        member: Callable[[EndpointState], bool],
+        factor: int,
+        *,
+        zoned: bool,
+    ) -> Picker:
+        """The policy's picker over ``groups``' endpoints that are ``member``s (healthy,
+        degraded, or every host in panic), with locality weights or zone-aware routing."""
         cfg = self.config
         make = POLICIES[cfg.policy]
-        chosen = [
-            (
-                g,
-                [
-                    e
-                    for e in g.endpoints
-                    if e.endpoint.health != "DRAINING" and (panic or available(e))
-                ],
-            )
-            for g in groups
-        ]
+        chosen = [(g, [e for e in g.endpoints if member(e)]) for g in groups]
         if cfg.policy in HASH_POLICIES:
             flat: list[EndpointState] = []
             weights: list[float] = []
@@ -209,15 +206,15 @@ class Balancer:
             return make(flat, cfg, self._rng, **kwargs)
         if not cfg.locality_weighted:
             everywhere = self._make([e for _, eps in chosen for e in eps])
-            if groups and groups[0].priority == 0 and not panic:
+            if zoned and groups and groups[0].priority == 0:
                 return self._zoned(chosen, everywhere) or everywhere
             return everywhere
         lweights, pickers = [], []
         for g, eps in chosen:
-            hosts = [e for e in g.endpoints if e.endpoint.health != "DRAINING"]
+            hosts = [e for e in g.endpoints if is_host(e)]
             if not eps or not g.weight or not hosts:
                 continue
-            share = 100 if panic else min(100, factor * len(eps) // len(hosts))
+            share = 100 if member is is_host else min(100, factor * len(eps) // len(hosts))
             if g.weight * share > 0:
                 lweights.append(g.weight * share)
                 pickers.append(self._make(eps))
@@ -227,7 +224,7 @@ class Balancer:
         """The policy's picker, over slow-start weights when some endpoint ramps."""
         make = POLICIES[self.config.policy]
         if self._ramp is not None:
-            weights, until = ramp_weights(endpoints, self._ramp, self._now, available)
+            weights, until = ramp_weights(endpoints, self._ramp, self._now, is_available)
             if until is not None:
                 self.ramp_until = max(until, self.ramp_until or until)
                 return make(endpoints, self.config, self._rng, weights=weights)
@@ -262,10 +259,10 @@ class Balancer:
         self, call: Call, hash_key: int | None = None, attempt: int = 0
     ) -> EndpointState | None:
         """An endpoint, or None when no priority level has any."""
-        if not self._levels:
-            return None
-        if len(self._levels) == 1:
-            return self._levels[0].pick(call, hash_key, attempt)
-        point = hash_key % 100 if hash_key is not None else self._rng.randrange(100)
-        level = bisect.bisect_right(self._cumulative, point)
-        return self._levels[min(level, len(self._levels) - 1)].pick(call, hash_key, attempt)
+        levels = self._levels
+        if len(levels) <= 1:
+            return levels[0].pick(call, hash_key, attempt) if levels else None
+        span = self._span
+        point = hash_key % span if hash_key is not None else self._rng.randrange(span)
+        index = bisect.bisect_right(self._cumulative, point)
+        return levels[min(index, len(levels) - 1)].pick(call, hash_key, attempt)

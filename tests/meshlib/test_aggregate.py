@@ -15,12 +15,11 @@ from meshlib._aggregate import (
     AggregateView,
     Child,
     cluster_tree,
-    priority_loads,
 )
 from meshlib._endpoints import EndpointState
 from meshlib._errors import NoHealthyUpstream
 from meshlib._snapshot import ClusterView, LiveBalancer
-from meshlib.balancing import Balancer, LocalityGroup
+from meshlib.balancing import Balancer, LevelHealth, LocalityGroup, priority_loads
 from xds_client.resources import ClusterResource, Endpoint, LbConfig
 
 CALL = Call("svc:80", "GET", "/")
@@ -66,10 +65,12 @@ def shares(view: AggregateView, n: int = 2000) -> collections.Counter[str]:
     [
         pytest.param([(4, 4, 140), (4, 4, 140)], 50, [100, 0], [False, False], id="healthy"),
         pytest.param([(4, 2, 140), (4, 4, 140)], 50, [70, 30], [False, False], id="half"),
-        pytest.param([(4, 0, 140), (4, 4, 140)], 50, [0, 100], [True, False], id="gone"),
+        # P0 below the threshold, but the normalized total is 100: no level panics.
+        pytest.param([(4, 0, 140), (4, 4, 140)], 50, [0, 100], [False, False], id="gone"),
         pytest.param([(4, 2, 200), (4, 4, 140)], 50, [100, 0], [False, False], id="factor"),
-        # Both degraded: normalized total 56 >= 50, loads scale up; each level panics.
-        pytest.param([(10, 2, 140), (10, 2, 140)], 50, [50, 50], [True, True], id="degraded"),
+        # Both mostly down: every level below the threshold: total panic, by host count.
+        pytest.param([(10, 2, 140), (10, 2, 140)], 50, [50, 50], [True, True], id="both-low"),
+        pytest.param([(2, 0, 140), (5, 2, 140)], 50, [29, 71], [True, True], id="all-panic"),
         # Total panic (14 + 28 < 50): loads follow host counts.
         pytest.param([(10, 1, 140), (30, 6, 140)], 50, [25, 75], [True, True], id="total"),
         pytest.param([(4, 0, 140), (4, 0, 140)], 0, [0, 0], [False, False], id="no-panic"),
@@ -82,15 +83,16 @@ def test_priority_loads_follow_envoys_rule(
     loads: list[int],
     panic: list[bool] | None,
 ) -> None:
-    got_loads, got_panic = priority_loads(levels, threshold)
-    assert got_loads == loads
+    got = priority_loads([LevelHealth(h, a, 0, f) for h, a, f in levels], threshold)
+    assert list(got.healthy) == loads
+    assert got.degraded == (0,) * len(levels)
     if panic is not None:
-        assert got_panic == panic
+        assert list(got.panic) == panic
 
 
-def test_priority_loads_agree_with_the_cluster_balancer() -> None:
-    # One decision, two callers: a single cluster's Balancer gives the same loads and
-    # panic flags as priority_loads over its levels.
+def test_aggregate_of_one_child_loads_like_the_childs_balancer() -> None:
+    # One child's levels, linearized by the aggregate, get the loads and panic flags its
+    # own Balancer gives them.
     rng = random.Random(5)
     for _ in range(300):
         shape = [(rng.randint(0, 6), rng.randint(0, 6)) for _ in range(rng.randint(1, 4))]
@@ -101,8 +103,9 @@ def test_priority_loads_agree_with_the_cluster_balancer() -> None:
         balancer = Balancer(
             c.groups, LbConfig(), overprovisioning_factor=factor, panic_threshold=threshold
         )
-        levels = [(h + u, h, round(factor * 100)) for h, u in shape]
-        assert (balancer.loads, balancer.panic) == priority_loads(levels, threshold), shape
+        aggregate = AggregateBalancer([c], threshold)
+        got = [(load, panic) for _, _, load, panic in aggregate.loads]
+        assert got == list(zip(balancer.loads, balancer.panic, strict=True)), shape
 
 
 # -- the aggregate balancer -------------------------------------------------------------

@@ -33,10 +33,13 @@ def group(priority: int, healthy: int, unhealthy: int = 0, weight: int = 1) -> L
         ([(8, 2), (10, 0)], 1.4, [100, 0], [False, False]),  # 80% x 1.4 >= 100
         ([(7, 3), (10, 0)], 1.4, [98, 2], [False, False]),
         ([(5, 5), (10, 0)], 1.4, [70, 30], [False, False]),
-        ([(2, 8), (10, 0)], 1.4, [28, 72], [True, False]),  # P0 below 50%: panics inside
-        ([(0, 10), (10, 0)], 1.4, [0, 100], [True, False]),
+        # P0 below 50%, but the normalized total is 100: no panic (Envoy)
+        ([(2, 8), (10, 0)], 1.4, [28, 72], [False, False]),
+        ([(0, 10), (10, 0)], 1.4, [0, 100], [False, False]),
+        ([(2, 8), (5, 5)], 1.4, [29, 71], [True, False]),  # total 98: P0 panics inside
         ([(5, 5), (5, 5)], 1.0, [50, 50], [False, False]),
-        ([(2, 8), (2, 8)], 1.4, [50, 50], [True, True]),  # total health 56: no total panic
+        ([(2, 8), (2, 8)], 1.4, [50, 50], [True, True]),  # every level panics: total panic
+        ([(0, 2), (2, 3)], 1.4, [29, 71], [True, True]),  # total 56, still total panic
         ([(1, 9), (1, 9)], 1.4, [50, 50], [True, True]),  # total panic: by host count
     ],
 )
@@ -72,6 +75,7 @@ def test_panic_routes_to_all_hosts_and_threshold_zero_disables_it() -> None:
 
 @pytest.mark.parametrize("status", ["UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"])
 def test_health_status_excluded(status: str) -> None:
+    # 3 of 4 healthy x 1.4 >= 100%: not even a DEGRADED host is needed.
     good = [EndpointState("c", Endpoint("127.0.0.1", next(_port))) for _ in range(3)]
     bad = EndpointState("c", Endpoint("127.0.0.1", next(_port), health=status))
     b = Balancer([LocalityGroup(1, 0, (*good, bad))])
