@@ -43,8 +43,9 @@ class Endpoint:
 
     @property
     def usable(self) -> bool:
-        """Envoy and gRPC route only to HEALTHY and UNKNOWN endpoints (UNHEALTHY, DRAINING,
-        TIMEOUT are excluded; DEGRADED is not used either: meshlib has no degraded tier)."""
+        """HEALTHY or UNKNOWN: the endpoints that take load first. DEGRADED endpoints take
+        only the load healthy ones cannot (meshlib.balancing.priority); UNHEALTHY, DRAINING
+        and TIMEOUT are excluded."""
         return self.health in ("HEALTHY", "UNKNOWN")
 
 
