@@ -101,6 +101,10 @@ def _breaker(view: Any) -> dict[str, Any]:
         "active_retries": breaker.active("retries"),
         "rq_overflow": getattr(stats, "rq_overflow", 0),
         "retry_overflow": getattr(stats, "retry_overflow", 0),
+        "active_connections": breaker.active("connections"),
+        "pending_requests": breaker.active("pending"),
+        "cx_overflow": getattr(stats, "cx_overflow", 0),
+        "rq_pending_overflow": getattr(stats, "rq_pending_overflow", 0),
         "open": active >= t.max_requests,
     }
 
@@ -232,7 +236,10 @@ def snapshot_samples(mesh: Any) -> list[Sample]:
             "upstream_rq_total": ("counter", sum(h.total_requests for h in hosts)),
             "upstream_rq_active": ("gauge", sum(h.active_requests for h in hosts)),
             "upstream_rq_error": ("counter", sum(h.failures for h in hosts)),
-            "upstream_rq_pending_overflow": ("counter", breaker.get("rq_overflow", 0)),
+            "upstream_rq_active_overflow": ("counter", breaker.get("rq_overflow", 0)),
+            "upstream_rq_pending_overflow": ("counter", breaker.get("rq_pending_overflow", 0)),
+            "upstream_rq_pending_active": ("gauge", breaker.get("pending_requests", 0)),
+            "upstream_cx_overflow": ("counter", breaker.get("cx_overflow", 0)),
             "upstream_rq_retry_overflow": ("counter", breaker.get("retry_overflow", 0)),
             "outlier_detection_ejections_active": ("gauge", sum(1 for h in hosts if h.ejected)),
             "membership_total": ("gauge", len(hosts)),

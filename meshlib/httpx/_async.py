@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import asyncio
 
+import httpcore
 import httpx
 
 from .._call import authority_of
-from .._errors import MeshError
-from .._snapshot import ListenerView
+from .._endpoints import EndpointState
+from .._errors import CircuitBreakerOpen, MeshError
+from .._snapshot import ClusterView, ListenerView
 from ._base import TransportBase
+from ._connections import AsyncEndpointPool, Retired
 from ._exchange import Exchange, Shadow, mesh_error
+from ._pools import Connector
 from ._sync import MAX_SHADOWS_IN_FLIGHT
 
 __all__ = ["AsyncMeshTransport"]
 
 
 class AsyncMeshTransport(
-    TransportBase[httpx.AsyncBaseTransport, httpx.AsyncHTTPTransport], httpx.AsyncBaseTransport
+    TransportBase[httpx.AsyncBaseTransport, AsyncEndpointPool], httpx.AsyncBaseTransport
 ):
     """The async twin of :class:`~meshlib.MeshTransport`: the same decisions
     (:class:`Exchange`, the same pools and connectors), awaited sends and sleeps;
     mirrors are background tasks."""
 
-    _pool_class = httpx.AsyncHTTPTransport
+    _pool_class = AsyncEndpointPool
+    _connection_class = httpcore.AsyncHTTPConnection
 
     def _setup(self) -> None:
         self._shadows: set[asyncio.Task[None]] = set()
@@ -44,15 +49,16 @@ class AsyncMeshTransport(
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
+        authority = authority_of(url.host, url.port, url.scheme)
         try:
-            view = await self._listener(authority_of(url.host, url.port, url.scheme))
+            view = await self._listener(authority)
         except MeshError as exc:
             raise mesh_error(exc, request) from exc
         if view.missing and self._unknown_hosts == "passthrough":
             return await self.passthrough.handle_async_request(request)
         for pool in self._stale_pools():
             await pool.aclose()
-        exchange = self._exchange(view, request)
+        exchange = self._exchange(view, request, authority)
         try:
             return await self._carry(exchange)
         except BaseException as exc:
@@ -71,9 +77,13 @@ class AsyncMeshTransport(
             self._mirror(shadow)
         while True:
             attempt, upstream, connector = ex.next_attempt()
-            pool = self._pools.get(attempt.endpoint.address, connector)
+            assert ex.view is not None
             try:
-                response = await pool.handle_async_request(upstream)
+                response = await self._send(
+                    ex.view, attempt.endpoint, connector, upstream, ex.request
+                )
+            except CircuitBreakerOpen as exc:
+                raise ex.refused(attempt, exc) from exc
             except httpx.TransportError as exc:
                 delay = ex.failed(attempt, exc)
                 if delay is None:
@@ -85,6 +95,20 @@ class AsyncMeshTransport(
                 await response.aclose()
             await asyncio.sleep(delay)
 
+    async def _send(
+        self,
+        view: ClusterView,
+        endpoint: EndpointState,
+        connector: Connector,
+        request: httpcore.Request,
+        app: httpx.Request,
+    ) -> httpx.Response:
+        while True:
+            try:
+                return await self._pools.get(view, endpoint, connector).send(request, app)
+            except Retired:
+                continue  # retired between the lookup and the send: a new pool
+
     def _mirror(self, shadow: Shadow) -> None:
         if len(self._shadows) >= MAX_SHADOWS_IN_FLIGHT:
             shadow.done()  # dropped: never delay the main request
@@ -95,8 +119,9 @@ class AsyncMeshTransport(
 
     async def _send_shadow(self, shadow: Shadow) -> None:
         try:
-            pool = self._pools.get(shadow.endpoint.address, shadow.connector)
-            response = await pool.handle_async_request(shadow.request)
+            response = await self._send(
+                shadow.cluster, shadow.endpoint, shadow.connector, shadow.request, shadow.app
+            )
             await response.aread()
             await response.aclose()
             shadow.done(response)

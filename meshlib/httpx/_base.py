@@ -3,14 +3,17 @@ and how a request becomes an :class:`Exchange`. The subclasses only send and wai
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+import httpcore
 import httpx
 
+from .._endpoints import EndpointState
 from .._engine import Engine
-from .._snapshot import ListenerView
+from .._snapshot import ClusterView, ListenerView
 from ..telemetry import Telemetry
 from ._body import DEFAULT_RETRY_BUFFER
+from ._connections import AsyncEndpointPool, EndpointPool, PoolCore
 from ._exchange import Exchange
 from ._pools import DEFAULT_LIMITS, Connector, Connectors, EndpointPools
 
@@ -18,7 +21,7 @@ __all__ = ["TransportBase", "UnknownHostPolicy", "check_policy"]
 
 UnknownHostPolicy = str  # "passthrough" or "fail"
 PassT = TypeVar("PassT", httpx.BaseTransport, httpx.AsyncBaseTransport)
-PoolT = TypeVar("PoolT", httpx.HTTPTransport, httpx.AsyncHTTPTransport)
+PoolT = TypeVar("PoolT", EndpointPool, AsyncEndpointPool)
 
 
 def check_policy(unknown_hosts: str) -> None:
@@ -30,6 +33,7 @@ class TransportBase(Generic[PassT, PoolT]):
     """Settings and pools shared by :class:`MeshTransport` and :class:`AsyncMeshTransport`."""
 
     _pool_class: type[PoolT]
+    _connection_class: type[httpcore.HTTPConnection] | type[httpcore.AsyncHTTPConnection]
 
     def __init__(
         self,
@@ -58,19 +62,33 @@ class TransportBase(Generic[PassT, PoolT]):
     def _setup(self) -> None:
         """Driver-specific state (how mirrors are sent)."""
 
-    def _new_pool(self, connector: Connector) -> PoolT:
-        return self._pool_class(
-            verify=connector.ssl_context,
-            http1=connector.http1,
-            http2=connector.http2,
+    def _new_pool(self, view: ClusterView, endpoint: EndpointState, connector: Connector) -> PoolT:
+        ep = endpoint.endpoint
+        origin = httpcore.Origin(connector.scheme.encode(), ep.host.encode("ascii"), ep.port)
+        make_connection: Any = self._connection_class
+        settings = {
+            "ssl_context": connector.ssl_context if connector.tls else None,
+            "keepalive_expiry": self._limits.keepalive_expiry,
+            "http1": connector.http1,
+            "http2": connector.http2,
+        }
+        core: Any = PoolCore(
+            lambda: make_connection(origin, **settings),
+            breaker=view.breaker,
             limits=self._limits,
+            multiplexed=connector.http2 and not connector.http1,
+            target=view.name,
         )
+        return self._pool_class(core)
 
     def _stale_pools(self) -> list[PoolT]:
         """Pools of endpoints no longer in the Snapshot, for the caller to close."""
-        return list(self._pools.stale(self._engine.snapshot, self._connectors.for_cluster))
+        pools = self._pools
+        if pools.current(self._engine.snapshot):
+            return []
+        return pools.stale(self._engine.snapshot, self._connectors.for_cluster)
 
-    def _exchange(self, view: ListenerView, request: httpx.Request) -> Exchange:
+    def _exchange(self, view: ListenerView, request: httpx.Request, authority: str) -> Exchange:
         return Exchange(
             self._engine,
             view,
@@ -78,4 +96,5 @@ class TransportBase(Generic[PassT, PoolT]):
             self._connectors,
             telemetry=self._telemetry,
             retry_buffer=self._retry_buffer,
+            authority=authority,
         )

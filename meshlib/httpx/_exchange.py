@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
+import httpcore
 import httpx
 
 from .._call import Call, authority_of
@@ -17,8 +18,8 @@ from .._context import inject_outbound
 from .._endpoints import EndpointState
 from .._engine import Engine
 from .._errors import MeshError
-from .._outcome import Outcome, OutcomeKind
-from .._snapshot import ListenerView
+from .._outcome import Outcome, OutcomeKind, refused_stream
+from .._snapshot import ClusterView, ListenerView
 from ..resilience.fault import FaultDecision
 from ..resilience.retry import Attempt, AttemptLoop
 from ..resilience.timeouts import Deadline
@@ -27,6 +28,7 @@ from ..telemetry import AttemptRecord, CallRecord, Telemetry, retry_reason
 from ._body import RecordingStream, replayable_body
 from ._errors import MeshConnectError, MeshTimeoutError, mesh_error
 from ._pools import Connector, Connectors
+from ._upstream import core_request, core_url, endpoint_url, extensions_for, grpc_status
 
 __all__ = [
     "Exchange",
@@ -47,70 +49,28 @@ def outcome_of(exc: httpx.TransportError, latency: float) -> Outcome:
         return Outcome(OutcomeKind.LOCAL, latency=latency)
     if isinstance(exc, httpx.TimeoutException):
         return Outcome(OutcomeKind.TIMEOUT, latency=latency)
-    return Outcome(OutcomeKind.RESET, latency=latency)
-
-
-def _grpc_status(headers: httpx.Headers) -> int | None:
-    value = headers.get("grpc-status")
-    return int(value) if value is not None and value.isdigit() else None
-
-
-def _extensions(
-    extensions: Mapping[str, object], limit: float | None, connector: Connector
-) -> dict[str, object]:
-    """httpx's per-operation timeouts bounded by this attempt's time (and the connect
-    timeout by the cluster's), plus the cluster's SNI."""
-    out = dict(extensions)
-    if connector.sni:
-        out["sni_hostname"] = connector.sni
-    connect = connector.connect_timeout
-    if limit is None and connect is None:
-        return out
-    current = extensions.get("timeout")
-    capped = {}
-    for key in ("connect", "read", "write", "pool"):
-        value = current.get(key) if isinstance(current, dict) else None
-        bound = limit
-        if key == "connect" and connect is not None:
-            bound = connect if bound is None else min(bound, connect)
-        if bound is None:
-            capped[key] = value
-        else:
-            capped[key] = bound if value is None else min(float(value), bound)
-    out["timeout"] = capped
-    return out
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_FAST_URL = hasattr(httpx.URL("http://a/"), "_uri_reference")
-
-
-def endpoint_url(url: httpx.URL, host: str, port: int, scheme: str | None = None) -> httpx.URL:
-    """``url`` with its connection target moved to ``host:port`` (and ``scheme``).
-
-    ``URL.copy_with`` re-parses the URL (tens of microseconds, the largest cost of a
-    mesh request); for the common case (IPv4 or name, non-default port) the parsed form
-    is copied with the fields replaced, equal to what copy_with gives (tested).
-    """
-    scheme = scheme or url.scheme
-    if _FAST_URL and ":" not in host and _DEFAULT_PORTS.get(scheme) != port:
-        new = httpx.URL.__new__(httpx.URL)
-        new._uri_reference = url._uri_reference._replace(scheme=scheme, host=host, port=port)
-        return new
-    if scheme != url.scheme:
-        return url.copy_with(scheme=scheme, host=host, port=port)
-    return url.copy_with(host=host, port=port)
+    return Outcome(OutcomeKind.RESET, latency=latency, refused=refused_stream(exc))
 
 
 class Shadow:
-    """A mirror copy on its way: the endpoint records it like any attempt."""
+    """A mirror copy on its way: the endpoint records it like any attempt. ``request``
+    is built for the endpoint; ``app`` is the application's request (errors name it)."""
 
-    __slots__ = ("_start", "connector", "endpoint", "request")
+    __slots__ = ("_start", "app", "cluster", "connector", "endpoint", "request")
 
-    def __init__(self, endpoint: EndpointState, request: httpx.Request, connector: Connector):
+    def __init__(
+        self,
+        cluster: ClusterView,
+        endpoint: EndpointState,
+        request: httpcore.Request,
+        connector: Connector,
+        app: httpx.Request,
+    ):
+        self.cluster = cluster
         self.endpoint = endpoint
         self.request = request
         self.connector = connector
+        self.app = app
         endpoint.started()
         self._start = time.monotonic()
 
@@ -155,6 +115,7 @@ class Exchange:
         "plan",
         "rec",
         "request",
+        "view",
     )
 
     def __init__(
@@ -166,20 +127,23 @@ class Exchange:
         *,
         telemetry: Telemetry | None = None,
         retry_buffer: int = 0,
+        authority: str | None = None,
     ) -> None:
         url = request.url
         self.request = request
+        scheme = url.scheme
         self.call = Call(
-            authority_of(url.host, url.port, url.scheme),
+            authority or authority_of(url.host, url.port, scheme),
             request.method,
             url.raw_path.decode("ascii"),
             request.headers,
-            url.scheme,
+            scheme,
         )
         self._engine = engine
         self._connectors = connectors
         self._loop: AttemptLoop | None = None
         self._connector: Connector | None = None
+        self.view: ClusterView | None = None
         self._arec: AttemptRecord | None = None
         self._inflight: Attempt | None = None
         self._last: Outcome | None = None
@@ -257,16 +221,21 @@ class Exchange:
     # -- attempts ---------------------------------------------------------------------
     def headers(
         self, authority: str | None = None, extra: Mapping[str, str] | None = None
-    ) -> httpx.Headers:
+    ) -> list[tuple[bytes, bytes]]:
         """The upstream request's headers: mutations, host rewrite, inbound context
-        (trace, x-request-id) and this attempt's trace context."""
+        (trace, x-request-id) and this attempt's headers (trace context, expected
+        timeout), as httpcore takes them."""
         plan = self.plan
         headers = self.request.headers
         if not plan.headers.empty:
             headers = httpx.Headers(plan.headers.request(list(headers.multi_items())))
         host = authority or plan.authority
-        if host is None and not self._inbound and not extra:
-            return headers
+        if host is None and not self._inbound:
+            if not extra:
+                return headers.raw
+            if not any(name in headers for name in extra):  # only added: no copy
+                added = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+                return headers.raw + added
         headers = httpx.Headers(headers)
         for k, v in self._inbound:
             headers[k] = v
@@ -274,7 +243,7 @@ class Exchange:
             headers.update(extra)
         if host is not None:
             headers["host"] = host
-        return headers
+        return headers.raw
 
     def upstream(
         self,
@@ -283,19 +252,20 @@ class Exchange:
         connector: Connector,
         extra: Mapping[str, str] | None = None,
         authority: str | None = None,
-    ) -> httpx.Request:
-        """The request to send to ``endpoint``: the application's URL and Host, the
-        connection to the endpoint (over TLS when the cluster says so)."""
+    ) -> httpcore.Request:
+        """The request to send to ``endpoint``: the application's request target and
+        Host, the connection to the endpoint (over TLS when the cluster says so)."""
         ep = endpoint.endpoint
-        url = endpoint_url(self.request.url, ep.host, ep.port, connector.scheme)
-        if self.plan.path is not None:
-            url = url.copy_with(raw_path=self.plan.path.encode("ascii"))
-        return httpx.Request(
-            self.request.method,
+        path = self.plan.path
+        request = self.request
+        target = request.url.raw_path if path is None else path.encode("ascii")
+        url = core_url(connector.scheme, ep.host, ep.port, target)
+        return core_request(
+            request.method.encode(),
             url,
-            headers=self.headers(authority, extra),
-            stream=self.body,
-            extensions=_extensions(self.request.extensions, timeout, connector),
+            self.headers(authority, extra),
+            self.body,
+            extensions_for(request.extensions, timeout, connector),
         )
 
     def _cluster_connector(self) -> Connector:
@@ -304,14 +274,15 @@ class Exchange:
             view = self._engine.snapshot.clusters.get(self.plan.cluster)
             if view is None:  # the attempt loop reports the unknown cluster
                 return self._connectors.plaintext
+            self.view = view
             connector = self._connector = self._connectors.for_cluster(view)
         if connector.error is not None:
             raise self._mesh_failure(connector.error)
         return connector
 
-    def next_attempt(self) -> tuple[Attempt, httpx.Request, Connector]:
-        """The next try, the request to send for it and how to connect; mesh failures
-        become httpx errors."""
+    def next_attempt(self) -> tuple[Attempt, httpcore.Request, Connector]:
+        """The next try, the request to send for it and how to connect (the cluster is
+        ``view``); mesh failures become httpx errors."""
         connector = self._cluster_connector()
         try:
             attempt = self.loop.next_attempt()
@@ -331,8 +302,8 @@ class Exchange:
             )
             trace = {}
             arec.inject(trace)
-        if self._remaining is not None and attempt.timeout is not None:
-            # send the caller's deadline on, as Envoy's router does
+        if attempt.timeout is not None:
+            # Envoy's router tells the upstream how long this try may take
             trace = trace if trace is not None else {}
             trace["x-envoy-expected-rq-timeout-ms"] = str(max(1, int(attempt.timeout * 1000)))
         upstream = self.upstream(attempt.endpoint, attempt.timeout, connector, trace)
@@ -357,10 +328,16 @@ class Exchange:
         outcome = Outcome(
             OutcomeKind.RESPONSE,
             response.status_code,
-            _grpc_status(response.headers),
+            grpc_status(response.headers),
             time.monotonic() - attempt.started,
         )
         return self._record(attempt, outcome, response.headers)
+
+    def refused(self, attempt: Attempt, exc: MeshError) -> httpx.TransportError:
+        """The pool refused the attempt (max_pending_requests overflow): never retried,
+        as Envoy never retries an overflow; the error for the application."""
+        self._record(attempt, Outcome(OutcomeKind.LOCAL, latency=0.0), None)
+        return self._mesh_failure(exc)
 
     def failed(self, attempt: Attempt, exc: httpx.TransportError) -> float | None:
         """Record a failure; None: raise it, else back off that long and retry."""
@@ -401,7 +378,7 @@ class Exchange:
             request = self.upstream(
                 state, self.plan.timeout, connector, None, target.authority(host)
             )
-            out.append(Shadow(state, request, connector))
+            out.append(Shadow(view, state, request, connector, self.request))
         return out
 
     def close(self, error: BaseException | None = None) -> None:
@@ -409,8 +386,9 @@ class Exchange:
         ended by ``error`` (cancellation, an unexpected exception)."""
         if self._inflight is not None:  # cancelled while sending: not the endpoint's fault
             self._record(self._inflight, Outcome(OutcomeKind.LOCAL), None)
-        if self.rec is not None:
-            self.rec.end(error=error or _Abandoned("request abandoned"))
+        rec = self.rec
+        if rec is not None and not rec.ended:
+            rec.end(error=error or _Abandoned("request abandoned"))
         if self._loop is not None:
             self._loop.close()
         if self.fault is not None:

@@ -2,11 +2,11 @@
 
 A :class:`Connector` is a cluster's connection settings (TLS context, HTTP/1.1 or
 HTTP/2, SNI, connect timeout); equal settings give the same Connector, so a config push
-that does not change them keeps every pool. :class:`EndpointPools` holds one httpx
-transport (an httpcore pool) per (endpoint address, Connector), reused across Snapshots;
-pools of endpoints no Snapshot names any more are handed back to the driver to close
-once they are idle. The sync and async transports share all of it and differ only in
-the pool type they build and how they close one.
+that does not change them keeps every pool. :class:`EndpointPools` holds one pool of
+httpcore connections (:mod:`._connections`) per (cluster, endpoint address, Connector),
+reused across Snapshots; pools of endpoints no Snapshot names any more are retired and
+handed back to the driver to close once they are idle. The sync and async transports
+share all of it and differ only in the pool type they build and how they close one.
 """
 
 from __future__ import annotations
@@ -16,19 +16,21 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from xds_client.resources import ClusterResource, UpstreamTls
 
+from .._endpoints import EndpointState
 from .._errors import MeshError
 from .._snapshot import ClusterView, Snapshot
 from ..security import CertificateProviders, UpstreamTlsError, upstream_context
 
-__all__ = ["DEFAULT_LIMITS", "Connector", "Connectors", "EndpointPools"]
+__all__ = ["DEFAULT_LIMITS", "Connector", "Connectors", "EndpointPools", "Retirable"]
 
 log = logging.getLogger("meshlib.httpx")
 
-#: Per endpoint: httpx's defaults are per client; an endpoint needs no more.
+#: Per endpoint (the cluster's max_connections also applies): httpx's defaults are per
+#: client; an endpoint needs no more.
 DEFAULT_LIMITS = {"max_connections": 100, "max_keepalive_connections": 20}
 _plaintext_context: ssl.SSLContext | None = None
 
@@ -122,50 +124,65 @@ class Connectors:
         return connector
 
 
-P = TypeVar("P")
+class Retirable(Protocol):
+    """A pool :class:`EndpointPools` can retire: ``retire()`` is True once it is idle
+    and will take no more requests (its connections are then the driver's to close)."""
+
+    def retire(self) -> bool: ...
+
+
+P = TypeVar("P", bound=Retirable)
 
 
 class EndpointPools(Generic[P]):
-    """One pool per (endpoint address, Connector), kept across Snapshots.
+    """One pool per (cluster, endpoint address, Connector), kept across Snapshots.
 
-    ``make(connector)`` builds a pool (an httpx transport). ``stale(snapshot, connector_of)``
-    removes and returns the idle pools the Snapshot no longer uses (endpoint gone, or its
-    cluster's connection settings changed), for the driver to close; busy ones are kept
-    until a later look.
+    ``make(view, endpoint, connector)`` builds a pool for an endpoint of cluster ``view``
+    (it counts connections against the cluster's breaker, as Envoy keeps a pool per
+    cluster and host). ``stale(snapshot, connector_of)`` retires and returns the idle
+    pools the Snapshot no longer uses (endpoint gone, or its cluster's connection
+    settings changed), for the driver to close; busy ones are kept until a later look.
     """
 
-    def __init__(self, make: Callable[[Connector], P]) -> None:
+    def __init__(self, make: Callable[[ClusterView, EndpointState, Connector], P]) -> None:
         self._make = make
-        self._pools: dict[tuple[str, Connector], P] = {}
+        self._pools: dict[tuple[str, str, Connector], P] = {}
         self._lock = threading.Lock()
         self._seen: Snapshot | None = None
-        self._orphans: set[tuple[str, Connector]] = set()
+        self._orphans: set[tuple[str, str, Connector]] = set()
+        self._closed = False
 
-    def get(self, address: str, connector: Connector) -> P:
-        key = (address, connector)
+    def get(self, view: ClusterView, endpoint: EndpointState, connector: Connector) -> P:
+        key = (view.name, endpoint.address, connector)
         pool = self._pools.get(key)
         if pool is None:
             with self._lock:
+                if self._closed:
+                    raise RuntimeError("the transport is closed")
                 pool = self._pools.get(key)
                 if pool is None:
-                    pool = self._pools[key] = self._make(connector)
+                    pool = self._pools[key] = self._make(view, endpoint, connector)
         return pool
 
     def __len__(self) -> int:
         return len(self._pools)
 
+    def current(self, snapshot: Snapshot) -> bool:
+        """Nothing to look for: ``snapshot`` was looked at and no pool waits to retire."""
+        return snapshot is self._seen and not self._orphans
+
     def stale(
         self, snapshot: Snapshot, connector_of: Callable[[ClusterView], Connector]
     ) -> list[P]:
-        """Idle pools ``snapshot`` does not use (looked for once per Snapshot)."""
+        """Idle pools ``snapshot`` does not use (looked for once per Snapshot), retired."""
         if snapshot is self._seen and not self._orphans:
             return []
         with self._lock:
             if snapshot is not self._seen:
                 self._seen = snapshot
                 live = {
-                    (ep.address, connector_of(view))
-                    for view in snapshot.clusters.values()
+                    (name, ep.address, connector_of(view))
+                    for name, view in snapshot.clusters.items()
                     for ep in view.endpoints
                 }
                 self._orphans = {k for k in self._pools if k not in live}
@@ -174,23 +191,17 @@ class EndpointPools(Generic[P]):
                 pool = self._pools.get(key)
                 if pool is None:
                     self._orphans.discard(key)
-                elif _idle(pool):
+                elif pool.retire():
                     del self._pools[key]
                     self._orphans.discard(key)
                     out.append(pool)
             return out
 
     def drain(self) -> list[P]:
-        """Every pool, removed (the transport is closing)."""
+        """Every pool, removed (the transport is closing: no new pool after this)."""
         with self._lock:
+            self._closed = True
             out = list(self._pools.values())
             self._pools.clear()
             self._orphans.clear()
             return out
-
-
-def _idle(transport: Any) -> bool:
-    """No connection of this httpx transport's httpcore pool is serving a request."""
-    pool = getattr(transport, "_pool", None)
-    connections = getattr(pool, "connections", ())
-    return all(c.is_idle() or c.is_closed() for c in connections)

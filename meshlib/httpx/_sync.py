@@ -6,14 +6,17 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpcore
 import httpx
 
 from .._call import authority_of
-from .._errors import MeshError
-from .._snapshot import ListenerView
+from .._endpoints import EndpointState
+from .._errors import CircuitBreakerOpen, MeshError
+from .._snapshot import ClusterView, ListenerView
 from ._base import TransportBase, UnknownHostPolicy, check_policy
+from ._connections import EndpointPool, Retired
 from ._exchange import Exchange, Shadow, mesh_error
-from ._pools import EndpointPools
+from ._pools import Connector, EndpointPools
 
 __all__ = ["MAX_SHADOWS_IN_FLIGHT", "MeshTransport", "UnknownHostPolicy", "check_policy"]
 
@@ -23,7 +26,7 @@ MAX_SHADOWS_IN_FLIGHT = 64
 class _Shadows:
     """Sends mirror copies on a small thread pool; drops them when too many are pending."""
 
-    def __init__(self, pools: EndpointPools[httpx.HTTPTransport]) -> None:
+    def __init__(self, pools: EndpointPools[EndpointPool]) -> None:
         self._pools = pools
         self._slots = threading.BoundedSemaphore(MAX_SHADOWS_IN_FLIGHT)
         self._executor: ThreadPoolExecutor | None = None
@@ -40,8 +43,14 @@ class _Shadows:
 
     def _send(self, shadow: Shadow) -> None:
         try:
-            pool = self._pools.get(shadow.endpoint.address, shadow.connector)
-            response = pool.handle_request(shadow.request)
+            response = _send(
+                self._pools,
+                shadow.cluster,
+                shadow.endpoint,
+                shadow.connector,
+                shadow.request,
+                shadow.app,
+            )
             response.read()
             response.close()
             shadow.done(response)
@@ -59,7 +68,22 @@ class _Shadows:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-class MeshTransport(TransportBase[httpx.BaseTransport, httpx.HTTPTransport], httpx.BaseTransport):
+def _send(
+    pools: EndpointPools[EndpointPool],
+    view: ClusterView,
+    endpoint: EndpointState,
+    connector: Connector,
+    request: httpcore.Request,
+    app: httpx.Request,
+) -> httpx.Response:
+    while True:
+        try:
+            return pools.get(view, endpoint, connector).send(request, app)
+        except Retired:
+            continue  # retired between the lookup and the send: a new pool
+
+
+class MeshTransport(TransportBase[httpx.BaseTransport, EndpointPool], httpx.BaseTransport):
     """A sync httpx transport: route, fault, mirror, then attempts with retries on
     per-endpoint connection pools (HTTP/1.1 or HTTP/2, mTLS per the cluster).
 
@@ -70,7 +94,8 @@ class MeshTransport(TransportBase[httpx.BaseTransport, httpx.HTTPTransport], htt
     retries up to ``retry_buffer`` bytes.
     """
 
-    _pool_class = httpx.HTTPTransport
+    _pool_class = EndpointPool
+    _connection_class = httpcore.HTTPConnection
 
     def _setup(self) -> None:
         self._shadows = _Shadows(self._pools)
@@ -91,15 +116,16 @@ class MeshTransport(TransportBase[httpx.BaseTransport, httpx.HTTPTransport], htt
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
+        authority = authority_of(url.host, url.port, url.scheme)
         try:
-            view = self._listener(authority_of(url.host, url.port, url.scheme))
+            view = self._listener(authority)
         except MeshError as exc:
             raise mesh_error(exc, request) from exc
         if view.missing and self._unknown_hosts == "passthrough":
             return self.passthrough.handle_request(request)
         for pool in self._stale_pools():
             pool.close()
-        exchange = self._exchange(view, request)
+        exchange = self._exchange(view, request, authority)
         try:
             return self._carry(exchange)
         except BaseException as exc:
@@ -118,9 +144,13 @@ class MeshTransport(TransportBase[httpx.BaseTransport, httpx.HTTPTransport], htt
             self._shadows.submit(shadow)
         while True:
             attempt, upstream, connector = ex.next_attempt()
-            pool = self._pools.get(attempt.endpoint.address, connector)
+            assert ex.view is not None
             try:
-                response = pool.handle_request(upstream)
+                response = _send(
+                    self._pools, ex.view, attempt.endpoint, connector, upstream, ex.request
+                )
+            except CircuitBreakerOpen as exc:
+                raise ex.refused(attempt, exc) from exc
             except httpx.TransportError as exc:
                 delay = ex.failed(attempt, exc)
                 if delay is None:

@@ -12,8 +12,18 @@ thresholds are replaced). The attempt loop uses it through ``ClusterView``:
   max(min_retry_concurrency, budget_percent x active requests) (max_retries is then
   ignored, as in Envoy).
 
-``max_connections`` and ``max_pending_requests`` are decoded and exposed through
-``thresholds()`` for the connection pool to size itself; meshlib's pools do not queue.
+- ``open_connection()`` / ``close_connection()`` count the connections to all hosts of
+  the cluster (connecting, active or idle) against ``max_connections``. Over the limit
+  no connection is opened (``cx_overflow`` += 1, Envoy's ``upstream_cx_overflow``) and
+  the request waits pending instead, unless the chosen host has no connection at all:
+  Envoy then opens one anyway, so a pending request always has a connection to wait on.
+- ``admit_pending()`` before a request waits for a connection (the httpx pools queue
+  per endpoint): an ``Admission`` released when it gets one or gives up, or
+  ``CircuitBreakerOpen`` (``limit="max_pending_requests"``) when ``max_pending_requests``
+  requests already wait (``rq_pending_overflow`` += 1). HTTP/2 multiplexes on one
+  connection, so requests wait there only while it connects.
+
+Every threshold is kept per routing priority (DEFAULT, HIGH), as in Envoy.
 """
 
 from __future__ import annotations
@@ -52,14 +62,20 @@ class Admission:
 
 @dataclass(slots=True)
 class BreakerStats:
-    """Envoy's ``upstream_rq_active_overflow`` / ``upstream_rq_retry_overflow`` analogues."""
+    """Overflow counters: ``rq_overflow`` (max_requests), ``retry_overflow`` (Envoy's
+    ``upstream_rq_retry_overflow``), ``cx_overflow`` (``upstream_cx_overflow``),
+    ``rq_pending_overflow`` (max_pending_requests). Envoy counts both request overflows
+    as ``upstream_rq_pending_overflow``."""
 
     rq_overflow: int = 0
     retry_overflow: int = 0
+    cx_overflow: int = 0
+    rq_pending_overflow: int = 0
 
 
 class ClusterBreaker:
-    """Active-request and active-retry counters of one cluster, per routing priority."""
+    """Active requests, retries, connections and pending requests of one cluster, per
+    routing priority."""
 
     def __init__(self, cluster: str, thresholds: Iterable[CircuitThresholds] = ()) -> None:
         self.cluster = cluster
@@ -77,7 +93,8 @@ class ClusterBreaker:
         return self._thresholds.get(priority) or CircuitThresholds(priority)
 
     def active(self, kind: str = "requests", priority: str = "DEFAULT") -> int:
-        """Active ``requests`` or ``retries`` at ``priority``."""
+        """Active ``requests``, ``retries``, ``connections`` or ``pending`` requests at
+        ``priority``."""
         return self._active.get((kind, priority), 0)
 
     def admit_request(self, priority: str = "DEFAULT", *, target: str = "") -> Admission:
@@ -115,6 +132,48 @@ class ClusterBreaker:
                 self.stats.retry_overflow += 1
                 return None
             self._active[key] = n + 1
+        return Admission(self, key)
+
+    def open_connection(self, priority: str = "DEFAULT", *, first: bool = False) -> bool:
+        """Count a new connection. False when ``max_connections`` are open (then
+        ``cx_overflow`` += 1 and nothing is counted), unless ``first``: the host has no
+        connection, and Envoy opens one anyway (still counting the overflow)."""
+        limit = self.thresholds(priority).max_connections
+        key = ("connections", priority)
+        with self._lock:
+            n = self._active.get(key, 0)
+            if n >= limit:
+                self.stats.cx_overflow += 1
+                if not first:
+                    return False
+            self._active[key] = n + 1
+        return True
+
+    def close_connection(self, priority: str = "DEFAULT") -> None:
+        """A connection counted by ``open_connection`` closed."""
+        self._release(("connections", priority))
+
+    def admit_pending(self, priority: str = "DEFAULT", *, target: str = "") -> Admission:
+        """A slot under max_pending_requests for a request about to wait for a
+        connection; raises CircuitBreakerOpen (``limit="max_pending_requests"``)."""
+        limit = self.thresholds(priority).max_pending_requests
+        key = ("pending", priority)
+        with self._lock:
+            n = self._active.get(key, 0)
+            if n >= limit:
+                self.stats.rq_pending_overflow += 1
+                overflow = True
+            else:
+                self._active[key] = n + 1
+                overflow = False
+        if overflow:
+            raise CircuitBreakerOpen(
+                f"{self.cluster}: circuit breaker max_pending_requests={limit} reached "
+                f"({priority})",
+                target=target,
+                cluster=self.cluster,
+                limit="max_pending_requests",
+            )
         return Admission(self, key)
 
     def _release(self, key: tuple[str, str]) -> None:

@@ -10,7 +10,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._call import Call
-from .._outcome import Outcome
+from .._outcome import Outcome, OutcomeKind
 from . import _semconv as sc
 from ._semconv import response_flags
 
@@ -20,18 +20,22 @@ if TYPE_CHECKING:
 __all__ = ["AttemptRecord", "CallRecord"]
 
 _LOCAL_STATUS = {"UO": 503, "UH": 503, "UF": 503, "UR": 503, "UT": 504, "NR": 404}
+_KINDS = {kind: kind.value for kind in OutcomeKind}  # Enum.value is a slow descriptor
+_CODES = {code: str(code) for code in range(100, 600)}
 
 
 class CallRecord:
-    """One logical call: its span, timing and what its attempts came to."""
+    """One logical call: its span, timing and what its attempts came to (``ended``: its
+    ``end()`` was called)."""
 
     __slots__ = (
-        "_ended",
+        "_otel",
         "_t",
         "address",
         "attempts",
         "call",
         "cluster",
+        "ended",
         "last",
         "protocol",
         "route_name",
@@ -48,7 +52,8 @@ class CallRecord:
         self.address = ""
         self.attempts = 0
         self.last: Outcome | None = None
-        self._ended = False
+        self.ended = False
+        self._otel = telemetry.otel()  # looked up once per call
         self.span: trace.Span | None = None
         tracer = telemetry.tracer()
         if tracer is not None:
@@ -83,7 +88,7 @@ class CallRecord:
         if self.attempts > 1:
             reason = retry_reason or "unknown"
             t.registry.retries.add((cluster, reason))
-            otel = t.otel()
+            otel = self._otel
             if otel is not None:
                 otel.retries.add(1, otel.attrs(("cluster", cluster), ("reason", reason)))
         return AttemptRecord(self, address, cluster, locality, retry_reason)
@@ -96,9 +101,9 @@ class CallRecord:
         retries: int | None = None,
     ) -> None:
         """The call is over: the status the application sees, or the error it gets."""
-        if self._ended:
+        if self.ended:
             return
-        self._ended = True
+        self.ended = True
         t = self._t
         elapsed_ms = (time.perf_counter() - self.start) * 1000.0
         retries = max(0, self.attempts - 1) if retries is None else retries
@@ -114,24 +119,18 @@ class CallRecord:
         grpc = "" if grpc_status is None else str(grpc_status)
         if self.protocol == "grpc" and grpc_status is None and error is not None:
             grpc = str(getattr(error, "grpc_status", None) or 14)
-        dest = t.registry.destination(self.cluster, self.call.authority)
-        key = (
-            "source",
+        key = t.registry.istio_key(
             t.workload,
             t.namespace,
-            dest.service,
-            dest.name,
-            dest.namespace,
-            dest.version,
+            self.cluster,
+            self.call.authority,
             self.protocol,
-            str(code),
+            code,
             grpc,
             flags,
-            "unknown",
         )
-        t.registry.requests.add(key)
-        t.registry.duration.observe(key, elapsed_ms)
-        otel = t.otel()
+        t.registry.call_ended(key, elapsed_ms)
+        otel = self._otel
         if otel is not None:
             attrs = otel.istio_attrs(key)
             otel.requests.add(1, attrs)
@@ -216,8 +215,8 @@ class AttemptRecord:
                 kind=SpanKind.CLIENT,
                 attributes=attrs,
             )
-        t.registry.active.add((cluster,), 1)
-        otel = t.otel()
+        t.registry.attempt_started(cluster)
+        otel = record._otel
         if otel is not None:
             otel.active.add(1, otel.attrs(("cluster", cluster)))
         self.start = time.perf_counter()
@@ -237,13 +236,11 @@ class AttemptRecord:
         t = record._t
         elapsed_ms = (time.perf_counter() - self.start) * 1000.0
         cluster, address = self.cluster, self.address
-        code = str(outcome.status) if outcome.status is not None else "0"
-        kind: str = outcome.kind.value
-        reg = t.registry
-        reg.active.add((cluster,), -1)
-        reg.upstream_rq.add((cluster, address, kind, code))
-        reg.upstream_time.observe((cluster, address), elapsed_ms)
-        otel = t.otel()
+        status = outcome.status
+        code = "0" if status is None else (_CODES.get(status) or str(status))
+        kind = _KINDS[outcome.kind]
+        t.registry.attempt_ended(cluster, address, kind, code, elapsed_ms)
+        otel = record._otel
         if otel is not None:
             otel.active.add(-1, otel.attrs(("cluster", cluster)))
             otel.upstream_rq.add(

@@ -61,12 +61,16 @@ class Counter(_Metric):
 
     def add(self, key: Labels, amount: float = 1.0) -> None:
         with self._lock:
-            values = self.values
-            if key in values:
-                values[key] += amount
-            else:
-                self._check(key)
-                values[key] = amount
+            self.add_locked(key, amount)
+
+    def add_locked(self, key: Labels, amount: float = 1.0) -> None:
+        """``add`` for a caller already holding the registry's ``lock``."""
+        values = self.values
+        if key in values:
+            values[key] += amount
+        else:
+            self._check(key)
+            values[key] = amount
 
     def get(self, key: Labels) -> float:
         with self._lock:
@@ -103,15 +107,18 @@ class Histogram(_Metric):
         self.series: dict[Labels, list[float]] = {}
 
     def observe(self, key: Labels, value: float) -> None:
-        i = bisect.bisect_left(self.bounds, value)
         with self._lock:
-            row = self.series.get(key)
-            if row is None:
-                self._check(key)
-                row = self.series[key] = [0.0] * (len(self.bounds) + 3)
-            row[i] += 1
-            row[-2] += value
-            row[-1] += 1
+            self.observe_locked(key, value)
+
+    def observe_locked(self, key: Labels, value: float) -> None:
+        """``observe`` for a caller already holding the registry's ``lock``."""
+        row = self.series.get(key)
+        if row is None:
+            self._check(key)
+            row = self.series[key] = [0.0] * (len(self.bounds) + 3)
+        row[bisect.bisect_left(self.bounds, value)] += 1
+        row[-2] += value
+        row[-1] += 1
 
     def snapshot(self, key: Labels) -> list[float] | None:
         with self._lock:

@@ -122,3 +122,62 @@ def test_cluster_view_interface() -> None:
     assert view.admit_retry() is not None
     bare = ClusterView("c2", None, (), None)  # no breaker: nothing is counted
     bare.admit_request().release()
+
+
+def test_max_connections_counts_connections_and_the_overflow() -> None:
+    b = breaker(CircuitThresholds(max_connections=2))
+    assert b.open_connection() and b.open_connection(first=True)
+    assert b.active("connections") == 2
+    assert not b.open_connection()  # full: the request waits pending instead
+    assert (b.stats.cx_overflow, b.active("connections")) == (1, 2)
+    # a host with no connection gets one over the limit (the overflow still counts)
+    assert b.open_connection(first=True)
+    assert (b.stats.cx_overflow, b.active("connections")) == (2, 3)
+    for _ in range(3):
+        b.close_connection()
+    assert b.active("connections") == 0 and b.open_connection()
+
+
+def test_max_pending_requests_overflow_fails_fast_with_its_limit() -> None:
+    b = breaker(CircuitThresholds(max_pending_requests=1))
+    waiting = b.admit_pending()
+    with pytest.raises(CircuitBreakerOpen) as err:
+        b.admit_pending(target="svc:80")
+    e = err.value
+    assert (e.reason, e.cluster, e.limit, e.target) == (
+        "overflow",
+        "c1",
+        "max_pending_requests",
+        "svc:80",
+    )
+    assert (e.http_status, e.grpc_status) == (503, 14)
+    assert (b.stats.rq_pending_overflow, b.stats.rq_overflow) == (1, 0)
+    assert b.active("pending") == 1
+    waiting.release()
+    waiting.release()  # idempotent
+    assert b.active("pending") == 0
+    b.admit_pending().release()
+
+
+def test_connection_and_pending_limits_are_per_priority() -> None:
+    b = breaker(
+        CircuitThresholds(max_connections=1, max_pending_requests=0),
+        CircuitThresholds("HIGH", max_connections=2, max_pending_requests=1),
+    )
+    assert b.open_connection() and not b.open_connection()
+    assert b.open_connection("HIGH") and b.open_connection("HIGH")
+    with pytest.raises(CircuitBreakerOpen):
+        b.admit_pending()
+    b.admit_pending("HIGH")
+    assert (b.active("connections"), b.active("connections", "HIGH")) == (1, 2)
+
+
+def test_defaults_allow_1024_connections_and_pending_requests() -> None:
+    b = breaker()
+    assert all(b.open_connection() for _ in range(1024))
+    assert not b.open_connection()
+    held = [b.admit_pending() for _ in range(1024)]
+    with pytest.raises(CircuitBreakerOpen):
+        b.admit_pending()
+    for a in held:
+        a.release()

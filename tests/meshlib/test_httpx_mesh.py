@@ -222,11 +222,12 @@ def test_header_controlled_delay_still_delivers(kind: str, mesh: Mesh) -> None:
 
 def test_mirror_sends_a_shadow_copy(mesh: Mesh, backends: dict[str, Any]) -> None:
     shadow: Backend = backends["shadow"][0]
-    r = request("sync", mesh, "POST", "http://app.test/mirror/sync", content=b"payload")
-    assert r.status_code == 200 and r.json()["backend"] == "main"
-    deadline = time.monotonic() + 5
-    while shadow.hits["mirror/sync"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    with mesh.httpx_client(timeout=5) as client:  # open until the shadow arrives
+        r = client.post("http://app.test/mirror/sync", content=b"payload")
+        assert r.status_code == 200 and r.json()["backend"] == "main"
+        deadline = time.monotonic() + 5
+        while shadow.hits["mirror/sync"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
     assert shadow.hits["mirror/sync"] == 1
     assert shadow.hosts["mirror/sync"] == "app.test-shadow"  # Envoy's shadow host
 

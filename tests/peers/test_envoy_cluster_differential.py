@@ -313,3 +313,74 @@ def test_max_requests_overflow(diff: Differential) -> None:
     assert envoy == mesh == ["overflow", "overflow", "200", "200"]
     breaker = diff.mesh.snapshot.clusters["cb"].breaker
     assert breaker is not None and breaker.stats.rq_overflow == overflow_stat == 2
+
+
+def test_max_pending_requests_overflow(diff: Differential) -> None:
+    """One endpoint, max_connections 1, max_pending_requests 1: with one request held
+    upstream and one pending behind it, both refuse the next three at once (Envoy 503
+    with x-envoy-overloaded, meshlib CircuitBreakerOpen limit max_pending_requests), then
+    serve the held and the pending one on the one connection."""
+    thresholds = {"max_connections": 1, "max_pending_requests": 1}
+    diff.cache.install(
+        cluster("pq", circuit_breakers={"thresholds": [thresholds]}),
+        cla("pq", diff.ports[:1]),
+        routes("r", [("/pq", "pq", {})]),
+        api_listener(MESH_LISTENER, "r"),
+        socket_listener("envoy-in", "r"),
+    )
+    wait_for(lambda: diff.envoy.listener_port("envoy-in"), "Envoy's listener")
+    diff.envoy_url = f"http://127.0.0.1:{diff.envoy.listener_port('envoy-in')}"
+    diff.envoy_ready("/pq")
+    backend = diff.backends[0]
+    diff.mesh = Mesh(diff.cp.bootstrap())
+
+    def burst(send: Any, pending: Any) -> list[str]:
+        backend.gate = threading.Event()
+        results: list[str] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            r = send()
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=one) for _ in range(5)]
+        threads[0].start()
+        wait_for(lambda: backend.in_flight == 1, "the first request held upstream")
+        threads[1].start()
+        wait_for(lambda: pending() == 1, "the second request pending")
+        for t in threads[2:]:
+            t.start()
+        wait_for(lambda: len(results) == 3, "three refused requests")
+        refused = list(results)
+        backend.gate.set()
+        for t in threads:
+            t.join(timeout=20)
+        return refused + sorted(results[3:])
+
+    with httpx.Client(timeout=20) as client:
+
+        def via_envoy() -> str:
+            r = client.get(f"{diff.envoy_url}/pq")
+            return (
+                "overflow" if r.headers.get("x-envoy-overloaded") == "true" else str(r.status_code)
+            )
+
+        envoy = burst(via_envoy, lambda: diff.envoy.stat("cluster.pq.upstream_rq_pending_active"))
+    envoy_overflow = diff.envoy.stat("cluster.pq.upstream_rq_pending_overflow")
+    with diff.mesh.httpx_client(timeout=20) as mc:
+        backend.gate = None
+        assert mc.get(f"{URL}/pq").status_code == 200  # resolve, and open the connection
+        breaker = diff.mesh.snapshot.clusters["pq"].breaker
+        assert breaker is not None
+
+        def via_mesh() -> str:
+            try:
+                return str(mc.get(f"{URL}/pq").status_code)
+            except httpx.TransportError as exc:
+                limit = getattr(exc, "limit", "")
+                return "overflow" if limit == "max_pending_requests" else str(exc)
+
+        mesh = burst(via_mesh, lambda: breaker.active("pending"))
+    assert envoy == mesh == ["overflow", "overflow", "overflow", "200", "200"]
+    assert breaker.stats.rq_pending_overflow == envoy_overflow == 3
