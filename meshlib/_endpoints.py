@@ -79,10 +79,12 @@ class EndpointState:
     outlier: OutcomeSink | None = None
     breaker: ProbeGate | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: ``host:port``; fixed for the state's life (the registry keys states by it).
+    address: str = field(default="", compare=False)
 
-    @property
-    def address(self) -> str:
-        return self.endpoint.address
+    def __post_init__(self) -> None:
+        if not self.address:
+            self.address = self.endpoint.address
 
     @property
     def blocked(self) -> bool:
