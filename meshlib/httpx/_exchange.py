@@ -109,6 +109,7 @@ class Exchange:
         "_last",
         "_loop",
         "_remaining",
+        "_route_view",
         "body",
         "call",
         "fault",
@@ -143,7 +144,8 @@ class Exchange:
         self._connectors = connectors
         self._loop: AttemptLoop | None = None
         self._connector: Connector | None = None
-        self.view: ClusterView | None = None
+        self.view: ClusterView | None = None  # the cluster of the attempt in flight
+        self._route_view: ClusterView | None = None
         self._arec: AttemptRecord | None = None
         self._inflight: Attempt | None = None
         self._last: Outcome | None = None
@@ -274,8 +276,20 @@ class Exchange:
             view = self._engine.snapshot.clusters.get(self.plan.cluster)
             if view is None:  # the attempt loop reports the unknown cluster
                 return self._connectors.plaintext
-            self.view = view
+            self.view = self._route_view = view
             connector = self._connector = self._connectors.for_cluster(view)
+        if connector.error is not None:
+            raise self._mesh_failure(connector.error)
+        return connector
+
+    def _child_connector(self, cluster: str) -> Connector:
+        """An aggregate cluster's pick: connect with the child cluster's settings (TLS,
+        HTTP/2) from the child's pools, as Envoy does."""
+        view = self._engine.snapshot.clusters.get(cluster)
+        if view is None:
+            return self._connector or self._connectors.plaintext
+        self.view = view
+        connector = self._connectors.for_cluster(view)
         if connector.error is not None:
             raise self._mesh_failure(connector.error)
         return connector
@@ -289,6 +303,10 @@ class Exchange:
         except MeshError as exc:
             raise self._mesh_failure(exc) from exc
         self._inflight = attempt
+        if attempt.endpoint.cluster != self.plan.cluster:
+            connector = self._child_connector(attempt.endpoint.cluster)
+        else:
+            self.view = self._route_view
         trace: dict[str, str] | None = None
         rec = self.rec
         if rec is not None:
@@ -375,6 +393,11 @@ class Exchange:
             state = engine.mirror_endpoint(target, self.call)
             if state is None:
                 continue
+            if state.cluster != view.name:  # an aggregate mirror cluster: the child's settings
+                child = clusters.get(state.cluster)
+                if child is None or self._connectors.for_cluster(child).error is not None:
+                    continue
+                view, connector = child, self._connectors.for_cluster(child)
             request = self.upstream(
                 state, self.plan.timeout, connector, None, target.authority(host)
             )
