@@ -82,6 +82,7 @@ def _host(
         "latency_p99_ms": None if p99 is None else round(p99, 3),
         "ejected": bool(state.ejected),
         "healthy": bool(ep.usable and not state.ejected),
+        "degraded": bool(ep.health == "DEGRADED" and not state.ejected),
     }
 
 
@@ -246,6 +247,10 @@ def snapshot_samples(mesh: Any) -> list[Sample]:
             "membership_healthy": (
                 "gauge",
                 sum(1 for h in hosts if h.endpoint.usable and not h.ejected),
+            ),
+            "membership_degraded": (
+                "gauge",
+                sum(1 for h in hosts if h.endpoint.health == "DEGRADED" and not h.ejected),
             ),
         }
         for stat, (kind, value) in values.items():

@@ -16,6 +16,8 @@ from meshlib import Call, Mesh
 from meshlib._aggregate import Child
 from meshlib._endpoints import EndpointState
 from meshlib._snapshot import ClusterView, LiveBalancer
+from meshlib.admin import clusters_json
+from meshlib.admin._views import snapshot_samples
 from meshlib.balancing import Balancer, LevelHealth, LocalityGroup, priority_loads
 from meshlib.controlplane import ControlPlane
 from tests.meshlib.cluster_xds import (
@@ -213,3 +215,11 @@ def test_eds_degraded_endpoints_through_httpx(
         view = mesh.snapshot.clusters["svc"]
         assert view.picker is not None
         assert (view.picker.balancer.loads, view.picker.balancer.degraded_loads) == ([0], [100])
+        samples = {
+            s.name: s.value for s in snapshot_samples(mesh) if ("cluster_name", "svc") in s.labels
+        }
+        assert samples["envoy_cluster_membership_degraded"] == 1
+        assert samples["envoy_cluster_membership_healthy"] == 0
+        statuses = clusters_json(mesh)["cluster_statuses"]
+        svc = next(c for c in statuses if c["name"] == "svc")
+        assert [h["degraded"] for h in svc["host_statuses"]] == [False, True]
