@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -238,6 +239,85 @@ def _rows(group: str, results: dict[str, Measurement], note: str) -> list[Row]:
     return out
 
 
+class _StubSubchannel:
+    """A subchannel whose unary calls answer ``b"ok"`` at once, without grpcio."""
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Callable[..., bytes]:
+        return lambda *a, **k: b"ok"
+
+    def close(self) -> None:
+        pass
+
+
+def _answers(call: Callable[[], Any]) -> bool:
+    return bool(call() == b"ok")
+
+
+def _cpu_per_call(fn: Callable[[], Any], n: int, rounds: int) -> float:
+    """Seconds of this thread's CPU per call: the best of ``rounds`` rounds."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.thread_time()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.thread_time() - start) / n)
+    return best
+
+
+def _work_rows(mesh: Any, plain: Any, quick: bool) -> list[Row]:
+    """meshlib's own work per sync unary call (route, attempt loop, endpoint bookkeeping,
+    telemetry, the channel's glue) with the grpcio call stubbed out, as a share of the
+    CPU one plain grpcio call takes in this run: the part of the gap that is meshlib's
+    Python, measured without the network's noise."""
+    from meshlib.grpc import MeshChannel
+
+    class Stubbed(MeshChannel):
+        def _subchannel(self, address: str, authority: str) -> Any:
+            return _StubSubchannel()
+
+    n, rounds = (500, 5) if quick else (2000, 9)
+    engine = mesh._engine
+    with (
+        Stubbed(engine, f"xds:///{TARGET}", telemetry=mesh.telemetry) as full,
+        Stubbed(engine, f"xds:///{TARGET}") as bare,
+    ):
+        fns = {
+            "full": full.unary_unary(METHOD),
+            "bare": bare.unary_unary(METHOD),
+            "plain": plain.unary_unary(METHOD),
+        }
+        calls: dict[str, Callable[[], Any]] = {
+            k: functools.partial(fn, b"x", timeout=5) for k, fn in fns.items()
+        }
+        for call in calls.values():
+            wait_until(functools.partial(_answers, call), "stubbed first call")
+        cpu = {k: _cpu_per_call(call, n, rounds) for k, call in calls.items()}
+    group = "gRPC unary, meshlib work per call"
+    return [
+        row(
+            "meshlib channel work per sync call (grpcio stubbed)",
+            round(cpu["full"] * 1e6, 2),
+            "us",
+            group=group,
+            note="client CPU, best of rounds; with telemetry",
+        ),
+        row(
+            "of which without telemetry",
+            round(cpu["bare"] * 1e6, 2),
+            "us",
+            group=group,
+            note="route, fault, attempt loop, endpoint bookkeeping, channel glue",
+        ),
+        row(
+            "meshlib work / plain grpcio call CPU",
+            round(100 * cpu["full"] / cpu["plain"], 1),
+            "%",
+            group=group,
+            note=f"a plain sync call: {cpu['plain'] * 1e6:.0f} us of client CPU",
+        ),
+    ]
+
+
 def run(quick: bool) -> list[Row]:
     """Rows: QPS and p99 per client, and meshlib's QPS as a ratio of plain grpcio's."""
     from meshlib import Mesh
@@ -280,6 +360,7 @@ def run(quick: bool) -> list[Row]:
             warmup_seconds=seconds / 2,
         )
         rows = _rows("gRPC unary, sequential (sync)", seq, "one caller, same backend process")
+        rows += _work_rows(mesh, plain, quick)
 
         async def concurrent() -> dict[str, Measurement]:
             channels = {

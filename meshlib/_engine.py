@@ -10,7 +10,8 @@ Adapter contract — how a client library's adapter carries one request:
    ``engine.resolved(authority)``. A view with ``missing`` set is not a mesh host.
 2. **Call.** Build a :class:`~meshlib.Call`: ``authority`` (``host:port`` dialled),
    ``method``, ``path`` (with query), lower-case ``headers`` (for gRPC:
-   ``content-type: application/grpc`` and ``grpc-timeout`` when the caller set a deadline).
+   ``content-type: application/grpc`` and ``grpc-timeout`` when the caller set a deadline,
+   and that deadline as ``timeout`` seconds, which routing reads instead of the header).
 3. **Plan.** ``plan = engine.route(view, call)`` walks the route table once:
    cluster (fixed, weighted, or by header), rewrites (``plan.path``, ``plan.authority``),
    header mutations (``plan.headers.request(list)`` / ``.response(list)`` on
@@ -22,9 +23,11 @@ Adapter contract — how a client library's adapter carries one request:
 5. **Mirror.** For each ``target`` in ``plan.mirrors``: ``engine.mirror_endpoint(target,
    call)`` and send a copy with Host ``target.authority(host)`` in the background; never
    wait for it, ignore its result.
-6. **Attempts.** ``loop = engine.attempts(plan, call, replayable=...)`` after the fault
-   delay (the route timeout starts here; ``replayable`` is False when the body cannot be
-   sent twice: no retries). Repeat:
+6. **Attempts.** ``loop = engine.attempts(plan, call, replayable=..., deadline=...)``
+   after the fault delay (the route timeout starts here; ``replayable`` is False when the
+   body cannot be sent twice: no retries; ``deadline``, monotonic seconds, is the
+   caller's own deadline when earlier; ``loop.cap(at)`` can bring it forward later).
+   Repeat:
    ``attempt = loop.next_attempt()`` (the first try draws the cluster's drop_overloads;
    admission, LB pick avoiding previous hosts; raises ``UpstreamTimeout``,
    ``NoHealthyUpstream``, ``CircuitBreakerOpen``, ``RequestDropped`` -- the last two are
@@ -138,9 +141,18 @@ class Engine:
         """The fault filter's decision for this call (delay and/or local abort)."""
         return plan.fault.decide(call, plan.cluster) if plan.fault is not None else None
 
-    def attempts(self, plan: RoutePlan, call: Call, *, replayable: bool = True) -> AttemptLoop:
-        """The attempt loop of one call, over the clusters of the current Snapshot."""
-        return AttemptLoop(plan, call, self.snapshot.clusters, replayable)
+    def attempts(
+        self,
+        plan: RoutePlan,
+        call: Call,
+        *,
+        replayable: bool = True,
+        deadline: float | None = None,
+    ) -> AttemptLoop:
+        """The attempt loop of one call, over the clusters of the current Snapshot.
+        ``deadline`` (``time.monotonic()`` seconds) caps the route timeout: the caller's
+        own deadline, when it has one."""
+        return AttemptLoop(plan, call, self.snapshot.clusters, replayable, deadline=deadline)
 
     def mirror_endpoint(self, target: MirrorTarget, call: Call) -> EndpointState | None:
         """An endpoint of the mirror cluster, or None (mirrors never fail the call)."""

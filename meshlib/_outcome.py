@@ -14,7 +14,6 @@ an h2 client library's error so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 
 from h2.errors import ErrorCodes
@@ -33,13 +32,44 @@ class OutcomeKind(Enum):
     LOCAL = "local"  # failed locally (fault abort, overflow) without reaching the upstream
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome:
-    kind: OutcomeKind
-    status: int | None = None  # HTTP status, when the upstream answered
-    grpc_status: int | None = None  # gRPC status code, when known
-    latency: float = 0.0  # seconds from attempt start to response headers (or failure)
-    refused: bool = False  # a RESET by HTTP/2 REFUSED_STREAM (nothing was processed)
+    """How one attempt ended. A plain slotted class (one per attempt, so cheaper than a
+    frozen dataclass); treat it as immutable."""
+
+    __slots__ = ("grpc_status", "kind", "latency", "refused", "status")
+
+    def __init__(
+        self,
+        kind: OutcomeKind,
+        status: int | None = None,
+        grpc_status: int | None = None,
+        latency: float = 0.0,
+        refused: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.status = status  # HTTP status, when the upstream answered
+        self.grpc_status = grpc_status  # gRPC status code, when known
+        self.latency = latency  # seconds from attempt start to response headers (or failure)
+        self.refused = refused  # a RESET by HTTP/2 REFUSED_STREAM (nothing was processed)
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.kind, self.status, self.grpc_status, self.latency, self.refused)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Outcome)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"Outcome(kind={self.kind!r}, status={self.status!r}, "
+            f"grpc_status={self.grpc_status!r}, latency={self.latency!r}, "
+            f"refused={self.refused!r})"
+        )
 
     @property
     def upstream_failure(self) -> bool:

@@ -12,6 +12,7 @@ grpcio's. Only a call made before its target resolved runs one short task first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -231,12 +232,20 @@ class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
 
     # -- grpc.aio.UnaryUnaryCall ------------------------------------------------------
     def __await__(self) -> Generator[Any, None, Any]:
-        if self._final is None:
-            try:
-                yield from self._waiter()
-            except asyncio.CancelledError:
-                self.cancel()  # as grpc.aio: cancelling the awaiting task cancels the RPC
-                raise
+        try:
+            while self._final is None:
+                current = self._current
+                if current is not None and self._timer is None and not current.done():
+                    # Wait on the attempt itself: grpcio runs its done-callbacks (our
+                    # decision) before its task ends, so the usual call needs no waiter
+                    # of its own. If it did not decide (a retry), wait for the end.
+                    with contextlib.suppress(grpc.RpcError):  # the exchange judges it
+                        yield from current.__await__()
+                else:
+                    yield from self._waiter()
+        except asyncio.CancelledError:
+            self.cancel()  # as grpc.aio: cancelling the awaiting task cancels the RPC
+            raise
         final = self._final
         if final is _CANCELLED:
             raise asyncio.CancelledError()

@@ -73,11 +73,12 @@ class _Multi(MultiBase):
             fn = self._passthrough()
             return (fn.with_call if with_call else fn)(request, timeout, metadata, *options)
         try:
-            if ex.delay:
-                time.sleep(ex.delay)
-            aborted = ex.abort()
-            if aborted is not None:
-                raise aborted
+            if ex.fault is not None:
+                if ex.delay:
+                    time.sleep(ex.delay)
+                aborted = ex.abort()
+                if aborted is not None:
+                    raise aborted
             if ex.plan.mirrors:
                 self._mirror(ex, request, options)
             while True:

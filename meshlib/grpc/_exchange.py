@@ -32,7 +32,7 @@ from .._errors import MeshError
 from .._outcome import Outcome, OutcomeKind
 from .._snapshot import ListenerView
 from ..resilience.retry import Attempt, AttemptLoop
-from ..resilience.timeouts import Deadline, format_grpc_timeout
+from ..resilience.timeouts import format_grpc_timeout
 from ._status import MeshRpcError, code_of, grpc_code_for_http, mesh_rpc_error, outcome_of
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Try:
     """One attempt's where and how: the subchannel (address, authority), the method path,
     the grpcio timeout and metadata to send."""
 
-    __slots__ = ("address", "attempt", "authority", "metadata", "method", "record", "timeout")
+    __slots__ = ("attempt", "authority", "metadata", "method", "record", "timeout")
 
     def __init__(
         self,
@@ -66,12 +66,16 @@ class Try:
         record: AttemptRecord | None,
     ) -> None:
         self.attempt = attempt
-        self.address = attempt.endpoint.address
         self.authority = authority
         self.method = method
         self.timeout = timeout
         self.metadata = metadata
         self.record = record
+
+    @property
+    def address(self) -> str:
+        """The endpoint's ``host:port``."""
+        return self.attempt.endpoint.address
 
 
 _TIMEOUT_TEXT: dict[float, str] = {}  # the caller's usual timeouts, formatted once
@@ -113,11 +117,6 @@ class Shadow:
         """How the copy ended; ``code`` None: it was dropped or never sent."""
         latency = time.monotonic() - self._start
         self.endpoint.finished(outcome_of(code, details, latency))
-
-
-def _has_context() -> bool:
-    """Whether an outbound call has anything to propagate (trace, baggage, request id)."""
-    return bool(otel_context.get_current()) or current_request() is not None
 
 
 def _metadata_of(error: Any) -> dict[str, str]:
@@ -169,7 +168,7 @@ class RpcExchange:
         self._loop: AttemptLoop | None = None
         self._ended = False
         extra: dict[str, str] | None = None
-        if _has_context():
+        if otel_context.get_current() or current_request() is not None:  # to propagate
             extra = {}
             inbound = inject_outbound(extra)
             if inbound is not None and (timeout is None or inbound < timeout):
@@ -181,11 +180,13 @@ class RpcExchange:
         else:
             self._deadline = time.monotonic() + timeout
             headers["grpc-timeout"] = _grpc_timeout(timeout)
-        self.call = call = Call(authority, "POST", method, headers)
+        self.call = call = Call(authority, "POST", method, headers, "http", "", timeout)
         rec = None if telemetry is None else telemetry.start_call(call, protocol="grpc")
         self.rec: CallRecord | None = rec
         try:
-            self.plan = plan = engine.route(view, call)
+            routes = view.routes  # the usual case without engine.route's extra call
+            found = routes.route(call) if routes is not None else None
+            self.plan = plan = found if found is not None else engine.route(view, call)
         except MeshError as exc:
             self._end(error=exc)
             raise
@@ -257,21 +258,14 @@ class RpcExchange:
         return out
 
     # -- attempts ---------------------------------------------------------------------
-    def _start_loop(self) -> AttemptLoop:
-        # after the fault delay: Envoy's router starts the route timeout there
-        loop = self._engine.attempts(self.plan, self.call, replayable=self._replayable)
-        at = self._deadline
-        if at is not None:
-            route_at = loop.deadline.at
-            if route_at is None or at < route_at:
-                loop.deadline = Deadline(at)
-        self._loop = loop
-        return loop
-
     def next_attempt(self) -> Try:
         """Where and within what time the next attempt goes; raises MeshRpcError
         (overflow, no healthy upstream, time up) and the call is then over."""
-        loop = self._loop or self._start_loop()
+        loop = self._loop
+        if loop is None:  # after the fault delay: Envoy's router starts the route timeout
+            loop = self._loop = self._engine.attempts(
+                self.plan, self.call, replayable=self._replayable, deadline=self._deadline
+            )
         try:
             attempt = loop.next_attempt()
         except MeshError as exc:

@@ -20,7 +20,6 @@ import contextlib
 import email.utils
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import tenacity
@@ -208,16 +207,32 @@ class ClusterLayer(Protocol):
     ) -> EndpointState: ...
 
 
-@dataclass(slots=True)
 class Attempt:
     """One try: where it goes and how long it may take."""
 
-    number: int  # 1 for the first try
-    endpoint: EndpointState
-    timeout: float | None  # for this try: per-try timeout or what is left of the call's
-    final_timeout: bool  # when this try times out, the call's deadline has passed
-    admission: Releasable | None = None  # the cluster's Admission, released when recorded
-    started: float = 0.0
+    __slots__ = ("admission", "endpoint", "final_timeout", "number", "started", "timeout")
+
+    def __init__(
+        self,
+        number: int,
+        endpoint: EndpointState,
+        timeout: float | None,
+        final_timeout: bool,
+        admission: Releasable | None = None,
+        started: float = 0.0,
+    ) -> None:
+        self.number = number  # 1 for the first try
+        self.endpoint = endpoint
+        self.timeout = timeout  # for this try: per-try timeout or what is left of the call's
+        self.final_timeout = final_timeout  # when this try times out, the deadline has passed
+        self.admission = admission  # the cluster's Admission, released when recorded
+        self.started = started
+
+    def __repr__(self) -> str:
+        return (
+            f"Attempt(number={self.number}, endpoint={self.endpoint!r}, "
+            f"timeout={self.timeout!r}, final_timeout={self.final_timeout})"
+        )
 
 
 class AttemptLoop:
@@ -225,8 +240,8 @@ class AttemptLoop:
 
     ``clusters`` is the Snapshot's cluster map read when the call started;
     ``replayable`` is False for a request body that cannot be sent twice (then no retry).
-    ``deadline`` (the route timeout from now) may be replaced by an adapter with an
-    earlier one (the caller's deadline).
+    The call's deadline is the route timeout from now, or ``deadline`` (monotonic
+    seconds on ``clock``) when that is earlier; :meth:`cap` brings it forward later.
     """
 
     __slots__ = (
@@ -250,13 +265,17 @@ class AttemptLoop:
         clusters: Mapping[str, ClusterLayer],
         replayable: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        deadline: float | None = None,
     ) -> None:
         self.plan = plan
         self.call = call
         self.clusters = clusters
         self.clock = clock
         timeout = plan.timeout
-        self._at = None if timeout is None else clock() + timeout  # the call's deadline
+        at = None if timeout is None else clock() + timeout  # the call's deadline
+        if deadline is not None and (at is None or deadline < at):
+            at = deadline
+        self._at = at
         self._count = 0
         self._tried: list[EndpointState] | None = None
         self._state: tenacity.RetryCallState | None = None
@@ -272,6 +291,19 @@ class AttemptLoop:
             if retry is not None and retry.per_try_timeout is not None
             else None
         )
+
+    def cap(self, at: float | None) -> None:
+        """Bring the call's deadline forward to ``at`` (monotonic seconds, on this loop's
+        clock) when that is earlier; None: no cap."""
+        if at is not None:
+            current = self._at
+            if current is None or at < current:
+                self._at = at
+
+    @property
+    def at(self) -> float | None:
+        """The call's deadline (monotonic seconds), None: no limit."""
+        return self._at
 
     @property
     def deadline(self) -> Deadline:

@@ -13,6 +13,7 @@ from .._call import Call
 __all__ = [
     "DEFAULT_ROUTE_TIMEOUT",
     "Deadline",
+    "RouteTimeout",
     "format_grpc_timeout",
     "is_grpc",
     "parse_grpc_timeout",
@@ -48,25 +49,51 @@ def route_timeout(timeout: float | None, mds: MaxStreamDuration | None, call: Ca
     """The overall timeout of ``call`` in seconds, or None for no limit.
 
     ``timeout`` is RouteAction.timeout as decoded (None: unset -> 15 s; 0: no limit).
-    With ``grpc_timeout_header_max`` set, a gRPC call's ``grpc-timeout`` header (minus
-    ``grpc_timeout_header_offset``, capped at the max; 0 = uncapped) replaces it, as in
-    Envoy's router; ``max_stream_duration`` caps the result.
+    With ``grpc_timeout_header_max`` set, a gRPC call's deadline (``Call.timeout``, else
+    its ``grpc-timeout`` header), minus ``grpc_timeout_header_offset`` and capped at the
+    max (0 = uncapped), replaces it, as in Envoy's router; ``max_stream_duration`` caps
+    the result.
     """
-    result = DEFAULT_ROUTE_TIMEOUT if timeout is None else (timeout or None)
-    if mds is None:
+    return RouteTimeout(timeout, mds).of(call)
+
+
+class RouteTimeout:
+    """A route's timeout rule, compiled once per Snapshot: ``fixed`` is the answer for
+    every call unless ``per_call`` (gRPC deadlines under ``grpc_timeout_header_max``),
+    when :meth:`of` works it out from the call."""
+
+    __slots__ = ("_cap", "_header_max", "_offset", "fixed", "per_call")
+
+    def __init__(self, timeout: float | None, mds: MaxStreamDuration | None) -> None:
+        base = DEFAULT_ROUTE_TIMEOUT if timeout is None else (timeout or None)
+        self._cap = mds.max_stream_duration if mds is not None else None
+        self._header_max = mds.grpc_timeout_header_max if mds is not None else None
+        self._offset = (mds.grpc_timeout_header_offset or 0.0) if mds is not None else 0.0
+        self.per_call = self._header_max is not None
+        self.fixed = self._capped(base)
+
+    def _capped(self, result: float | None) -> float | None:
+        cap = self._cap
+        if cap:
+            return cap if result is None else min(result, cap)
         return result
-    if mds.grpc_timeout_header_max is not None and is_grpc(call):
-        grpc = parse_grpc_timeout(call.headers.get("grpc-timeout")) or 0.0
-        offset = mds.grpc_timeout_header_offset or 0.0
+
+    def of(self, call: Call) -> float | None:
+        """The overall timeout of ``call`` (see :func:`route_timeout`)."""
+        if not self.per_call:
+            return self.fixed
+        if not (call.headers.get("content-type") or "").startswith("application/grpc"):
+            return self.fixed  # not a gRPC call (is_grpc, inline)
+        grpc = call.timeout
+        if grpc is None:
+            grpc = parse_grpc_timeout(call.headers.get("grpc-timeout")) or 0.0
+        offset = self._offset
         if offset and offset < grpc:
             grpc -= offset
-        cap = mds.grpc_timeout_header_max
-        if cap and (grpc == 0 or grpc > cap):
+        cap = self._header_max
+        if cap and (grpc <= 0 or grpc > cap):
             grpc = cap
-        result = grpc or None
-    if mds.max_stream_duration:
-        result = mds.max_stream_duration if result is None else min(result, mds.max_stream_duration)
-    return result
+        return self._capped(grpc if grpc > 0 else None)
 
 
 def per_try_timeout(per_try: float | None, overall: float | None) -> float | None:

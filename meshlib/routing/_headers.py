@@ -39,16 +39,13 @@ class MutationChain:
     ``most_specific_header_mutations_wins`` the order is reversed.
     """
 
-    __slots__ = ("_levels", "response_empty")
+    __slots__ = ("_levels", "empty", "response_empty")
 
     def __init__(self, levels: Sequence[HeaderMutations], most_specific_wins: bool) -> None:
         kept = [m for m in levels if not m.empty]
         self._levels = tuple(reversed(kept) if most_specific_wins else kept)
+        self.empty = not self._levels  # no mutation at any level
         self.response_empty = not any(m.response_add or m.response_remove for m in kept)
-
-    @property
-    def empty(self) -> bool:
-        return not self._levels
 
     def request(self, headers: HeaderList) -> HeaderList:
         """Mutate ``headers`` in place for the upstream request; returns it."""

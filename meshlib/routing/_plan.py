@@ -7,7 +7,7 @@ import bisect
 import itertools
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import re2
 
@@ -26,7 +26,6 @@ __all__ = ["ClusterChoice", "RoutePlan", "compile_hash", "compile_rewrite"]
 _NO_HEADERS = MutationChain((), False)
 
 
-@dataclass(frozen=True, slots=True)
 class RoutePlan:
     """The routing decision for one call.
 
@@ -35,19 +34,98 @@ class RoutePlan:
     unchanged; ``headers`` the mutations to apply; ``retry`` the compiled retry policy;
     ``hash_key`` feeds consistent-hash balancers; ``fault`` and ``mirrors`` are decided
     per call (fault filter, shadow traffic).
+
+    Immutable by contract: a route whose decision does not depend on the call hands the
+    same plan to every call (a plain slotted class, cheaper to build than a frozen
+    dataclass).
     """
 
-    route_name: str
-    cluster: str
-    timeout: float | None
-    path: str | None = None
-    authority: str | None = None
-    headers: MutationChain = _NO_HEADERS
-    retry: CompiledRetry | None = None
-    hash_key: int | None = None
-    fault: FaultInjector | None = None
-    mirrors: tuple[MirrorTarget, ...] = ()
-    max_stream_duration: MaxStreamDuration | None = field(default=None, repr=False)
+    __slots__ = (
+        "authority",
+        "cluster",
+        "fault",
+        "hash_key",
+        "headers",
+        "max_stream_duration",
+        "mirrors",
+        "path",
+        "retry",
+        "route_name",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        route_name: str,
+        cluster: str,
+        timeout: float | None,
+        path: str | None = None,
+        authority: str | None = None,
+        headers: MutationChain = _NO_HEADERS,
+        retry: CompiledRetry | None = None,
+        hash_key: int | None = None,
+        fault: FaultInjector | None = None,
+        mirrors: tuple[MirrorTarget, ...] = (),
+        max_stream_duration: MaxStreamDuration | None = None,
+    ) -> None:
+        self.route_name = route_name
+        self.cluster = cluster
+        self.timeout = timeout
+        self.path = path
+        self.authority = authority
+        self.headers = headers
+        self.retry = retry
+        self.hash_key = hash_key
+        self.fault = fault
+        self.mirrors = mirrors
+        self.max_stream_duration = max_stream_duration
+
+    def with_timeout(self, timeout: float | None) -> RoutePlan:
+        """This plan with another overall timeout."""
+        return RoutePlan(
+            self.route_name,
+            self.cluster,
+            timeout,
+            self.path,
+            self.authority,
+            self.headers,
+            self.retry,
+            self.hash_key,
+            self.fault,
+            self.mirrors,
+            self.max_stream_duration,
+        )
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in _PLAN_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, RoutePlan)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in _PLAN_FIELDS[:-1])
+        return f"RoutePlan({shown})"
+
+
+_PLAN_FIELDS = (
+    "route_name",
+    "cluster",
+    "timeout",
+    "path",
+    "authority",
+    "headers",
+    "retry",
+    "hash_key",
+    "fault",
+    "mirrors",
+    "max_stream_duration",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import re2
 
@@ -24,7 +24,7 @@ from .._call import Call
 from ..resilience.fault import FaultInjector
 from ..resilience.mirror import Mirrors
 from ..resilience.retry import CompiledRetry
-from ..resilience.timeouts import is_grpc, route_timeout
+from ..resilience.timeouts import RouteTimeout, is_grpc
 from ._headers import MutationChain
 from ._matchers import compile_fraction, compile_header, compile_query, query_params
 from ._plan import Chooser, ClusterChoice, Rewrite, RoutePlan, compile_hash, compile_rewrite
@@ -32,6 +32,8 @@ from ._plan import Chooser, ClusterChoice, Rewrite, RoutePlan, compile_hash, com
 __all__ = ["RouteTable", "compile_route_config"]
 
 Check = Callable[[Call], bool]
+_MEMO_SIZE = 1024  # host names remembered per route table
+_UNSEEN: Any = object()
 
 
 def _path_matcher(m: RouteMatch) -> Callable[[str], bool]:
@@ -80,11 +82,14 @@ class _Action:
     header_choice: ClusterChoice | None  # template for cluster_header routes
     rewrite: Rewrite | None
     host_rewrite: str
-    timeout: float | None  # as decoded: None unset, 0 no limit
+    timeout: RouteTimeout  # route timeout, max_stream_duration, grpc_timeout_header_max
     max_stream_duration: MaxStreamDuration | None
     retry: CompiledRetry | None
     hash_key: Callable[[Call], int | None] | None
     mirrors: Mirrors
+    plan: RoutePlan | None  # the plan of every call, when nothing in it depends on the call
+    template: RoutePlan | None  # the same but for a per-call (gRPC deadline) timeout
+    by_timeout: dict[float | None, RoutePlan]  # template's plans, per timeout (bounded)
 
 
 class _CompiledRoute(NamedTuple):  # a tuple: the walk unpacks it, cheaper than attributes
@@ -108,6 +113,8 @@ class _Compiler:
         """The most specific fault override wins (weighted cluster, route, vhost, config)."""
         for c in configs:
             if c is not None:
+                if c.delay is None and c.abort is None:
+                    return None  # overrides the less specific ones with no fault at all
                 return self._faults.setdefault(id(c), FaultInjector(c))
         return None
 
@@ -150,17 +157,46 @@ class _Compiler:
         retry = None
         if policy is not None:
             retry = self._retries.setdefault(id(policy), CompiledRetry(policy))
+        rewrite = compile_rewrite(r.match, a.prefix_rewrite, a.regex_rewrite)
+        timeout = RouteTimeout(a.timeout, a.max_stream_duration)
+        hash_key = compile_hash(a.hash_policy)
+        mirrors = Mirrors(a.mirror_policies or vh.mirror_policies)
+        template = None
+        if (
+            len(chooser.choices) == 1
+            and not a.cluster_header
+            and rewrite is None
+            and hash_key is None
+            and not mirrors
+        ):
+            only_choice = chooser.choices[0]
+            template = RoutePlan(
+                r.name,
+                only_choice.name,
+                timeout.fixed,
+                None,
+                (only_choice.host_rewrite or a.host_rewrite_literal) or None,
+                only_choice.headers,
+                retry,
+                None,
+                only_choice.fault,
+                (),
+                a.max_stream_duration,
+            )
         return _Action(
             chooser,
             a.cluster_header,
             chooser.choices[0] if a.cluster_header else None,
-            compile_rewrite(r.match, a.prefix_rewrite, a.regex_rewrite),
+            rewrite,
             a.host_rewrite_literal,
-            a.timeout,
+            timeout,
             a.max_stream_duration,
             retry,
-            compile_hash(a.hash_policy),
-            Mirrors(a.mirror_policies or vh.mirror_policies),
+            hash_key,
+            mirrors,
+            None if timeout.per_call else template,
+            template,
+            {},
         )
 
 
@@ -179,6 +215,7 @@ class RouteTable:
         self._suffix: list[tuple[str, tuple[_CompiledRoute, ...]]] = []
         self._prefix: list[tuple[str, tuple[_CompiledRoute, ...]]] = []
         self._any: tuple[_CompiledRoute, ...] | None = None
+        self._memo: dict[str, tuple[_CompiledRoute, ...] | None] = {}
         for vh in config.virtual_hosts:
             routes = compiler.vhost(vh)
             for domain in vh.domains:
@@ -196,7 +233,18 @@ class RouteTable:
         self._prefix.sort(key=lambda e: -len(e[0]))
 
     def virtual_host(self, host: str) -> tuple[_CompiledRoute, ...] | None:
-        """Envoy's order: exact, then suffix wildcard, then prefix wildcard, then ``*``."""
+        """Envoy's order: exact, then suffix wildcard, then prefix wildcard, then ``*``.
+        Remembered per host name (a bounded memo: the usual few hosts are one lookup)."""
+        memo = self._memo
+        found = memo.get(host, _UNSEEN)  # one read: another thread may clear the memo
+        if found is not _UNSEEN:
+            return found  # type: ignore[no-any-return]
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        routes = memo[host] = self._select(host)
+        return routes
+
+    def _select(self, host: str) -> tuple[_CompiledRoute, ...] | None:
         h = host.lower()
         routes = self._exact.get(h)
         if routes is not None:
@@ -212,10 +260,14 @@ class RouteTable:
     def route(self, call: Call) -> RoutePlan | None:
         """The plan for ``call``, or None when no route matches (Envoy: 404) or the
         matching route does not forward, or its cluster_header is absent."""
-        routes = self.virtual_host(call.headers.get("host") or call.authority)
+        host = call.headers.get("host") or call.authority
+        routes = self._memo.get(host, _UNSEEN)
+        if routes is _UNSEEN:
+            routes = self.virtual_host(host)
         if routes is None:
             return None
-        path, sep, query = call.path.partition("?")
+        full = call.path
+        path = full.partition("?")[0]
         for name, prefix, path_test, checks, action in routes:  # one walk, first match wins
             if prefix is not None:
                 if not path.startswith(prefix):
@@ -224,11 +276,26 @@ class RouteTable:
                 continue
             if checks and not all(check(call) for check in checks):
                 continue
-            return None if action is None else _plan(name, action, call, path, sep + query)
+            return None if action is None else _plan(name, action, call, path, full)
         return None
 
 
-def _plan(name: str, a: _Action, call: Call, path: str, query: str) -> RoutePlan | None:
+def _plan(name: str, a: _Action, call: Call, path: str, full: str) -> RoutePlan | None:
+    """The plan for a matched route: the route's own when it does not depend on the call;
+    ``path`` is the call's path without the query, ``full`` with it."""
+    plan = a.plan
+    if plan is not None:
+        return plan
+    template = a.template
+    if template is not None:  # only the timeout depends on the call: one plan per value
+        timeout = a.timeout.of(call)
+        plans = a.by_timeout
+        plan = plans.get(timeout)
+        if plan is None:
+            if len(plans) >= _MEMO_SIZE:
+                plans.clear()
+            plan = plans[timeout] = template.with_timeout(timeout)
+        return plan
     if a.header_choice is not None:
         cluster = call.headers.get(a.cluster_header)
         if not cluster:
@@ -240,8 +307,8 @@ def _plan(name: str, a: _Action, call: Call, path: str, query: str) -> RoutePlan
     return RoutePlan(
         name,
         chosen.name,
-        route_timeout(a.timeout, a.max_stream_duration, call),
-        a.rewrite(path) + query if a.rewrite is not None else None,
+        a.timeout.of(call),
+        a.rewrite(path) + full[len(path) :] if a.rewrite is not None else None,
         host or None,
         chosen.headers,
         a.retry,

@@ -196,3 +196,26 @@ async def test_streaming_calls_held_or_aborted_by_the_fault_filter(
         assert await chat.code() is grpc.StatusCode.OK
     states = mesh.snapshot.clusters[CLUSTER].endpoints
     assert states[0].total_requests == 1 and settled(mesh)
+
+
+async def test_awaiting_the_call_directly_follows_its_retries(
+    backends: list[Backend], mesh_factory: MeshFactory
+) -> None:
+    backends[0].logic.fail_with = grpc.StatusCode.UNAVAILABLE
+    routes = [route(CLUSTER, timeout=5.0, retry=retry_policy("unavailable", 2))]
+    addresses = [b.address for b in backends[:2]]
+    mesh, _ = mesh_factory(service(TARGET, routes, {CLUSTER: addresses}))
+    async with mesh.grpc_aio_channel(f"xds:///{TARGET}") as channel:
+        await channel.channel_ready()
+        echo = channel.unary_unary(ECHO)
+        # awaited at once (no code() first): the awaiting task waits on each attempt;
+        # one at a time, so round robin sends a retry of b0's failure to b1
+        answers = [await echo(b"x", timeout=5) for _ in range(6)]
+        assert all(a.startswith(b"b1|") for a in answers)
+        retried = backends[0].logic.aborted
+        assert retried >= 1  # some went to b0 first and were retried
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await echo(b"x", timeout=5, metadata=UNAVAILABLE)  # every attempt fails
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    aborted = backends[0].logic.aborted + backends[1].logic.aborted
+    assert aborted == retried + 3 and hits(backends[:2]) == 6 + aborted and settled(mesh)

@@ -443,3 +443,57 @@ def test_a_successful_first_try_leaves_nothing_held() -> None:
     assert cluster.held == {"request": 0, "retry": 0} and loop.tried == []
     ep = attempt.endpoint
     assert (ep.active_requests, ep.total_requests) == (0, 1)
+
+
+def test_a_caller_deadline_earlier_than_the_route_timeout_caps_the_call() -> None:
+    clock = Clock()
+    loop = AttemptLoop(
+        plan(None, timeout="10s"),
+        Call("h:80", "GET", "/"),
+        {"c": FakeCluster()},
+        clock=clock,
+        deadline=clock.now + 2,
+    )
+    assert loop.at == 102.0
+    attempt = loop.next_attempt()
+    assert (attempt.timeout, attempt.final_timeout) == (2.0, True)
+    later = AttemptLoop(
+        plan(None, timeout="1s"),
+        Call("h:80", "GET", "/"),
+        {"c": FakeCluster()},
+        clock=clock,
+        deadline=clock.now + 5,  # later than the route timeout: ignored
+    )
+    assert later.next_attempt().timeout == 1.0
+
+
+def test_cap_only_brings_the_deadline_forward() -> None:
+    clock = Clock()
+    loop = AttemptLoop(
+        plan(None, timeout="0s"), Call("h:80", "GET", "/"), {"c": FakeCluster()}, clock=clock
+    )
+    assert loop.at is None  # timeout 0: no limit
+    loop.cap(None)
+    assert loop.at is None
+    loop.cap(clock.now + 3)
+    loop.cap(clock.now + 30)  # later: no effect
+    assert loop.at == 103.0 and loop.deadline.at == 103.0
+    attempt = loop.next_attempt()
+    assert attempt.timeout == 3.0
+    loop.record(attempt, OK)
+    loop.cap(clock.now - 1)  # already past: no further attempt can start
+    with pytest.raises(UpstreamTimeout):
+        loop.next_attempt()
+
+
+def test_outcomes_and_calls_compare_by_value() -> None:
+    a = Outcome(OutcomeKind.RESET, latency=0.5, refused=True)
+    assert a == Outcome(OutcomeKind.RESET, None, None, 0.5, True)
+    assert hash(a) == hash(Outcome(OutcomeKind.RESET, latency=0.5, refused=True))
+    assert a != Outcome(OutcomeKind.RESET, latency=0.5)
+    assert "refused=True" in repr(a)
+    call = Call("h:80", "GET", "/", {"x": "1"}, timeout=2.0)
+    assert call == Call("h:80", "GET", "/", {"x": "1"}, "http", "", 2.0)
+    assert call != Call("h:80", "GET", "/", {"x": "1"})
+    assert (call.host, call.scheme, call.source_ip) == ("h", "http", "")
+    assert Call("h:80", "GET", "/").headers.get("x") is None
