@@ -17,7 +17,7 @@ from .._call import Call
 from ..balancing import xxhash64
 from ..resilience.fault import FaultInjector
 from ..resilience.mirror import MirrorTarget
-from ..resilience.retry import CompiledRetry
+from ..resilience.retry_policy import CompiledRetry
 from ._headers import MutationChain
 from ._matchers import header_value, query_params
 

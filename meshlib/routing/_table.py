@@ -23,7 +23,7 @@ from xds_client.resources.route import (
 from .._call import Call
 from ..resilience.fault import FaultInjector
 from ..resilience.mirror import Mirrors
-from ..resilience.retry import CompiledRetry
+from ..resilience.retry_policy import CompiledRetry
 from ..resilience.timeouts import RouteTimeout, is_grpc
 from ._headers import MutationChain
 from ._matchers import compile_fraction, compile_header, compile_query, query_params
