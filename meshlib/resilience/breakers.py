@@ -39,6 +39,9 @@ from .._errors import CircuitBreakerOpen
 __all__ = ["Admission", "BreakerStats", "ClusterBreaker"]
 
 
+_DEFAULTS: dict[str, CircuitThresholds] = {}  # Envoy's defaults, per priority (immutable)
+
+
 class Admission:
     """A slot under a threshold; ``release()`` (idempotent) or use as a context manager."""
 
@@ -90,7 +93,12 @@ class ClusterBreaker:
         self._thresholds = {t.priority: t for t in thresholds}
 
     def thresholds(self, priority: str = "DEFAULT") -> CircuitThresholds:
-        return self._thresholds.get(priority) or CircuitThresholds(priority)
+        found = self._thresholds.get(priority)
+        if found is None:
+            found = _DEFAULTS.get(priority)
+            if found is None:
+                found = _DEFAULTS[priority] = CircuitThresholds(priority)
+        return found
 
     def active(self, kind: str = "requests", priority: str = "DEFAULT") -> int:
         """Active ``requests``, ``retries``, ``connections`` or ``pending`` requests at
@@ -98,24 +106,9 @@ class ClusterBreaker:
         return self._active.get((kind, priority), 0)
 
     def admit_request(self, priority: str = "DEFAULT", *, target: str = "") -> Admission:
-        limit = self.thresholds(priority).max_requests
-        key = ("requests", priority)
-        with self._lock:
-            n = self._active.get(key, 0)
-            if n >= limit:
-                self.stats.rq_overflow += 1
-                overflow = True
-            else:
-                self._active[key] = n + 1
-                overflow = False
-        if overflow:
-            raise CircuitBreakerOpen(
-                f"{self.cluster}: circuit breaker max_requests={limit} reached ({priority})",
-                target=target,
-                cluster=self.cluster,
-                limit="max_requests",
-            )
-        return Admission(self, key)
+        """A slot under max_requests for one upstream request; raises CircuitBreakerOpen
+        (``limit="max_requests"``)."""
+        return self._admit("requests", "max_requests", "rq_overflow", priority, target)
 
     def admit_retry(self, priority: str = "DEFAULT") -> Admission | None:
         t = self.thresholds(priority)
@@ -156,23 +149,28 @@ class ClusterBreaker:
     def admit_pending(self, priority: str = "DEFAULT", *, target: str = "") -> Admission:
         """A slot under max_pending_requests for a request about to wait for a
         connection; raises CircuitBreakerOpen (``limit="max_pending_requests"``)."""
-        limit = self.thresholds(priority).max_pending_requests
-        key = ("pending", priority)
+        return self._admit(
+            "pending", "max_pending_requests", "rq_pending_overflow", priority, target
+        )
+
+    def _admit(
+        self, kind: str, limit_name: str, stat: str, priority: str, target: str
+    ) -> Admission:
+        limit: int = getattr(self.thresholds(priority), limit_name)
+        key = (kind, priority)
         with self._lock:
             n = self._active.get(key, 0)
-            if n >= limit:
-                self.stats.rq_pending_overflow += 1
-                overflow = True
+            overflow = n >= limit
+            if overflow:
+                setattr(self.stats, stat, getattr(self.stats, stat) + 1)
             else:
                 self._active[key] = n + 1
-                overflow = False
         if overflow:
             raise CircuitBreakerOpen(
-                f"{self.cluster}: circuit breaker max_pending_requests={limit} reached "
-                f"({priority})",
+                f"{self.cluster}: circuit breaker {limit_name}={limit} reached ({priority})",
                 target=target,
                 cluster=self.cluster,
-                limit="max_pending_requests",
+                limit=limit_name,
             )
         return Admission(self, key)
 
