@@ -291,9 +291,4 @@ class AggregateView(ClusterView):
                 )
             except NoHealthyUpstream as exc:
                 why = str(exc)
-        raise NoHealthyUpstream(
-            f"{self.name}: no healthy upstream" + (f" ({why})" if why else ""),
-            target=call.authority,
-            cluster=self.name,
-            reason="no_healthy_upstream",
-        )
+        raise self.no_healthy_upstream(call, why)

@@ -168,9 +168,12 @@ class ClusterView:
                 breaker = ejected.breaker
                 if breaker is None or breaker.try_acquire():
                     return ejected
-        why = f" ({self.error})" if self.error else ""
-        raise NoHealthyUpstream(
-            f"{self.name}: no healthy upstream{why}",
+        raise self.no_healthy_upstream(call, self.error)
+
+    def no_healthy_upstream(self, call: Call, why: str = "") -> NoHealthyUpstream:
+        """The error for a pick that found nothing (``why``: the cluster's reason)."""
+        return NoHealthyUpstream(
+            f"{self.name}: no healthy upstream" + (f" ({why})" if why else ""),
             target=call.authority,
             cluster=self.name,
             reason="no_healthy_upstream",
