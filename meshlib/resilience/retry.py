@@ -59,9 +59,9 @@ class ClusterLayer(Protocol):
 
     def check_drop(self, target: str = "") -> None: ...
 
-    def admit_request(self) -> Releasable: ...
+    def admit_request(self, priority: str = "DEFAULT", *, target: str = "") -> Releasable: ...
 
-    def admit_retry(self) -> Releasable | None: ...
+    def admit_retry(self, priority: str = "DEFAULT") -> Releasable | None: ...
 
     def pick(
         self,
@@ -211,7 +211,7 @@ class AttemptLoop:
         number = self._count + 1
         if number == 1 and view.drops:
             view.check_drop(self.call.authority)  # once per request, before host selection
-        admission = view.admit_request()
+        admission = view.admit_request(plan.priority, target=self.call.authority)
         try:
             if number == 1:
                 endpoint = view.pick(self.call, hash_key=plan.hash_key)
@@ -288,7 +288,7 @@ class AttemptLoop:
         view = self.clusters.get(self.plan.cluster)
         if view is None:
             return None
-        self._retry_admission = view.admit_retry()
+        self._retry_admission = view.admit_retry(self.plan.priority)
         return delay if self._retry_admission is not None else None
 
     def close(self) -> None:

@@ -32,7 +32,8 @@ class RoutePlan:
     ``timeout`` is the overall timeout covering every attempt (None: no limit);
     ``path``/``authority`` are the rewritten ``:path`` (with query) and Host, or None when
     unchanged; ``headers`` the mutations to apply; ``retry`` the compiled retry policy;
-    ``hash_key`` feeds consistent-hash balancers; ``fault`` and ``mirrors`` are decided
+    ``hash_key`` feeds consistent-hash balancers; ``priority`` picks the cluster's
+    circuit-breaker thresholds (DEFAULT or HIGH); ``fault`` and ``mirrors`` are decided
     per call (fault filter, shadow traffic).
 
     Immutable by contract: a route whose decision does not depend on the call hands the
@@ -49,6 +50,7 @@ class RoutePlan:
         "max_stream_duration",
         "mirrors",
         "path",
+        "priority",
         "retry",
         "route_name",
         "timeout",
@@ -67,6 +69,7 @@ class RoutePlan:
         fault: FaultInjector | None = None,
         mirrors: tuple[MirrorTarget, ...] = (),
         max_stream_duration: MaxStreamDuration | None = None,
+        priority: str = "DEFAULT",
     ) -> None:
         self.route_name = route_name
         self.cluster = cluster
@@ -79,6 +82,7 @@ class RoutePlan:
         self.fault = fault
         self.mirrors = mirrors
         self.max_stream_duration = max_stream_duration
+        self.priority = priority
 
     def with_timeout(self, timeout: float | None) -> RoutePlan:
         """This plan with another overall timeout."""
@@ -94,6 +98,7 @@ class RoutePlan:
             self.fault,
             self.mirrors,
             self.max_stream_duration,
+            self.priority,
         )
 
     def _fields(self) -> tuple[object, ...]:
@@ -124,6 +129,7 @@ _PLAN_FIELDS = (
     "hash_key",
     "fault",
     "mirrors",
+    "priority",
     "max_stream_duration",
 )
 

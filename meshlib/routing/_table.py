@@ -84,6 +84,7 @@ class _Action:
     host_rewrite: str
     timeout: RouteTimeout  # route timeout, max_stream_duration, grpc_timeout_header_max
     max_stream_duration: MaxStreamDuration | None
+    priority: str
     retry: CompiledRetry | None
     hash_key: Callable[[Call], int | None] | None
     mirrors: Mirrors
@@ -182,6 +183,7 @@ class _Compiler:
                 only_choice.fault,
                 (),
                 a.max_stream_duration,
+                a.priority,
             )
         return _Action(
             chooser,
@@ -191,6 +193,7 @@ class _Compiler:
             a.host_rewrite_literal,
             timeout,
             a.max_stream_duration,
+            a.priority,
             retry,
             hash_key,
             mirrors,
@@ -316,6 +319,7 @@ def _plan(name: str, a: _Action, call: Call, path: str, full: str) -> RoutePlan 
         chosen.fault,
         a.mirrors.select() if a.mirrors else (),
         a.max_stream_duration,
+        a.priority,
     )
 
 

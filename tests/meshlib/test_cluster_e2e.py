@@ -152,6 +152,43 @@ def test_max_requests_overflow_through_the_transport(env: Env) -> None:
     assert sorted(map(str, results)) == ["200", "200", "overflow", "overflow"]
 
 
+def test_route_priority_picks_the_high_thresholds(env: Env) -> None:
+    # max_requests 1 at HIGH, Envoy's default 1024 at DEFAULT: with one HIGH request held
+    # at the backend, a second HIGH request overflows while DEFAULT requests still pass.
+    thresholds = {"thresholds": [{"priority": "HIGH", "max_requests": 1}]}
+    env.cache.install(
+        cluster("cb", circuit_breakers=thresholds),
+        cla("cb", env.ports[:1]),
+        routes("r", [("/high", "cb", {"priority": "HIGH"}), ("/default", "cb", {})]),
+        api_listener(LISTENER, "r"),
+    )
+    backend = env.backends[0]
+    backend.gate = threading.Event()
+    with Mesh(env.cp.bootstrap()) as mesh, mesh.httpx_client(timeout=15) as client:
+        with contextlib.suppress(httpx.TransportError):  # resolve the listener first
+            client.get(f"{URL}/nothing-routes-here")
+        held: list[int] = []
+        first = threading.Thread(target=lambda: held.append(client.get(f"{URL}/high").status_code))
+        first.start()
+        wait_for(lambda: backend.in_flight == 1, "the first HIGH request at the backend")
+        with pytest.raises(httpx.TransportError) as info:
+            client.get(f"{URL}/high")
+        assert getattr(info.value, "reason", None) == "overflow"
+        # A DEFAULT request is not limited by the HIGH threshold: it reaches the backend
+        # while the HIGH one is still held there.
+        second = threading.Thread(
+            target=lambda: held.append(client.get(f"{URL}/default").status_code)
+        )
+        second.start()
+        wait_for(lambda: backend.in_flight == 2, "the DEFAULT request at the backend too")
+        backend.gate.set()
+        first.join(timeout=15)
+        second.join(timeout=15)
+        assert held == [200, 200]
+        breaker = mesh.snapshot.clusters["cb"].breaker
+        assert breaker is not None and breaker.stats.rq_overflow == 1
+
+
 def test_priority_failover_and_health_status(env: Env) -> None:
     def assignment(p0_health: str) -> Any:
         def ep(port: int, health: str = "HEALTHY") -> dict[str, Any]:

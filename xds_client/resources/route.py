@@ -112,6 +112,7 @@ class RouteAction:
     hash_policy: tuple[HashPolicy, ...] = ()
     mirror_policies: tuple[MirrorPolicy, ...] = ()
     max_stream_duration: MaxStreamDuration | None = None
+    priority: str = "DEFAULT"  # the circuit-breaker thresholds that apply: DEFAULT or HIGH
 
     def cluster_names(self) -> tuple[str, ...]:
         """Clusters this action can send to, mirrors included (not cluster_header)."""
@@ -338,4 +339,14 @@ def _action(r: route_components_pb2.Route, path: str, fail: Fail) -> RouteAction
             for i, m in enumerate(a.request_mirror_policies)
         ),
         decode_max_stream_duration(a, apath, fail),
+        _priority(a.priority, f"{apath}.priority", fail),
     )
+
+
+def _priority(value: int, path: str, fail: Fail) -> str:
+    """RoutingPriority: DEFAULT (0) or HIGH (1)."""
+    if value == 0:
+        return "DEFAULT"
+    if value == 1:
+        return "HIGH"
+    raise fail(path, f"unknown RoutingPriority {value}")
