@@ -77,10 +77,10 @@ class FakeCluster:
                 return ep
         return self.endpoints[0]
 
-    def admit_request(self) -> Token:
+    def admit_request(self, priority: str = "DEFAULT", *, target: str = "") -> Token:
         return Token(self, "request")
 
-    def admit_retry(self) -> Token | None:
+    def admit_retry(self, priority: str = "DEFAULT") -> Token | None:
         if self.retries_allowed <= 0:
             return None
         self.retries_allowed -= 1
