@@ -103,30 +103,6 @@ def test_slow_start_is_not_read_for_other_policies() -> None:
         ),
         (
             {
-                "round_robin_lb_config": {
-                    "slow_start_config": {
-                        "slow_start_window": "1s",
-                        "aggression": {"default_value": 0, "runtime_key": "k"},
-                    }
-                }
-            },
-            "round_robin_lb_config.slow_start_config.aggression.default_value",
-            "above 0",
-        ),
-        (
-            {
-                "round_robin_lb_config": {
-                    "slow_start_config": {
-                        "slow_start_window": "1s",
-                        "aggression": {"default_value": "NaN", "runtime_key": "k"},
-                    }
-                }
-            },
-            "round_robin_lb_config.slow_start_config.aggression.default_value",
-            "above 0",
-        ),
-        (
-            {
                 "lb_policy": "LEAST_REQUEST",
                 "least_request_lb_config": {
                     "slow_start_config": {
@@ -141,15 +117,15 @@ def test_slow_start_is_not_read_for_other_policies() -> None:
         (
             {
                 "load_balancing_policy": lbp(
-                    lr(slow_start_window="1s", aggression={"default_value": -1, "runtime_key": "k"})
+                    lr(slow_start_window="1s", min_weight_percent={"value": 250})
                 )
             },
             "load_balancing_policy.policies[0].typed_extension_config.typed_config"
-            ".slow_start_config.aggression.default_value",
-            "above 0",
+            ".slow_start_config.min_weight_percent.value",
+            "0-100",
         ),
     ],
-    ids=["negative-window", "zero-aggression", "nan-aggression", "min-weight-101", "typed"],
+    ids=["negative-window", "min-weight-101", "typed"],
 )
 def test_bad_slow_start_is_nacked_with_the_field_path(
     fields: dict[str, Any], path: str, problem: str
@@ -157,6 +133,14 @@ def test_bad_slow_start_is_nacked_with_the_field_path(
     with pytest.raises(ResourceError) as info:
         CLUSTER.decode(cluster(**fields))
     assert info.value.field == path and problem in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0, -1, "NaN"])
+def test_an_aggression_envoy_cannot_use_falls_back_to_one(value: object) -> None:
+    # Envoy accepts the config (envoy --mode validate) and uses 1.0 at run time.
+    slow = {"slow_start_window": "1s", "aggression": {"default_value": value, "runtime_key": "k"}}
+    _, c = CLUSTER.decode(cluster(round_robin_lb_config={"slow_start_config": slow}))
+    assert c.lb.slow_start == SlowStart(1.0, 1.0, 10.0)
 
 
 # -- the weight formula -----------------------------------------------------------------------

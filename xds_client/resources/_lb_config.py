@@ -107,7 +107,7 @@ def _slow_start(msg: Any, path: str, fail: Fail) -> SlowStart | None:
         raise fail(f"{path}.slow_start_window", f"must be a non-negative duration, got {w}")
     aggression = msg.aggression.default_value if msg.HasField("aggression") else 1.0
     if not math.isfinite(aggression) or aggression <= 0:
-        raise fail(f"{path}.aggression.default_value", f"must be above 0, got {aggression}")
+        aggression = 1.0  # Envoy accepts the config and falls back to 1.0 at run time
     minimum = _percent(msg, "min_weight_percent", 10.0, path, fail)
     if window == 0:
         return None  # Envoy: slow start is on only for a positive window
