@@ -18,6 +18,8 @@ from .cluster import (
     LbConfig,
     OutlierDetection,
     RetryBudget,
+    SlowStart,
+    ZoneAware,
 )
 from .endpoints import (
     DropOverload,
@@ -95,8 +97,10 @@ __all__ = [
     "SanMatcher",
     "SecretResource",
     "SecretType",
+    "SlowStart",
     "TlsCertificate",
     "UpstreamTls",
     "ValidationContext",
     "VirtualHost",
+    "ZoneAware",
 ]
