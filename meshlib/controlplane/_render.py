@@ -40,6 +40,22 @@ _GRPC_LB = {
 Tables = dict[str, dict[str, Any]]
 
 
+def _grpc_lb_config(cluster: cluster_pb2.Cluster) -> None:
+    """Keep ``lb_config`` consistent with a policy swapped for gRPC: a least-request
+    slow start moves to round_robin_lb_config; MAGLEV's table settings are dropped."""
+    which = cluster.WhichOneof("lb_config")
+    if which == "least_request_lb_config":
+        old = cluster.least_request_lb_config
+        if old.HasField("slow_start_config"):
+            slow = cluster_pb2.Cluster.SlowStartConfig()
+            slow.CopyFrom(old.slow_start_config)
+            cluster.round_robin_lb_config.slow_start_config.CopyFrom(slow)
+        else:
+            cluster.ClearField("least_request_lb_config")
+    elif which == "maglev_lb_config":
+        cluster.ClearField("maglev_lb_config")
+
+
 def sidecar_for(sidecars: tuple[Sidecar, ...], view: NodeView) -> Sidecar | None:
     """The Sidecar that applies to a node: selecting it, else its namespace's, else root."""
     labels = dict(view.labels)
@@ -106,6 +122,7 @@ class Renderer:
                     copy = cluster_pb2.Cluster()
                     copy.CopyFrom(cluster)
                     copy.lb_policy = _GRPC_LB[cluster.lb_policy]
+                    _grpc_lb_config(copy)
                     out[CLUSTER_TYPE][name] = copy
         if any(view.locality):
             self._localize(out, view)

@@ -113,6 +113,18 @@ def test_ring_hash_and_maglev_sizes(tmp_path: Path) -> None:
     assert c.maglev_lb_config.table_size.value == 7
     grpc_view = view(res, CLUSTER_TYPE, NodeView(kind="grpc"))
     assert grpc_view[cluster_of()].lb_policy == cluster_pb2.Cluster.RING_HASH
+    assert grpc_view[cluster_of()].WhichOneof("lb_config") is None  # no MAGLEV settings
+
+
+def test_grpcio_view_keeps_a_least_request_warmup_on_round_robin(tmp_path: Path) -> None:
+    res = load(tmp_path, dr("loadBalancer: {simple: LEAST_REQUEST, warmupDurationSecs: 5s}"))
+    grpc_cluster = view(res, CLUSTER_TYPE, NodeView(kind="grpc"))[cluster_of()]
+    assert grpc_cluster.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
+    assert grpc_cluster.WhichOneof("lb_config") == "round_robin_lb_config"
+    assert grpc_cluster.round_robin_lb_config.slow_start_config.slow_start_window.seconds == 5
+    plain = load(tmp_path, dr("loadBalancer: {simple: LEAST_REQUEST}"))
+    grpc_plain = view(plain, CLUSTER_TYPE, NodeView(kind="grpc"))[cluster_of()]
+    assert grpc_plain.WhichOneof("lb_config") is None
 
 
 def test_connection_pool(tmp_path: Path) -> None:
