@@ -28,7 +28,6 @@ import random
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from xds_client.resources import ClusterResource
 
@@ -37,7 +36,6 @@ from ._endpoints import EndpointState
 from ._errors import NoHealthyUpstream
 from ._snapshot import MAX_SELECTIONS, ClusterView, LiveBalancer
 from .balancing import (
-    Balancer,
     LevelHealth,
     LocalCluster,
     LocalityGroup,
@@ -110,24 +108,6 @@ class Child:
     local: LocalCluster | None = None
 
 
-class _TierBalancer(LiveBalancer):
-    """A child's balancer at one level, restricted to the host set the aggregate chose."""
-
-    def __init__(self, tier: str, *args: Any, **kwargs: Any) -> None:
-        self._tier = tier
-        super().__init__(*args, **kwargs)
-
-    def _build(self) -> Balancer:
-        return Balancer(
-            self._groups,
-            self._config,
-            overprovisioning_factor=self._factor,
-            panic_threshold=self._panic,
-            local=self._local,
-            tier=self._tier,
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class _Level:
     """One priority level of one child and its host counts."""
@@ -142,13 +122,13 @@ class _Level:
         """A single-level view whose balancer picks from ``tier``'s hosts."""
         view, resource = self.child.view, self.child.view.resource
         assert resource is not None
-        live = _TierBalancer(
-            tier,
+        live = LiveBalancer(
             self.groups,
             resource.lb,
             self.child.overprovisioning_factor,
             resource.healthy_panic_threshold,
             local=self.child.local,
+            tier=tier,
         )
         return ClusterView(view.name, resource, self.hosts, live, view.error)
 

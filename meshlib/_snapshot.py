@@ -69,12 +69,14 @@ class LiveBalancer:
         overprovisioning_factor: float = 1.4,
         panic_threshold: float = 50.0,
         local: LocalCluster | None = None,
+        tier: str | None = None,
     ) -> None:
         self._groups = tuple(groups)
         self._config = config
         self._factor = overprovisioning_factor
         self._panic = panic_threshold
         self._local = local  # the workload's own cluster, for zone-aware routing
+        self._tier = tier  # an aggregate's choice: only the "healthy" or "degraded" hosts
         self.balancer = self._build()
 
     def _build(self) -> Balancer:
@@ -84,6 +86,7 @@ class LiveBalancer:
             overprovisioning_factor=self._factor,
             panic_threshold=self._panic,
             local=self._local,
+            tier=self._tier,
         )
 
     def rebuild(self) -> None:
