@@ -92,11 +92,13 @@ class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
         self._ex: RpcExchange | None = None
         self._mirror: Callable[[], None] | None = None
         self._current: Any = None  # the attempt in flight (a grpc.aio call)
+        self._try: Try | None = None  # ... and what the exchange said about it
         self._timer: asyncio.TimerHandle | None = None
         self._pending: asyncio.Future[Any] | None = None  # resolving, before an exchange
         self._final: Any = None  # a grpc.aio call, an exception, or _CANCELLED
-        self._waiters: list[asyncio.Future[None]] = []  # one per await, until final
-        self._callbacks: list[Callable[[Any], None]] = []
+        # made on first use: the usual call has neither (fewer objects per call)
+        self._waiters: list[asyncio.Future[None]] | None = None  # one per await
+        self._callbacks: list[Callable[[Any], None]] | None = None
         self._cancelled = False
 
     # -- the driver -------------------------------------------------------------------
@@ -104,6 +106,11 @@ class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
         """Drive ``ex``: its fault delay (a timer), abort, ``mirror`` (sends the call's
         mirror copies), then the attempts."""
         self._ex = ex
+        if ex.fault is None:  # the usual call: no fault filter decision to wait for
+            if mirror is not None:
+                mirror()
+            self._attempt()
+            return self
         self._mirror = mirror
         if ex.delay:
             self._timer = self._loop.call_later(ex.delay, self._after_fault)
@@ -170,10 +177,12 @@ class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
             self._ex.ended(t, None, None)
             self._finish(exc)
             return
-        self._current = call
-        call.add_done_callback(lambda c: self._attempt_done(t, c))
+        self._current, self._try = call, t
+        call.add_done_callback(self._attempt_done)
 
-    def _attempt_done(self, t: Try, call: Any) -> None:
+    def _attempt_done(self, call: Any) -> None:
+        t = self._try
+        assert t is not None
         try:
             self._decide(t, call)
         except BaseException as exc:  # never into grpcio's task: finish with it
@@ -210,16 +219,18 @@ class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
         self._final = final
         if self._ex is not None:
             self._ex.close(cancelled=final is _CANCELLED)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
-        callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
+        callbacks, self._callbacks = self._callbacks, None
+        for cb in callbacks or ():
             cb(self)
 
     def _waiter(self) -> asyncio.Future[None]:
         waiter = self._loop.create_future()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(waiter)
         return waiter
 
@@ -282,6 +293,8 @@ class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         if self._final is None:
+            if self._callbacks is None:
+                self._callbacks = []
             self._callbacks.append(callback)
         else:
             callback(self)

@@ -48,6 +48,25 @@ _DEFERRED: contextvars.ContextVar[tuple[_AioMulti, Prepared] | None] = contextva
 )
 
 
+_NO_OPTIONS: dict[str, Any] = {}  # a call with grpcio's defaults (never mutated)
+
+
+class _Sender:
+    """Sends one attempt of a call: its request on the attempt's subchannel. (One
+    object per call, where a closure would make four.)"""
+
+    __slots__ = ("multi", "options", "request")
+
+    def __init__(self, multi: _AioMulti, request: Any, options: dict[str, Any]) -> None:
+        self.multi = multi
+        self.request = request
+        self.options = options
+
+    def __call__(self, t: Try) -> Any:
+        fn = self.multi._attempt_fn(t)
+        return fn(self.request, timeout=t.timeout, metadata=t.metadata, **self.options)
+
+
 def _one_attempt(ex: RpcExchange, send: Callable[[Try], Any]) -> Any:
     """After the fault delay: the abort check, then the call's only attempt, recorded
     when it ends. Raises MeshRpcError (the exchange is then closed)."""
@@ -89,12 +108,7 @@ class _AioMulti(MultiBase):
 
     def _sender(self, request: Any, options: dict[str, Any]) -> Callable[[Try], Any]:
         """Sends one attempt of a call: ``request`` on the attempt's subchannel."""
-
-        def send(t: Try) -> Any:
-            fn = self._attempt_fn(t)
-            return fn(request, timeout=t.timeout, metadata=t.metadata, **options)
-
-        return send
+        return _Sender(self, request, options)
 
     def _exchange(self, view: ListenerView, timeout: float | None, metadata: Any) -> Any:
         """The call's exchange; None: a passthrough host. Raises MeshRpcError."""
@@ -131,11 +145,14 @@ class _AioMulti(MultiBase):
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> Any:
-        options = {
-            "credentials": credentials,
-            "wait_for_ready": wait_for_ready,
-            "compression": compression,
-        }
+        if credentials is None and wait_for_ready is None and compression is None:
+            options = _NO_OPTIONS
+        else:
+            options = {
+                "credentials": credentials,
+                "wait_for_ready": wait_for_ready,
+                "compression": compression,
+            }
         found = self._router.listener()
         if not isinstance(found, ListenerView):
             if self._replayable:
