@@ -22,7 +22,6 @@ from .._outcome import Outcome, OutcomeKind, refused_stream
 from .._snapshot import ClusterView, ListenerView
 from ..resilience.fault import FaultDecision
 from ..resilience.retry import Attempt, AttemptLoop
-from ..resilience.timeouts import Deadline
 from ..routing import RoutePlan
 from ..telemetry import AttemptRecord, CallRecord, Telemetry, retry_reason
 from ._body import RecordingStream, replayable_body
@@ -182,15 +181,16 @@ class Exchange:
         """The attempt loop, started on first use: after the fault delay, as Envoy's router
         starts the route timeout only once the fault filter lets the request through.
         The inbound caller's remaining deadline caps the route timeout."""
-        if self._loop is None:
-            loop = self._engine.attempts(self.plan, self.call, replayable=self._replayable())
+        loop = self._loop
+        if loop is None:
             remaining = self._remaining
-            if remaining is not None:
-                at = loop.clock() + remaining
-                if loop.deadline.at is None or at < loop.deadline.at:
-                    loop.deadline = Deadline(at, loop.clock)
-            self._loop = loop
-        return self._loop
+            loop = self._loop = self._engine.attempts(
+                self.plan,
+                self.call,
+                replayable=self._replayable(),
+                deadline=None if remaining is None else time.monotonic() + remaining,
+            )
+        return loop
 
     # -- fault filter -----------------------------------------------------------------
     @property
@@ -318,8 +318,9 @@ class Exchange:
                 attempt_number=attempt.number,
                 retry_reason=reason,
             )
-            trace = {}
-            arec.inject(trace)
+            if rec.span is not None:  # tracing: the attempt's context goes upstream
+                trace = {}
+                arec.inject(trace)
         if attempt.timeout is not None:
             # Envoy's router tells the upstream how long this try may take
             trace = trace if trace is not None else {}

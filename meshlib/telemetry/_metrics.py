@@ -22,7 +22,6 @@ meshlib_xds_connected                 gauge     (none)
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 
 from opentelemetry import metrics
@@ -65,7 +64,8 @@ def otel_meter(
 
 
 class RegistryInstruments:
-    """The same metrics in the in-process :class:`StatsRegistry` (for the admin server)."""
+    """The same metrics in the in-process :class:`StatsRegistry` (for the admin server);
+    the per-request ones are folded in from the call and attempt records (``_tally``)."""
 
     def __init__(self, stats: StatsRegistry) -> None:
         self.requests = stats.counter(
@@ -107,7 +107,6 @@ class RegistryInstruments:
         self.xds_connected = stats.gauge(
             "meshlib_xds_connected", "1 while the ADS stream is connected", ()
         )
-        self._lock = stats.lock
         self._destinations: dict[tuple[str, str], Destination] = {}
         self._keys: dict[tuple[object, ...], tuple[str, ...]] = {}
 
@@ -145,43 +144,6 @@ class RegistryInstruments:
                 self._keys.clear()
             self._keys[lookup] = key
         return key
-
-    # The per-request path: one lock round per event, dictionaries updated in place
-    # (series keys have the metric's label count by construction).
-    def attempt_started(self, cluster: str) -> None:
-        key = (cluster,)
-        active = self.active.values
-        with self._lock:
-            active[key] = active.get(key, 0.0) + 1
-
-    def attempt_ended(
-        self, cluster: str, address: str, outcome: str, code: str, elapsed_ms: float
-    ) -> None:
-        key, upstream, rq_key = (cluster,), (cluster, address), (cluster, address, outcome, code)
-        active, rq, series = self.active.values, self.upstream_rq.values, self.upstream_time.series
-        i = bisect.bisect_left(self.upstream_time.bounds, elapsed_ms)
-        with self._lock:
-            active[key] = active.get(key, 0.0) - 1
-            rq[rq_key] = rq.get(rq_key, 0.0) + 1
-            row = series.get(upstream)
-            if row is None:
-                row = series[upstream] = [0.0] * (len(self.upstream_time.bounds) + 3)
-            row[i] += 1
-            row[-2] += elapsed_ms
-            row[-1] += 1
-
-    def call_ended(self, key: tuple[str, ...], elapsed_ms: float) -> None:
-        """Count one call and its duration (one lock round)."""
-        requests, series = self.requests.values, self.duration.series
-        i = bisect.bisect_left(self.duration.bounds, elapsed_ms)
-        with self._lock:
-            requests[key] = requests.get(key, 0.0) + 1
-            row = series.get(key)
-            if row is None:
-                row = series[key] = [0.0] * (len(self.duration.bounds) + 3)
-            row[i] += 1
-            row[-2] += elapsed_ms
-            row[-1] += 1
 
     def destination(self, cluster: str, authority: str) -> Destination:
         key = (cluster, authority)

@@ -1,4 +1,10 @@
-"""One call and its attempts as the telemetry seam records them (spans and metrics)."""
+"""One call and its attempts as the telemetry seam records them (spans and metrics).
+
+The data path only queues plain facts (``Telemetry.tally``: an atomic list append, no
+lock, no label tuple, no histogram bucket); ``_tally`` folds them into the stats registry
+when it is read. Spans and OpenTelemetry metrics are worked on only while an SDK is
+configured.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,10 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._call import Call
-from .._outcome import Outcome, OutcomeKind
+from .._outcome import Outcome
 from . import _semconv as sc
 from ._semconv import response_flags
+from ._tally import BACKLOG, attempt_labels, call_labels
 
 if TYPE_CHECKING:
     from ._telemetry import Telemetry
@@ -20,13 +27,12 @@ if TYPE_CHECKING:
 __all__ = ["AttemptRecord", "CallRecord"]
 
 _LOCAL_STATUS = {"UO": 503, "UH": 503, "UF": 503, "UR": 503, "UT": 504, "NR": 404}
-_KINDS = {kind: kind.value for kind in OutcomeKind}  # Enum.value is a slow descriptor
-_CODES = {code: str(code) for code in range(100, 600)}
+_perf_counter = time.perf_counter
 
 
 class CallRecord:
     """One logical call: its span, timing and what its attempts came to (``ended``: its
-    ``end()`` was called)."""
+    ``end()`` was called; ``elapsed``: its duration in seconds, once ended)."""
 
     __slots__ = (
         "_otel",
@@ -35,34 +41,42 @@ class CallRecord:
         "attempts",
         "call",
         "cluster",
+        "elapsed",
         "ended",
+        "flags",
+        "grpc_status",
         "last",
         "protocol",
         "route_name",
         "span",
         "start",
+        "status",
     )
 
     def __init__(self, telemetry: Telemetry, call: Call, protocol: str) -> None:
         self._t = telemetry
         self.call = call
         self.protocol = protocol
-        self.route_name = ""
-        self.cluster = ""
-        self.address = ""
+        self.route_name = self.cluster = self.address = ""
         self.attempts = 0
         self.last: Outcome | None = None
         self.ended = False
-        self._otel = telemetry.otel()  # looked up once per call
+        self.elapsed = 0.0
+        self.status: int | None = None
+        self.grpc_status: int | None = None
+        self.flags: str | None = None
         self.span: trace.Span | None = None
-        tracer = telemetry.tracer()
-        if tracer is not None:
-            self.span = tracer.start_span(
-                _span_name(call, protocol),
-                kind=SpanKind.CLIENT,
-                attributes=_call_attrs(call, protocol),
-            )
-        self.start = time.perf_counter()
+        self._otel = None
+        start = self.start = _perf_counter()
+        if start >= telemetry.quiet_until and telemetry.live(start):
+            self._otel = telemetry.otel()  # looked up once per call
+            tracer = telemetry.tracer()
+            if tracer is not None:
+                self.span = tracer.start_span(
+                    _span_name(call, protocol),
+                    kind=SpanKind.CLIENT,
+                    attributes=_call_attrs(call, protocol),
+                )
 
     def route(self, route_name: str, cluster: str) -> None:
         """The routing decision (``plan.route_name``, ``plan.cluster``)."""
@@ -79,18 +93,16 @@ class CallRecord:
         """Begin one attempt to ``endpoint`` (an EndpointState or an ``ip:port``);
         ``attempt_number`` counts from 1 (0: the next one); ``retry_reason`` says why
         the previous attempt was retried (see ``retry_reason()``)."""
-        self.attempts = attempt_number or self.attempts + 1
-        cluster = cluster or self.cluster
-        self.cluster = cluster
-        address = endpoint if isinstance(endpoint, str) else endpoint.address
-        self.address = address
-        t = self._t
-        if self.attempts > 1:
+        number = self.attempts = attempt_number or self.attempts + 1
+        if cluster:
+            self.cluster = cluster
+        else:
+            cluster = self.cluster
+        address = self.address = endpoint if isinstance(endpoint, str) else endpoint.address
+        otel = self._otel
+        if otel is not None and number > 1:
             reason = retry_reason or "unknown"
-            t.registry.retries.add((cluster, reason))
-            otel = self._otel
-            if otel is not None:
-                otel.retries.add(1, otel.attrs(("cluster", cluster), ("reason", reason)))
+            otel.retries.add(1, otel.attrs(("cluster", cluster), ("reason", reason)))
         return AttemptRecord(self, address, cluster, locality, retry_reason)
 
     def end(
@@ -104,41 +116,55 @@ class CallRecord:
         if self.ended:
             return
         self.ended = True
+        self.elapsed = _perf_counter() - self.start
+        self.status, self.grpc_status = status, grpc_status
+        if error is not None or self.span is not None or self._otel is not None:
+            self._end_observed(status, grpc_status, error, retries)
+        tally = self._t.tally
+        calls = tally.calls
+        calls.append(
+            (
+                self.cluster, self.call.authority, self.protocol, self.status,
+                self.grpc_status, self.flags, self.elapsed,
+            )
+        )  # fmt: skip
+        if len(calls) >= BACKLOG:
+            tally.fold()
+
+    def _end_observed(
+        self,
+        status: int | None,
+        grpc_status: int | None,
+        error: BaseException | None,
+        retries: int | None,
+    ) -> None:
+        """``end`` for an error, or with spans or OpenTelemetry metrics to record."""
         t = self._t
-        elapsed_ms = (time.perf_counter() - self.start) * 1000.0
-        retries = max(0, self.attempts - 1) if retries is None else retries
-        reason = str(getattr(error, "reason", "") or "") if error is not None else ""
-        flags = response_flags(reason, self.last if error is not None else None)
-        if reason == "overflow":
-            t.breaker_overflow(self.cluster or str(getattr(error, "cluster", "")))
-        code = status
-        if code is None:
-            code = getattr(error, "http_status", None) or _LOCAL_STATUS.get(flags, 0)
-            if grpc_status is not None and error is None:
-                code = 200
-        grpc = "" if grpc_status is None else str(grpc_status)
-        if self.protocol == "grpc" and grpc_status is None and error is not None:
-            grpc = str(getattr(error, "grpc_status", None) or 14)
-        key = t.registry.istio_key(
-            t.workload,
-            t.namespace,
-            self.cluster,
-            self.call.authority,
-            self.protocol,
-            code,
-            grpc,
-            flags,
-        )
-        t.registry.call_ended(key, elapsed_ms)
+        reason = ""
+        if error is not None:
+            reason = str(getattr(error, "reason", "") or "")
+            flags = self.flags = response_flags(reason, self.last)
+            if reason == "overflow":
+                t.breaker_overflow(self.cluster or str(getattr(error, "cluster", "")))
+            if status is None:
+                self.status = getattr(error, "http_status", None) or _LOCAL_STATUS.get(flags, 0)
+            if self.protocol == "grpc" and grpc_status is None:
+                self.grpc_status = getattr(error, "grpc_status", None) or 14
         otel = self._otel
         if otel is not None:
+            code, grpc, flags = call_labels(self.status, self.grpc_status, self.flags)
+            key = t.registry.istio_key(
+                t.workload, t.namespace, self.cluster, self.call.authority, self.protocol,
+                code, grpc, flags,
+            )  # fmt: skip
             attrs = otel.istio_attrs(key)
             otel.requests.add(1, attrs)
-            otel.duration.record(elapsed_ms, attrs)
+            otel.duration.record(self.elapsed * 1000.0, attrs)
         span = self.span
-        if span is not None and span.is_recording():
-            self._finish_span(span, status, grpc_status, error, retries, reason)
         if span is not None:
+            if span.is_recording():
+                retries = max(0, self.attempts - 1) if retries is None else retries
+                self._finish_span(span, status, grpc_status, error, retries, reason)
             span.end()
 
     def _finish_span(
@@ -179,9 +205,19 @@ class CallRecord:
 
 
 class AttemptRecord:
-    """One attempt of a call: a child span and the per-endpoint metrics."""
+    """One attempt of a call: a child span and the per-endpoint metrics (``outcome``:
+    what it came to, once ended; its ``latency`` is the attempt's time)."""
 
-    __slots__ = ("_call", "address", "cluster", "locality", "span", "start")
+    __slots__ = (
+        "_call",
+        "address",
+        "cluster",
+        "locality",
+        "number",
+        "outcome",
+        "reason",
+        "span",
+    )
 
     def __init__(
         self, record: CallRecord, address: str, cluster: str, locality: str, reason: str
@@ -190,36 +226,44 @@ class AttemptRecord:
         self.address = address
         self.cluster = cluster
         self.locality = locality
+        self.number = record.attempts
+        self.reason = reason
+        self.outcome: Outcome | None = None
         self.span: trace.Span | None = None
         parent = record.span
-        t = record._t
         if parent is not None and parent.is_recording():
-            tracer = t.tracer()
-            assert tracer is not None
-            host, _, port = address.rpartition(":")
-            attrs: dict[str, Any] = {
-                sc.PEER_ADDRESS: host.strip("[]"),
-                sc.PEER_PORT: int(port) if port.isdigit() else 0,
-                sc.MESH_UPSTREAM: address,
-                sc.MESH_CLUSTER: cluster,
-                sc.MESH_LOCALITY: locality,
-                sc.MESH_ATTEMPT: record.attempts,
-            }
-            if record.attempts > 1:
-                attrs[sc.HTTP_RESEND] = record.attempts - 1
-                attrs[sc.MESH_RETRY_REASON] = reason or "unknown"
-            attrs.update(_call_attrs(record.call, record.protocol))
-            self.span = tracer.start_span(
-                f"{_span_name(record.call, record.protocol)} attempt",
-                context=trace.set_span_in_context(parent),
-                kind=SpanKind.CLIENT,
-                attributes=attrs,
-            )
-        t.registry.attempt_started(cluster)
+            self._start_span(record, parent)
         otel = record._otel
         if otel is not None:
             otel.active.add(1, otel.attrs(("cluster", cluster)))
-        self.start = time.perf_counter()
+        t = record._t
+        t.tally.started.append(cluster)
+        if self.number > 1:
+            t.registry.retries.add((cluster, reason or "unknown"))
+
+    def _start_span(self, record: CallRecord, parent: trace.Span) -> None:
+        tracer = record._t.tracer()
+        assert tracer is not None
+        address = self.address
+        host, _, port = address.rpartition(":")
+        attrs: dict[str, Any] = {
+            sc.PEER_ADDRESS: host.strip("[]"),
+            sc.PEER_PORT: int(port) if port.isdigit() else 0,
+            sc.MESH_UPSTREAM: address,
+            sc.MESH_CLUSTER: self.cluster,
+            sc.MESH_LOCALITY: self.locality,
+            sc.MESH_ATTEMPT: self.number,
+        }
+        if self.number > 1:
+            attrs[sc.HTTP_RESEND] = self.number - 1
+            attrs[sc.MESH_RETRY_REASON] = self.reason or "unknown"
+        attrs.update(_call_attrs(record.call, record.protocol))
+        self.span = tracer.start_span(
+            f"{_span_name(record.call, record.protocol)} attempt",
+            context=trace.set_span_in_context(parent),
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
+        )
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         """Write the trace context (the globally configured propagators: W3C by
@@ -230,18 +274,21 @@ class AttemptRecord:
         propagate.inject(headers, context=trace.set_span_in_context(span))
 
     def end(self, outcome: Outcome) -> None:
-        """What the attempt came to (the same Outcome the attempt loop records)."""
+        """What the attempt came to (the same Outcome the attempt loop records; its
+        ``latency`` is the attempt's time)."""
         record = self._call
-        record.last = outcome
-        t = record._t
-        elapsed_ms = (time.perf_counter() - self.start) * 1000.0
-        cluster, address = self.cluster, self.address
-        status = outcome.status
-        code = "0" if status is None else (_CODES.get(status) or str(status))
-        kind = _KINDS[outcome.kind]
-        t.registry.attempt_ended(cluster, address, kind, code, elapsed_ms)
+        record.last = self.outcome = outcome
+        kind: str = outcome.kind._value_  # not .value (a slow descriptor)
+        record._t.tally.attempts.append(
+            (self.cluster, self.address, kind, outcome.status, outcome.latency)
+        )
+        if record._otel is not None or self.span is not None:
+            self._end_observed(record, outcome, *attempt_labels(kind, outcome.status))
+
+    def _end_observed(self, record: CallRecord, outcome: Outcome, kind: str, code: str) -> None:
         otel = record._otel
         if otel is not None:
+            cluster, address = self.cluster, self.address
             otel.active.add(-1, otel.attrs(("cluster", cluster)))
             otel.upstream_rq.add(
                 1,
@@ -253,7 +300,7 @@ class AttemptRecord:
                 ),
             )
             otel.upstream_time.record(
-                elapsed_ms, otel.attrs(("cluster", cluster), ("endpoint", address))
+                outcome.latency * 1000.0, otel.attrs(("cluster", cluster), ("endpoint", address))
             )
         span = self.span
         if span is None:

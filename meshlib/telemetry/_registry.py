@@ -4,6 +4,11 @@ The Telemetry hooks update it alongside the OpenTelemetry instruments, so the ad
 server can answer ``/stats`` and ``/stats/prometheus`` with no SDK installed. Series are
 keyed by a tuple of label values (in the metric's ``labels`` order); one lock guards
 every update, which is a handful of dictionary operations.
+
+Per-request facts are not added here one by one: the data path queues them and a
+*flusher* (see :meth:`StatsRegistry.on_read`) folds them in whenever the registry is
+read, so every read (``get``, ``values``, ``series``, ``quantile``, the renderings)
+first calls :meth:`StatsRegistry.flush`.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["DURATION_BUCKETS_MS", "Counter", "Gauge", "Histogram", "Sample", "StatsRegistry"]
@@ -43,6 +49,7 @@ class _Metric:
         self.name = name
         self.help = help
         self.labels = tuple(labels)
+        self._registry = registry
         self._lock = registry.lock
 
     def _check(self, key: Labels) -> None:
@@ -57,7 +64,13 @@ class Counter(_Metric):
 
     def __init__(self, registry: StatsRegistry, name: str, help: str, labels: Sequence[str]):
         super().__init__(registry, name, help, labels)
-        self.values: dict[Labels, float] = {}
+        self._values: dict[Labels, float] = {}
+
+    @property
+    def values(self) -> dict[Labels, float]:
+        """Every series' value (after folding in queued facts); read, do not modify."""
+        self._registry.flush()
+        return self._values
 
     def add(self, key: Labels, amount: float = 1.0) -> None:
         with self._lock:
@@ -65,7 +78,7 @@ class Counter(_Metric):
 
     def add_locked(self, key: Labels, amount: float = 1.0) -> None:
         """``add`` for a caller already holding the registry's ``lock``."""
-        values = self.values
+        values = self._values
         if key in values:
             values[key] += amount
         else:
@@ -73,8 +86,9 @@ class Counter(_Metric):
             values[key] = amount
 
     def get(self, key: Labels) -> float:
+        self._registry.flush()
         with self._lock:
-            return self.values.get(key, 0.0)
+            return self._values.get(key, 0.0)
 
 
 class Gauge(Counter):
@@ -85,7 +99,7 @@ class Gauge(Counter):
     def set(self, key: Labels, value: float) -> None:
         self._check(key)
         with self._lock:
-            self.values[key] = value
+            self._values[key] = value
 
 
 class Histogram(_Metric):
@@ -104,7 +118,13 @@ class Histogram(_Metric):
         super().__init__(registry, name, help, labels)
         self.bounds = tuple(bounds)
         # per series: [bucket counts (len(bounds) + 1, the last is +Inf)..., sum, count]
-        self.series: dict[Labels, list[float]] = {}
+        self._series: dict[Labels, list[float]] = {}
+
+    @property
+    def series(self) -> dict[Labels, list[float]]:
+        """Every series' row (after folding in queued facts); read, do not modify."""
+        self._registry.flush()
+        return self._series
 
     def observe(self, key: Labels, value: float) -> None:
         with self._lock:
@@ -112,17 +132,18 @@ class Histogram(_Metric):
 
     def observe_locked(self, key: Labels, value: float) -> None:
         """``observe`` for a caller already holding the registry's ``lock``."""
-        row = self.series.get(key)
+        row = self._series.get(key)
         if row is None:
             self._check(key)
-            row = self.series[key] = [0.0] * (len(self.bounds) + 3)
+            row = self._series[key] = [0.0] * (len(self.bounds) + 3)
         row[bisect.bisect_left(self.bounds, value)] += 1
         row[-2] += value
         row[-1] += 1
 
     def snapshot(self, key: Labels) -> list[float] | None:
+        self._registry.flush()
         with self._lock:
-            row = self.series.get(key)
+            row = self._series.get(key)
             return list(row) if row is not None else None
 
     def quantile(self, key: Labels, q: float) -> float | None:
@@ -153,6 +174,25 @@ class StatsRegistry:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._metrics: dict[str, _Metric] = {}
+        self._flushers: list[weakref.WeakMethod[Callable[[], None]]] = []
+
+    def on_read(self, flush: Callable[[], None]) -> None:
+        """Call the bound method ``flush`` (without ``lock`` held) before every read: it
+        folds facts queued by the data path into the metrics. Held weakly: a flusher goes
+        away with its owner."""
+        self._flushers.append(weakref.WeakMethod(flush))
+
+    def flush(self) -> None:
+        """Fold every queued fact into the metrics (each read does this first)."""
+        dead = False
+        for ref in self._flushers:
+            fn = ref()
+            if fn is None:
+                dead = True
+            else:
+                fn()
+        if dead:
+            self._flushers = [ref for ref in self._flushers if ref() is not None]
 
     def _add(self, metric: _Metric) -> _Metric:
         existing = self._metrics.get(metric.name)
@@ -193,16 +233,17 @@ class StatsRegistry:
     # -- rendering ----------------------------------------------------------------------
     def prometheus(self, extra: Iterable[Sample] = ()) -> str:
         """Prometheus text exposition format 0.0.4 (``extra``: samples computed at scrape)."""
+        self.flush()
         out: list[str] = []
         for m in self.metrics():
             out.append(f"# HELP {m.name} {_help(m.help)}")
             out.append(f"# TYPE {m.name} {m.kind}")
             with self.lock:
                 if isinstance(m, Histogram):
-                    rows = [(k, list(v)) for k, v in sorted(m.series.items())]
+                    rows = [(k, list(v)) for k, v in sorted(m._series.items())]
                 else:
                     assert isinstance(m, Counter)
-                    items = sorted(m.values.items())
+                    items = sorted(m._values.items())
             if isinstance(m, Histogram):
                 for key, row in rows:
                     base = list(zip(m.labels, key, strict=True))
@@ -231,16 +272,17 @@ class StatsRegistry:
     def envoy_text(self, extra: Iterable[Sample] = ()) -> list[tuple[str, str]]:
         """``(name, value)`` lines in the spirit of Envoy's ``/stats``: counters and gauges
         as numbers, histograms as ``P50(...) P90(...) P99(...) count(...)``."""
+        self.flush()
         lines: list[tuple[str, str]] = []
         for s in extra:
             lines.append((s.envoy or _flat(s.name, s.labels), _num(s.value)))
         for m in self.metrics():
             with self.lock:
                 if isinstance(m, Histogram):
-                    hist = [(k, list(v)) for k, v in m.series.items()]
+                    hist = [(k, list(v)) for k, v in m._series.items()]
                 else:
                     assert isinstance(m, Counter)
-                    plain = list(m.values.items())
+                    plain = list(m._values.items())
             if isinstance(m, Histogram):
                 for key, row in hist:
                     parts = [

@@ -11,13 +11,15 @@ Adapters drive it at a handful of points (see docs/observability.md)::
     rec.end(status=200)                     # or grpc_status=..., or error=exc
 
 Only ``opentelemetry-api`` is used. With the API's no-op providers (no SDK configured)
-no span is started and no OpenTelemetry instrument is called: the cost is the in-process
-:class:`StatsRegistry` updates that keep the admin server's ``/stats`` working.
+no span is started and no OpenTelemetry instrument is called, and that is decided by one
+comparison per call (``quiet_until``, against the call's start time): the cost is
+queueing the facts that keep the admin server's ``/stats`` working (``_tally``).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 
 from opentelemetry import metrics, trace
@@ -26,6 +28,7 @@ from .._call import Call
 from ._metrics import OtelInstruments, RegistryInstruments, otel_meter
 from ._records import CallRecord
 from ._registry import StatsRegistry
+from ._tally import Tally
 
 __all__ = ["XDS_STATES", "Telemetry"]
 
@@ -49,6 +52,8 @@ class Telemetry:
     they are set later) and the in-process :class:`StatsRegistry` (``stats``).
 
     ``workload`` and ``namespace`` fill Istio's ``source_workload`` labels.
+    ``quiet_until`` (``time.perf_counter()`` seconds): until then, calls neither trace
+    nor record OpenTelemetry metrics (no SDK).
     """
 
     def __init__(
@@ -71,6 +76,8 @@ class Telemetry:
         self._otel: OtelInstruments | None = None
         self._otel_ready = False
         self._tracer_recheck = self._otel_recheck = 0.0
+        self.quiet_until = 0.0  # look on the first call
+        self.tally = Tally(self)  # the per-request facts not yet in ``stats``
         self._ejected: set[tuple[str, str]] = set()
         self.xds_state = "unknown"  # until the xDS client reports (xds_connection)
         self.xds_state_since = time.time()
@@ -78,11 +85,22 @@ class Telemetry:
     # -- provider resolution ------------------------------------------------------------
     # While the global providers are the API's proxies (no SDK configured yet), look for a
     # real one at most once per RECHECK seconds: the API's lookup reads os.environ.
+    def live(self, now: float) -> bool:
+        """Whether calls trace or record OpenTelemetry metrics; when neither, calls
+        starting before ``quiet_until`` (set here from ``now``, a perf_counter time)
+        skip the question."""
+        if self.tracer() is not None or self.otel() is not None:
+            self.quiet_until = -math.inf
+            return True
+        final = self._tracer_ready and self._otel_ready
+        self.quiet_until = math.inf if final else now + RECHECK
+        return False
+
     def tracer(self) -> trace.Tracer | None:
         """meshlib's tracer, or None while tracing is a no-op."""
         if self._tracer_ready:
             return self._tracer
-        now = time.monotonic()
+        now = time.perf_counter()
         if now < self._tracer_recheck:
             return None
         provider = self._tracer_provider or trace.get_tracer_provider()
@@ -98,7 +116,7 @@ class Telemetry:
         """The OpenTelemetry instruments, or None while metrics are a no-op."""
         if self._otel_ready:
             return self._otel
-        now = time.monotonic()
+        now = time.perf_counter()
         if now < self._otel_recheck:
             return None
         meter, final = otel_meter(self._meter_provider, _version)
