@@ -116,6 +116,8 @@ class ClusterView:
         category drops its fraction in turn; raises RequestDropped for a dropped one."""
         for drop in self.drops:
             if drop.fraction > 0 and (drop.fraction >= 1 or rng() < drop.fraction):
+                if self.breaker is not None:
+                    self.breaker.count_drop()
                 raise RequestDropped(
                     f"{self.name}: request dropped by drop_overload {drop.category!r}",
                     target=target,

@@ -106,6 +106,7 @@ def _breaker(view: Any) -> dict[str, Any]:
         "pending_requests": breaker.active("pending"),
         "cx_overflow": getattr(stats, "cx_overflow", 0),
         "rq_pending_overflow": getattr(stats, "rq_pending_overflow", 0),
+        "rq_drop_overload": getattr(stats, "rq_drop_overload", 0),
         "open": active >= t.max_requests,
     }
 
@@ -242,6 +243,7 @@ def snapshot_samples(mesh: Any) -> list[Sample]:
             "upstream_rq_pending_active": ("gauge", breaker.get("pending_requests", 0)),
             "upstream_cx_overflow": ("counter", breaker.get("cx_overflow", 0)),
             "upstream_rq_retry_overflow": ("counter", breaker.get("retry_overflow", 0)),
+            "upstream_rq_drop_overload": ("counter", breaker.get("rq_drop_overload", 0)),
             "outlier_detection_ejections_active": ("gauge", sum(1 for h in hosts if h.ejected)),
             "membership_total": ("gauge", len(hosts)),
             "membership_healthy": (

@@ -67,13 +67,15 @@ class Admission:
 class BreakerStats:
     """Overflow counters: ``rq_overflow`` (max_requests), ``retry_overflow`` (Envoy's
     ``upstream_rq_retry_overflow``), ``cx_overflow`` (``upstream_cx_overflow``),
-    ``rq_pending_overflow`` (max_pending_requests). Envoy counts both request overflows
-    as ``upstream_rq_pending_overflow``."""
+    ``rq_pending_overflow`` (max_pending_requests), and ``rq_drop_overload`` (requests
+    dropped by the EDS drop_overloads, Envoy's ``upstream_rq_drop_overload``; kept here
+    because the breaker outlives config pushes)."""
 
     rq_overflow: int = 0
     retry_overflow: int = 0
     cx_overflow: int = 0
     rq_pending_overflow: int = 0
+    rq_drop_overload: int = 0
 
 
 class ClusterBreaker:
@@ -173,6 +175,11 @@ class ClusterBreaker:
                 limit=limit_name,
             )
         return Admission(self, key)
+
+    def count_drop(self) -> None:
+        """One request dropped by drop_overloads."""
+        with self._lock:
+            self.stats.rq_drop_overload += 1
 
     def _release(self, key: tuple[str, str]) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from meshlib import Mesh
+from meshlib.admin._views import snapshot_samples
 from meshlib.controlplane import ENDPOINT_TYPE, ControlPlane
 from meshlib.httpx import MeshConnectError
 from tests.grpc.support import Backend as GrpcBackend
@@ -79,6 +80,15 @@ def test_half_of_the_requests_are_dropped_once_and_never_retried(
                 assert isinstance(exc, MeshConnectError)
                 assert (exc.reason, exc.cluster) == ("drop_overload", "half")
                 dropped += 1
+        breaker = mesh.snapshot.clusters["half"].breaker
+        assert breaker is not None and breaker.stats.rq_drop_overload == dropped
+        (sample,) = [
+            x
+            for x in snapshot_samples(mesh)
+            if x.name == "envoy_cluster_upstream_rq_drop_overload"
+            and ("cluster_name", "half") in x.labels
+        ]
+        assert sample.value == dropped
     # drawn once per call: 50% (mean 200, sd 10); drawn per try under 3 retries it
     # would be 0.5^4 = 6%
     assert 150 <= dropped <= 250, dropped
