@@ -3,11 +3,12 @@
 A call made once the target has resolved goes straight to the endpoint's subchannel:
 the multicallable routes it, makes its :class:`RpcExchange` and sends the first attempt
 at once. A unary-unary call is a :class:`~meshlib.grpc._aio_calls.MeshUnaryCall`, driven
-by its attempts' done-callbacks (retries, back-off on a loop timer); a call of another
-shape makes one attempt (a request iterator cannot be replayed, a response stream is
-never retried: see ``_sync_calls``) and is grpcio's own call, its outcome recorded when
-it ends. Only a streaming call made before its target resolved, or held by a fault
-delay, goes through a grpc.aio client interceptor on a channel that never connects:
+by its attempts' done-callbacks (retries, back-off on a loop timer); a unary-stream call
+is a :class:`~meshlib.grpc._aio_stream.MeshStreamCall`, retried until the application
+saw part of its response. A request-streaming call makes one attempt (a request
+iterator cannot be replayed) and is grpcio's own call, its outcome recorded when it
+ends. Only such a call made before its target resolved, or held by a fault delay,
+goes through a grpc.aio client interceptor on a channel that never connects:
 grpc.aio then buffers the caller's writes until the interceptor -- awaiting the
 resolution off the event loop, then the delay -- hands it the real call.
 """
@@ -26,6 +27,7 @@ import grpc.aio
 from .._engine import Engine
 from .._snapshot import ListenerView
 from ._aio_calls import MeshUnaryCall, aio_error, call_status, keep, record_when_done
+from ._aio_stream import MeshStreamCall
 from ._exchange import RpcExchange, Shadow, Try
 from ._multi import MultiBase, Serializer, ShadowSlots
 from ._router import Router
@@ -115,7 +117,7 @@ class _AioMulti(MultiBase):
         if metadata is not None and not isinstance(metadata, tuple):
             metadata = tuple(metadata)
         return self._router.exchange(
-            view, self._method, timeout, metadata, replayable=self._replayable
+            view, self._method, timeout, metadata, replayable=self._retriable
         )
 
     async def _prepare(
@@ -154,6 +156,8 @@ class _AioMulti(MultiBase):
                 "compression": compression,
             }
         found = self._router.listener()
+        if self._retriable and not self._replayable:
+            return self._unary_stream(found, request, timeout, metadata, options)
         if not isinstance(found, ListenerView):
             if self._replayable:
                 call = MeshUnaryCall(asyncio.get_running_loop(), self._sender(request, options))
@@ -185,6 +189,27 @@ class _AioMulti(MultiBase):
             return _one_attempt(ex, send)
         except MeshRpcError as exc:
             return self._defer(exc, request, timeout, metadata, options)
+
+    def _unary_stream(
+        self,
+        found: ListenerView | Any,
+        request: Any,
+        timeout: float | None,
+        metadata: Any,
+        options: dict[str, Any],
+    ) -> Any:
+        """A unary-request stream: a :class:`MeshStreamCall` (it waits for the target
+        and a fault delay itself: there are no request writes to buffer)."""
+        call = MeshStreamCall(self._sender(request, options))
+        if not isinstance(found, ListenerView):
+            return call.start_after(lambda: self._prepare(request, timeout, metadata, options))
+        if found.missing and self._router.passthrough:
+            return self._passthrough()(request, timeout=timeout, metadata=metadata, **options)
+        try:
+            ex = self._exchange(found, timeout, metadata)
+        except MeshRpcError as exc:
+            return call.fail(aio_error(exc))
+        return call.start(ex)
 
     def _send_shadow(self, fn: Any, request: Any, shadow: Shadow, options: Any) -> None:
         call = fn(request, timeout=shadow.timeout, metadata=shadow.metadata, **options)
@@ -255,10 +280,6 @@ class _ResolveFirst:
         return await multi.drive(prepared, details, request)
 
 
-class _UnaryStreamFirst(_ResolveFirst, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    intercept_unary_stream = _ResolveFirst._intercept
-
-
 class _StreamUnaryFirst(_ResolveFirst, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     intercept_stream_unary = _ResolveFirst._intercept
 
@@ -268,7 +289,6 @@ class _StreamStreamFirst(_ResolveFirst, grpc.aio.StreamStreamClientInterceptor):
 
 
 _INTERCEPTORS: dict[str, type[_ResolveFirst]] = {
-    "unary_stream": _UnaryStreamFirst,
     "stream_unary": _StreamUnaryFirst,
     "stream_stream": _StreamStreamFirst,
 }

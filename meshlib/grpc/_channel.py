@@ -56,7 +56,7 @@ class _Multi(MultiBase):
         router = self._router
         found = router.listener()
         view = found if isinstance(found, ListenerView) else self._channel._wait(found)
-        return router.exchange(view, self._method, timeout, metadata, replayable=self._replayable)
+        return router.exchange(view, self._method, timeout, metadata, replayable=self._retriable)
 
     def _blocking(
         self,
@@ -153,7 +153,7 @@ class _Multi(MultiBase):
         def send(t: Try) -> Any:
             return self._attempt_fn(t)(request, t.timeout, t.metadata, *options)
 
-        return start_stream(ex, send, time.sleep)
+        return start_stream(ex, send, time.sleep, retrying=self._retriable)
 
 
 class _UnaryUnary(_Multi, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]

@@ -342,6 +342,11 @@ class RpcExchange:
             return None
         return delay
 
+    def commit(self, code: grpc.StatusCode) -> None:
+        """The driver did not make the retry :meth:`ended` allowed (the caller already saw
+        part of the response, or cancelled): the call ends with ``code``."""
+        self._end(grpc_status=code.value[0])
+
     def _end(self, grpc_status: int | None = None, error: BaseException | None = None) -> None:
         if not self._ended:
             self._ended = True

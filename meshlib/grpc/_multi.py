@@ -77,6 +77,8 @@ class MultiBase:
         self._key = (kind, method, ser, deser, registered)
         # a request iterator cannot be sent twice: only unary-unary calls are retried
         self._replayable = kind == "unary_unary"
+        # ... and unary-stream calls, until a response message or metadata was delivered
+        self._retriable = kind in ("unary_unary", "unary_stream")
         self._fns: dict[EndpointState, Any] = {}
         self._fns_of: object = None  # the Snapshot they were looked up in
 

@@ -2,11 +2,10 @@
 
 :class:`RetryingFuture` drives an :class:`RpcExchange` from grpcio's done-callbacks
 (it waits for back-off and fault delays on a timer) and stands for the whole call:
-its result, status and metadata are those of the last attempt. Streaming calls
-(``start_stream``) make one attempt: grpcio's Python API does not say whether a
-failed stream had response headers, and its termination callback races the
-application's iteration, so a stream cannot be retried without risking a retry after
-the server committed its response; they are never retried.
+its result, status and metadata are those of the last attempt. ``start_stream``
+starts a streaming call: a unary-request one is a ``RetryingStream`` (retried until
+the application saw part of its response, see ``_stream_attempts``); a request-streaming
+one makes one attempt (its request iterator cannot be replayed).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import grpc
 
 from ._exchange import RpcExchange, Try
 from ._status import MeshRpcError
+from ._sync_stream import RetryingStream
 
 __all__ = ["RetryingFuture", "start_stream"]
 
@@ -238,10 +238,15 @@ class _Failed:
 
 
 def start_stream(
-    ex: RpcExchange, send: Callable[[Try], Any], sleep: Callable[[float], None]
+    ex: RpcExchange,
+    send: Callable[[Try], Any],
+    sleep: Callable[[float], None],
+    *,
+    retrying: bool = False,
 ) -> Any:
-    """Make a streaming call's one attempt; its outcome is recorded when it ends.
-    A fault delay holds the caller for that long before the call is made."""
+    """Start a streaming call: a :class:`RetryingStream` (``retrying``: a unary request)
+    or its one attempt, whose outcome is recorded when it ends. A fault delay holds the
+    caller for that long before the call is made."""
     try:
         if ex.delay:
             sleep(ex.delay)
@@ -249,13 +254,19 @@ def start_stream(
         if aborted is not None:
             ex.close()
             return aborted
+    except BaseException:
+        ex.close()
+        raise
+    if retrying:  # it closes the exchange when the call is over
+        try:
+            return RetryingStream(ex, send).start()
+        except MeshRpcError as exc:
+            return exc
+    try:
         t = ex.next_attempt()
     except MeshRpcError as exc:
         ex.close()
         return exc
-    except BaseException:
-        ex.close()
-        raise
     try:
         call = send(t)
     except BaseException:

@@ -67,6 +67,8 @@ class EchoLogic:
         self.started = 0  # Echo calls that reached the handler
         self.aborted = 0  # calls the handler failed with a status
         self.fail_with: grpc.StatusCode | None = None  # fail every Echo call
+        self.fail_streams = 0  # fail this many Stream calls UNAVAILABLE before any message
+        self.streams = 0  # Stream calls that reached the handler
         self.metadata: list[dict[str, str]] = []  # what each Echo call carried
         self.authorities: list[str] = []  # the :authority of each Echo call
         self.lock = threading.Lock()
@@ -94,6 +96,16 @@ class EchoLogic:
                 self.aborted += 1
         return found
 
+    def early_failure(self) -> grpc.StatusCode | None:
+        """A Stream call started: UNAVAILABLE while ``fail_streams`` lasts (counted)."""
+        with self.lock:
+            self.streams += 1
+            if self.fail_streams <= 0:
+                return None
+            self.fail_streams -= 1
+            self.aborted += 1
+        return grpc.StatusCode.UNAVAILABLE
+
     def delay(self, context: Any) -> float:
         return float(_meta(context).get("x-sleep", "0"))
 
@@ -108,6 +120,9 @@ def sync_handlers(logic: EchoLogic) -> grpc.GenericRpcHandler:
         return logic.reply(context)
 
     def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        early = logic.early_failure()
+        if early is not None:
+            context.abort(early, f"{logic.ident} says {early.name} first")
         for i in range(int(request or b"3")):
             yield logic.reply(context) + f"#{i}".encode()
         code = logic.abort_code(context)  # after the messages: a committed stream fails
@@ -145,8 +160,14 @@ def aio_handlers(logic: EchoLogic) -> grpc.GenericRpcHandler:
     async def stream(
         request: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
+        early = logic.early_failure()
+        if early is not None:
+            await context.abort(early, f"{logic.ident} says {early.name} first")
         for i in range(int(request or b"3")):
             yield logic.reply(context) + f"#{i}".encode()
+        code = logic.abort_code(context)  # after the messages: a committed stream fails
+        if code is not None:
+            await context.abort(code, f"{logic.ident} says {code.name}")
 
     async def collect(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]

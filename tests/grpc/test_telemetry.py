@@ -87,3 +87,20 @@ async def test_aio_fault_abort_and_call_metrics(mesh: Mesh, otel: Otel) -> None:
         p.attributes["grpc_response_status"]: p.value for p in otel.points("istio_requests_total")
     }
     assert requests == {"8": 1, "0": 1}
+
+
+def test_a_retried_stream_records_one_attempt_per_try(
+    backends: list[Backend], mesh_factory: MeshFactory, otel: Otel
+) -> None:
+    routes = [route(CLUSTER, timeout=5.0, retry=retry_policy("unavailable", 2))]
+    mesh = mesh_factory(service(TARGET, routes, {CLUSTER: [backends[0].address]}))[0]
+    backends[0].logic.fail_streams = 2
+    with MeshChannel(mesh._engine, f"xds:///{TARGET}", telemetry=otel.telemetry) as channel:
+        assert len(list(channel.unary_stream("/test.Echo/Stream")(b"2", timeout=5))) == 2
+    spans = otel.finished()
+    calls = [s for s in spans if s.name == "test.Echo/Stream"]
+    attempts = [s for s in spans if s.name == "test.Echo/Stream attempt"]
+    assert len(calls) == 1 and len(attempts) == 3  # two failed tries, then the stream
+    assert calls[0].attributes is not None
+    assert calls[0].attributes["rpc.grpc.status_code"] == 0
+    assert calls[0].attributes["meshlib.retry.count"] == 2
