@@ -38,7 +38,7 @@ from meshlib._snapshot import ListenerView
 from meshlib.balancing.maglev import build_table
 from meshlib.balancing.ring_hash import normalized_weights
 from meshlib.controlplane import ControlPlane
-from meshlib.controlplane._cache import (
+from meshlib.controlplane.xds._cache import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,

@@ -15,8 +15,8 @@ from google.protobuf import json_format
 
 from meshlib import Mesh
 from meshlib.controlplane import CertificateAuthority, ControlPlane
-from meshlib.controlplane._ca import WorkloadFiles, spiffe_id
-from meshlib.controlplane._cache import (
+from meshlib.controlplane.ca._authority import WorkloadFiles, spiffe_id
+from meshlib.controlplane.xds._cache import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,

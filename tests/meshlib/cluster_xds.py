@@ -25,7 +25,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from meshlib.controlplane import ControlPlane
-from meshlib.controlplane._cache import (
+from meshlib.controlplane.xds._cache import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,

@@ -25,7 +25,7 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 
 from meshlib import Mesh
 from meshlib.controlplane import ControlPlane
-from meshlib.controlplane._cache import (
+from meshlib.controlplane.xds._cache import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
