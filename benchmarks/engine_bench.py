@@ -32,11 +32,11 @@ from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401 (re
 from google.protobuf import json_format
 
 from meshlib import Call, Mesh
-from meshlib._endpoints import EndpointState
 from meshlib._outcome import Outcome, OutcomeKind
 from meshlib._snapshot import ListenerView
 from meshlib.balancing.maglev import build_table
 from meshlib.balancing.ring_hash import normalized_weights
+from meshlib.cluster import EndpointState
 from meshlib.controlplane import ControlPlane
 from meshlib.controlplane._cache import (
     CLUSTER_TYPE,

@@ -51,9 +51,9 @@ from collections.abc import Callable
 
 from ._call import Call
 from ._config_watch import ConfigWatcher
-from ._endpoints import EndpointState
 from ._errors import MeshError, NoHealthyUpstream, RouteNotFound, TargetNotResolved
 from ._snapshot import ListenerView, Snapshot
+from .cluster._endpoints import EndpointState
 from .resilience.fault import FaultDecision
 from .resilience.mirror import MirrorTarget
 from .resilience.retry import AttemptLoop

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .._endpoints import EndpointState
+from ..cluster._endpoints import EndpointState
 
 __all__ = [
     "LevelHealth",

@@ -36,7 +36,7 @@ from ..resilience.timeouts import format_grpc_timeout
 from ._status import MeshRpcError, code_of, grpc_code_for_http, mesh_rpc_error, outcome_of
 
 if TYPE_CHECKING:
-    from .._endpoints import EndpointState
+    from ..cluster._endpoints import EndpointState
     from ..telemetry import AttemptRecord, CallRecord, Telemetry
 
 __all__ = ["Metadata", "RpcExchange", "Shadow", "Try"]
