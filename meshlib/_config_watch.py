@@ -30,6 +30,7 @@ from xds_client import ResourceDoesNotExist, XdsClient
 from xds_client.resources import (
     CLUSTER,
     ENDPOINTS,
+    FAULT_TYPE,
     LISTENER,
     ROUTE_CONFIG,
     ClusterResource,
@@ -38,12 +39,11 @@ from xds_client.resources import (
     ResourceType,
     RouteConfigResource,
 )
-from xds_client.resources._hcm import FAULT_TYPE
 
-from ._routing import RouteTable
 from ._snapshot import ListenerView, Snapshot
 from .cluster._cluster_views import ClusterViews
 from .resilience.endpoint_breaker import EndpointBreakers
+from .routing import RouteTable
 
 __all__ = ["ConfigWatcher"]
 

@@ -27,10 +27,10 @@ from xds_client.resources.endpoints import DropOverload
 
 from ._call import Call
 from ._errors import NoHealthyUpstream, RequestDropped
-from ._routing import RouteTable
 from .balancing import Balancer, LocalCluster, LocalityGroup
 from .cluster._endpoints import EndpointState
 from .resilience.breakers import Admission, ClusterBreaker
+from .routing import RouteTable
 
 __all__ = [
     "MAX_RESELECTIONS",

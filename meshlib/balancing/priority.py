@@ -102,10 +102,6 @@ class PriorityLoads:
     degraded: tuple[int, ...]
     panic: tuple[bool, ...]
 
-    @property
-    def total_panic(self) -> bool:
-        return bool(self.panic) and all(self.panic)
-
 
 def _assign(values: Sequence[int], total: int, remaining: int) -> tuple[list[int], int]:
     loads = []

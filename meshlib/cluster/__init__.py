@@ -8,6 +8,8 @@
   cluster's breaker, outlier detector, endpoint breakers and slow-start tracking.
 - ``AggregateView`` (``_aggregate``): an aggregate cluster (Envoy's
   ``envoy.clusters.aggregate``) failing over across its child clusters.
+- ``Outcome`` / ``OutcomeKind``: what one attempt reports to its endpoint
+  (``EndpointState.finished``) and, through it, to outlier detection and breakers.
 
 The Snapshot itself (``meshlib._snapshot``) holds these views; it is not part of this
 package. Names are loaded on first use: the balancing and resilience packages import
@@ -20,6 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .._outcome import Outcome, OutcomeKind
     from ._aggregate import (
         MAX_DEPTH,
         AggregateBalancer,
@@ -41,24 +44,28 @@ __all__ = [
     "EndpointRegistry",
     "EndpointState",
     "HostStats",
+    "Outcome",
+    "OutcomeKind",
     "OutcomeSink",
     "ProbeGate",
     "cluster_tree",
 ]
 
 _HOMES = {
-    "MAX_DEPTH": "_aggregate",
-    "AggregateBalancer": "_aggregate",
-    "AggregateView": "_aggregate",
-    "Child": "_aggregate",
-    "ClusterTree": "_aggregate",
-    "cluster_tree": "_aggregate",
-    "ClusterViews": "_cluster_views",
-    "EndpointRegistry": "_endpoints",
-    "EndpointState": "_endpoints",
-    "HostStats": "_endpoints",
-    "OutcomeSink": "_endpoints",
-    "ProbeGate": "_endpoints",
+    "MAX_DEPTH": "meshlib.cluster._aggregate",
+    "AggregateBalancer": "meshlib.cluster._aggregate",
+    "AggregateView": "meshlib.cluster._aggregate",
+    "Child": "meshlib.cluster._aggregate",
+    "ClusterTree": "meshlib.cluster._aggregate",
+    "cluster_tree": "meshlib.cluster._aggregate",
+    "ClusterViews": "meshlib.cluster._cluster_views",
+    "EndpointRegistry": "meshlib.cluster._endpoints",
+    "EndpointState": "meshlib.cluster._endpoints",
+    "HostStats": "meshlib.cluster._endpoints",
+    "Outcome": "meshlib._outcome",
+    "OutcomeKind": "meshlib._outcome",
+    "OutcomeSink": "meshlib.cluster._endpoints",
+    "ProbeGate": "meshlib.cluster._endpoints",
 }
 
 
@@ -66,7 +73,7 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
 
