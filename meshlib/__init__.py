@@ -12,6 +12,7 @@ from xds_client import BootstrapError
 from ._call import Call
 from ._errors import (
     CircuitBreakerOpen,
+    MeshClosed,
     MeshError,
     NoHealthyUpstream,
     Overloaded,
@@ -30,6 +31,13 @@ from ._httpx_transport import (
     UpstreamTlsConfigError,
 )
 from ._mesh import Mesh
+from .httpx import (
+    MeshClosedError,
+    RouteNotFoundError,
+    UpstreamConnectError,
+    UpstreamResetError,
+)
+from .local_reply import LocalReply
 from ._snapshot import Snapshot
 
 __all__ = [
@@ -38,7 +46,10 @@ __all__ = [
     "Call",
     "CircuitBreakerOpen",
     "CircuitBreakerOverflowError",
+    "LocalReply",
     "Mesh",
+    "MeshClosed",
+    "MeshClosedError",
     "MeshConnectError",
     "MeshError",
     "MeshTimeoutError",
@@ -48,8 +59,11 @@ __all__ = [
     "Overloaded",
     "RequestDropped",
     "RouteNotFound",
+    "RouteNotFoundError",
     "Snapshot",
     "TargetNotResolved",
+    "UpstreamConnectError",
+    "UpstreamResetError",
     "UpstreamTimeout",
     "UpstreamTlsConfigError",
 ]

@@ -52,7 +52,7 @@ from collections.abc import Callable
 from ._call import Call
 from ._config_watch import ConfigWatcher
 from ._endpoints import EndpointState
-from ._errors import MeshError, NoHealthyUpstream, RouteNotFound, TargetNotResolved
+from ._errors import MeshClosed, MeshError, NoHealthyUpstream, RouteNotFound, TargetNotResolved
 from ._snapshot import ListenerView, Snapshot
 from .resilience.fault import FaultDecision
 from .resilience.mirror import MirrorTarget
@@ -90,29 +90,55 @@ class Engine:
         listener_name: Callable[[str], str],
     ) -> None:
         self.snapshot = Snapshot()
+        self.closed = False
         self._listener_name = listener_name
         self._watcher = watcher_factory(self._publish)
 
     def _publish(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
+        if not self.closed:
+            self.snapshot = snapshot
 
     # logical layer ---------------------------------------------------------------------
-    def listener(self, authority: str) -> ListenerView | threading.Event:
-        """The resolved listener for ``authority``, or an event to wait on for it."""
+    def lookup(self, authority: str) -> tuple[Snapshot, ListenerView] | threading.Event:
+        """The current Snapshot (the call's one read of it) and the resolved listener
+        for ``authority``, or an event to wait on for it; MeshClosed after close()."""
+        snapshot = self.snapshot
         name = self._listener_name(authority)
-        view = self.snapshot.listeners.get(name)
+        view = snapshot.listeners.get(name)
         if view is not None:
-            return view
+            return snapshot, view
+        if self.closed:
+            raise MeshClosed(
+                f"{authority}: the mesh is closed", target=authority, reason="closed"
+            )
         event = self._watcher.request(name)
         if event.is_set():  # settled between the two reads
-            view = self.snapshot.listeners.get(name)
+            snapshot = self.snapshot
+            view = snapshot.listeners.get(name)
             if view is not None:
-                return view
+                return snapshot, view
         return event
+
+    def listener(self, authority: str) -> ListenerView | threading.Event:
+        """The resolved listener for ``authority``, or an event to wait on for it."""
+        found = self.lookup(authority)
+        return found if isinstance(found, threading.Event) else found[1]
+
+    def looked_up(self, authority: str) -> tuple[Snapshot, ListenerView]:
+        """After the wait: the Snapshot and the view, or TargetNotResolved."""
+        snapshot = self.snapshot
+        return snapshot, self._resolved(snapshot, authority)
 
     def resolved(self, authority: str) -> ListenerView:
         """After the wait: the view, or TargetNotResolved."""
-        view = self.snapshot.listeners.get(self._listener_name(authority))
+        return self._resolved(self.snapshot, authority)
+
+    def _resolved(self, snapshot: Snapshot, authority: str) -> ListenerView:
+        if self.closed:
+            raise MeshClosed(
+                f"{authority}: the mesh is closed", target=authority, reason="closed"
+            )
+        view = snapshot.listeners.get(self._listener_name(authority))
         if view is None:
             raise TargetNotResolved(
                 f"{authority}: the control plane did not resolve listener "
@@ -182,4 +208,7 @@ class Engine:
         return "\n".join(f"{i}. {name}: {what}" for i, (name, what) in enumerate(STACK, 1))
 
     def close(self) -> None:
+        """Stop routing: every later call fails with MeshClosed (no stale Snapshot)."""
+        self.closed = True
+        self.snapshot = Snapshot()
         self._watcher.close()
