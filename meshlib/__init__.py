@@ -31,6 +31,7 @@ from ._httpx_transport import (
     UpstreamTlsConfigError,
 )
 from ._mesh import Mesh
+from ._snapshot import Snapshot
 from .httpx import (
     MeshClosedError,
     RouteNotFoundError,
@@ -38,7 +39,6 @@ from .httpx import (
     UpstreamResetError,
 )
 from .local_reply import LocalReply
-from ._snapshot import Snapshot
 
 __all__ = [
     "AsyncMeshTransport",

@@ -108,9 +108,7 @@ class Engine:
         if view is not None:
             return snapshot, view
         if self.closed:
-            raise MeshClosed(
-                f"{authority}: the mesh is closed", target=authority, reason="closed"
-            )
+            raise MeshClosed(f"{authority}: the mesh is closed", target=authority, reason="closed")
         event = self._watcher.request(name)
         if event.is_set():  # settled between the two reads
             snapshot = self.snapshot
@@ -135,9 +133,7 @@ class Engine:
 
     def _resolved(self, snapshot: Snapshot, authority: str) -> ListenerView:
         if self.closed:
-            raise MeshClosed(
-                f"{authority}: the mesh is closed", target=authority, reason="closed"
-            )
+            raise MeshClosed(f"{authority}: the mesh is closed", target=authority, reason="closed")
         view = snapshot.listeners.get(self._listener_name(authority))
         if view is None:
             raise TargetNotResolved(

@@ -34,7 +34,7 @@ def test_public_names() -> None:
         "Call",
         "CircuitBreakerOpen",
         "CircuitBreakerOverflowError",
-            "LocalReply",
+        "LocalReply",
         "Mesh",
         "MeshClosed",
         "MeshClosedError",

@@ -54,7 +54,6 @@ _CONNECT_MARKERS = ("failed to connect", "connection refused", "handshake", "no 
 _RESET_MARKERS = ("socket closed", "connection reset", "stream removed", "goaway", "broken pipe")
 
 
-
 def grpc_code_for_http(status: int) -> grpc.StatusCode:
     """The gRPC status Envoy gives a gRPC caller for a local HTTP ``status``."""
     return code_of(GRPC_FOR_HTTP.get(status, 2))

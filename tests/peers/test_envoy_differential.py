@@ -320,9 +320,13 @@ def test_per_try_timeout(
 def test_route_timeout_without_retry(clients: dict[str, Callable[..., httpx.Response]]) -> None:
     envoy = clients["envoy"]("GET", "/slow/noretry-envoy/1500")
     ours = clients["meshlib"]("GET", "/slow/noretry-meshlib/1500")
-    assert (ours.status_code, ours.text) == (envoy.status_code, envoy.text) == (
-        504,
-        "upstream request timeout",
+    assert (
+        (ours.status_code, ours.text)
+        == (envoy.status_code, envoy.text)
+        == (
+            504,
+            "upstream request timeout",
+        )
     )
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401  (registers type)
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401  (registers type)
 from google.protobuf import json_format
 
-from envoy.config.listener.v3 import listener_pb2
 from meshlib import Mesh
 from tests.meshlib.cluster_xds import HCM, ROUTER, Backend, cla, cluster, control_plane
 from tests.peers.peer_support import free_port
