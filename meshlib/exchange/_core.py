@@ -29,6 +29,7 @@ from .._errors import MeshError, RouteNotFound, TargetNotResolved
 from .._outcome import Outcome, OutcomeKind
 from ..local_reply import LocalReply, fault_abort, for_error, for_failure
 from ..resilience.retry import Attempt, AttemptLoop
+from ..telemetry._semconv import retry_reason
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -141,13 +142,13 @@ class ExchangeCore:
         "_flag",
         "_inflight",
         "_loop",
-        "_replayable",
         "call",
         "clusters",
         "deadline",
         "fault",
         "plan",
         "rec",
+        "replayable",
     )
 
     def __init__(
@@ -165,36 +166,47 @@ class ExchangeCore:
         self.rec = rec
         self.clusters = snapshot.clusters  # the one Snapshot read of this call
         self.deadline = deadline
-        self._replayable = replayable
+        self.replayable = replayable
         self._loop: AttemptLoop | None = None
         self._inflight: Attempt | None = None
-        self._delayed = False
         self._flag: str | None = None
         if rec is not None:
             rec.route(plan.route_name, plan.cluster)
-        self.fault: FaultDecision | None = (
-            None if plan.fault is None else plan.fault.decide(call, plan.cluster)
-        )
+        fault = None if plan.fault is None else plan.fault.decide(call, plan.cluster)
+        self.fault: FaultDecision | None = fault
+        self._delayed = fault is not None and fault.delay > 0  # drivers always honour it
 
     # -- the steps ---------------------------------------------------------------------
+    @property
+    def delay(self) -> float:
+        """Seconds the fault filter holds the call before anything is sent."""
+        fault = self.fault
+        return fault.delay if fault is not None else 0.0
+
     def start(self) -> Send | Sleep | LocalReply:
         """The first action: the fault delay, the fault's abort, or the first attempt."""
         fault = self.fault
         if fault is not None:
             if fault.delay:
-                self._delayed = True
                 return Sleep(fault.delay)
             if fault.aborts:
                 return self._abort(fault)
-        return self._next()
+        return self.next()
 
     def resume(self) -> Send | LocalReply:
         """After a Sleep: the fault's abort (after its delay) or the next attempt."""
         if self._loop is None:
-            fault = self.fault
-            if fault is not None and fault.aborts:
-                return self._abort(fault)
-        return self._next()
+            reply = self.abort()
+            if reply is not None:
+                return reply
+        return self.next()
+
+    def abort(self) -> LocalReply | None:
+        """The fault filter's abort, when it aborts this call (then the call is over)."""
+        fault = self.fault
+        if fault is None or not fault.aborts:
+            return None
+        return self._abort(fault)
 
     def _abort(self, fault: FaultDecision) -> LocalReply:
         reply = fault_abort(
@@ -202,11 +214,13 @@ class ExchangeCore:
         )
         return self._local(reply)
 
-    def _next(self) -> Send | LocalReply:
+    def next(self) -> Send | LocalReply:
+        """The next attempt (admission, LB pick, its timeout), or the local reply that
+        ends the call (no healthy upstream, overflow, drop_overload, time up)."""
         loop = self._loop
         if loop is None:  # the route timeout starts once the fault filter let the call go
             loop = self._loop = AttemptLoop(
-                self.plan, self.call, self.clusters, self._replayable, deadline=self.deadline
+                self.plan, self.call, self.clusters, self.replayable, deadline=self.deadline
             )
         try:
             attempt = loop.next_attempt()
@@ -221,8 +235,6 @@ class ExchangeCore:
         last = rec.last
         reason = ""
         if attempt.number > 1 and last is not None:
-            from ..telemetry import retry_reason
-
             reason = retry_reason(last)
         record = rec.attempt(
             endpoint, self.plan.cluster, attempt_number=attempt.number, retry_reason=reason

@@ -58,7 +58,9 @@ class AsyncMeshTransport(
         if view.missing:
             if self._unknown_hosts == "passthrough":
                 return await self.passthrough.handle_async_request(request)
-            raise self._unknown(view, authority, request)
+            raise self._unresolved(view, authority, request)
+        if view.routes is None:
+            raise self._unresolved(view, authority, request)
         for pool in self._stale_pools(snapshot):
             await pool.aclose()
         exchange = self._exchange(snapshot, view, request, authority, self._mirror)

@@ -101,14 +101,15 @@ class TransportBase(Generic[PassT, PoolT]):
             self._telemetry.start_call(_call_of(request), "http").end(error=exc)
         return mesh_error(exc, request)
 
-    def _unknown(
+    def _unresolved(
         self, view: ListenerView, authority: str, request: httpx.Request
     ) -> httpx.TransportError:
-        """``unknown_hosts="fail"``: the control plane does not know this host."""
+        """A listener the control plane did not resolve (or, with ``unknown_hosts="fail"``,
+        does not know): no route table to answer from, so an error in either mode."""
         error = TargetNotResolved(
-            f"{authority}: not a mesh host ({view.error or 'no such listener'})",
+            f"{authority}: {view.error or 'no such listener'}",
             target=authority,
-            reason="unknown_host",
+            reason="listener_error",
         )
         return self._unrouted(error, request)
 

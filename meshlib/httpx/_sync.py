@@ -124,7 +124,9 @@ class MeshTransport(TransportBase[httpx.BaseTransport, EndpointPool], httpx.Base
         if view.missing:
             if self._unknown_hosts == "passthrough":
                 return self.passthrough.handle_request(request)
-            raise self._unknown(view, authority, request)
+            raise self._unresolved(view, authority, request)
+        if view.routes is None:
+            raise self._unresolved(view, authority, request)
         for pool in self._stale_pools(snapshot):
             pool.close()
         exchange = self._exchange(snapshot, view, request, authority, self._shadows.submit)
