@@ -44,6 +44,8 @@ from meshlib.controlplane import (
     Resources,
     VersionedSnapshotCache,
 )
+from meshlib.exchange import ExchangeCore, Send, open_exchange
+from meshlib.resilience.retry import AttemptLoop
 from xds_client.resources import Endpoint
 
 from ._harness import Row, check, row
@@ -202,17 +204,21 @@ def _measure(mesh: Mesh, port: int, n: int, rounds: int) -> list[Row]:
     )
     ok = Outcome(OutcomeKind.RESPONSE, 200, latency=0.001)
 
-    def engine_once() -> None:
-        plan = engine.route(view, call)
-        loop = engine.attempts(plan, call)
-        attempt = loop.next_attempt()
-        loop.record(attempt, ok)
-        loop.close()
+    def engine_once() -> None:  # the exchange core: route, fault, one try that succeeds
+        core = open_exchange(engine.snapshot, view, call, None, replayable=True)
+        assert isinstance(core, ExchangeCore)
+        send = core.start()
+        assert isinstance(send, Send)
+        core.ended(send, ok)
+        core.close()
 
-    planned = engine.route(view, call)
+    routes = view.routes
+    assert routes is not None
+    planned = routes.route(call)
+    assert planned is not None
 
     def loop_once() -> None:  # the attempt loop alone: one try that succeeds
-        loop = engine.attempts(planned, call)
+        loop = AttemptLoop(planned, call, engine.snapshot.clusters)
         loop.record(loop.next_attempt(), ok)
         loop.close()
 

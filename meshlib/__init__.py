@@ -12,6 +12,7 @@ from xds_client import BootstrapError
 from ._call import Call
 from ._errors import (
     CircuitBreakerOpen,
+    MeshClosed,
     MeshError,
     NoHealthyUpstream,
     Overloaded,
@@ -25,12 +26,17 @@ from ._snapshot import Snapshot
 from .httpx import (
     AsyncMeshTransport,
     CircuitBreakerOverflowError,
+    MeshClosedError,
     MeshConnectError,
     MeshTimeoutError,
     MeshTransport,
     NoHealthyUpstreamError,
+    RouteNotFoundError,
+    UpstreamConnectError,
+    UpstreamResetError,
     UpstreamTlsConfigError,
 )
+from .local_reply import LocalReply
 
 __all__ = [
     "AsyncMeshTransport",
@@ -38,7 +44,10 @@ __all__ = [
     "Call",
     "CircuitBreakerOpen",
     "CircuitBreakerOverflowError",
+    "LocalReply",
     "Mesh",
+    "MeshClosed",
+    "MeshClosedError",
     "MeshConnectError",
     "MeshError",
     "MeshTimeoutError",
@@ -48,8 +57,11 @@ __all__ = [
     "Overloaded",
     "RequestDropped",
     "RouteNotFound",
+    "RouteNotFoundError",
     "Snapshot",
     "TargetNotResolved",
+    "UpstreamConnectError",
+    "UpstreamResetError",
     "UpstreamTimeout",
     "UpstreamTlsConfigError",
 ]

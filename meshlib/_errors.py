@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "CircuitBreakerOpen",
+    "MeshClosed",
     "MeshError",
     "NoHealthyUpstream",
     "Overloaded",
@@ -24,6 +25,10 @@ class MeshError(Exception):
         self.target = target
         self.cluster = cluster
         self.reason = reason or type(self).__name__
+
+
+class MeshClosed(MeshError):
+    """The call was made after ``Mesh.close()`` (reason ``closed``): nothing routes."""
 
 
 class TargetNotResolved(MeshError):
@@ -68,10 +73,18 @@ class RequestDropped(Overloaded):
     ``drop_overload``) before host selection, once per request (retries are not drawn
     again). Envoy answers HTTP 503 ``drop overload`` with ``x-envoy-drop-overload: true``
     and counts ``upstream_rq_drop_overload``; gRPC's xDS client fails the call with
-    UNAVAILABLE. ``category`` is the drop category that matched."""
+    UNAVAILABLE. ``category`` is the drop category that matched; ``unconditional``: it
+    drops every request (Envoy then answers ``unconditional drop overload``, flag UDO)."""
 
     def __init__(
-        self, message: str, *, target: str = "", cluster: str = "", category: str = ""
+        self,
+        message: str,
+        *,
+        target: str = "",
+        cluster: str = "",
+        category: str = "",
+        unconditional: bool = False,
     ) -> None:
         super().__init__(message, target=target, cluster=cluster, reason="drop_overload")
         self.category = category
+        self.unconditional = unconditional

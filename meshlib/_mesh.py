@@ -21,6 +21,7 @@ from .httpx import (
     UnknownHostPolicy,
 )
 from .httpx._sync import check_policy
+from .local_reply import check_local_replies
 from .resilience.endpoint_breaker import EndpointBreakers
 from .security import CertificateProviders
 from .telemetry import Telemetry
@@ -56,6 +57,12 @@ class Mesh:
     every call; ``unknown_hosts="fail"`` refuses hosts the control plane does not know;
     ``endpoint_breakers`` turns on per-endpoint pybreaker breakers (optionally sharing
     state through Redis, see ``meshlib.resilience.EndpointBreakers``).
+    ``local_replies``: what an httpx application gets when the mesh answers a request
+    itself (no route, no healthy upstream, overflow, timeouts, connect failures, fault
+    aborts: see ``meshlib.local_reply``): ``"envoy"`` (default) the response Envoy
+    would send, ``"raise"`` a typed httpx exception carrying ``cluster``, ``reason``
+    and ``response_flag``. gRPC callers get status codes either way. After
+    ``close()`` every call fails with ``MeshClosedError`` (gRPC: UNAVAILABLE).
     """
 
     def __init__(
@@ -66,8 +73,10 @@ class Mesh:
         unknown_hosts: UnknownHostPolicy = "passthrough",
         telemetry: Telemetry | None = None,
         endpoint_breakers: EndpointBreakers | None = None,
+        local_replies: str = "envoy",
     ) -> None:
         check_policy(unknown_hosts)
+        self.local_replies = check_local_replies(local_replies)
         self.bootstrap: Bootstrap = load_bootstrap(bootstrap)
         self.resolve_timeout = resolve_timeout
         self.unknown_hosts = unknown_hosts
@@ -109,6 +118,7 @@ class Mesh:
             connectors=self._connectors,
             limits=limits,
             retry_buffer=retry_buffer,
+            local_replies=self.local_replies,
         )
 
     def httpx_client(self, **kwargs: Any) -> httpx.Client:
@@ -182,6 +192,7 @@ class Mesh:
             connectors=self._connectors,
             limits=limits,
             retry_buffer=retry_buffer,
+            local_replies=self.local_replies,
         )
 
     def httpx_async_client(self, **kwargs: Any) -> httpx.AsyncClient:

@@ -123,6 +123,7 @@ class ClusterView:
                     target=target,
                     cluster=self.name,
                     category=drop.category,
+                    unconditional=drop.fraction >= 1,
                 )
 
     def pick(

@@ -83,7 +83,9 @@ def test_unknown_hosts_pass_through_and_can_fail_closed(
 def test_cluster_without_endpoints_is_no_healthy_upstream(tmp_path: Path) -> None:
     write_config(tmp_path / "cfg", service_objects("empty", 8000, []))
     with ControlPlane(tmp_path / "cfg") as cp, Mesh(bootstrap=cp.bootstrap()) as mesh:
-        with mesh.httpx_client() as client, pytest.raises(MeshConnectError) as info:
-            client.get("http://empty:8000/")
-        assert info.value.reason == "no_healthy_upstream"
-        assert info.value.cluster == "outbound|8000||empty.default.svc.cluster.local"
+        with mesh.httpx_client() as client:  # Envoy's local reply
+            r = client.get("http://empty:8000/")
+        assert (r.status_code, r.text) == (503, "no healthy upstream")
+        reply = r.extensions["meshlib.local_reply"]
+        assert (reply.reason, reply.flag) == ("no_healthy_upstream", "UH")
+        assert reply.cluster == "outbound|8000||empty.default.svc.cluster.local"

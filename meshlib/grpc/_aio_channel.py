@@ -16,6 +16,7 @@ resolution off the event loop, then the delay -- hands it the real call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 from collections.abc import Callable, Sequence
@@ -155,7 +156,10 @@ class _AioMulti(MultiBase):
                 "wait_for_ready": wait_for_ready,
                 "compression": compression,
             }
-        found = self._router.listener()
+        try:
+            found = self._router.listener()
+        except MeshRpcError as exc:  # the mesh is closed
+            raise aio_error(exc) from exc
         if self._retriable and not self._replayable:
             return self._unary_stream(found, request, timeout, metadata, options)
         if not isinstance(found, ListenerView):
@@ -328,7 +332,8 @@ class MeshAioChannel(grpc.aio.Channel):  # type: ignore[misc]
         )
         self._shadows = ShadowSlots()
         self._deferral: dict[str, grpc.aio.Channel] = {}
-        self._router.listener()  # start resolving now
+        with contextlib.suppress(MeshRpcError):  # a closed mesh: each call says so
+            self._router.listener()  # start resolving now
 
     @property
     def target(self) -> str:
@@ -432,8 +437,11 @@ class MeshAioChannel(grpc.aio.Channel):  # type: ignore[misc]
         )
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
-        """READY once the target resolved; IDLE before."""
-        found = self._router.listener()
+        """READY once the target resolved; IDLE before; SHUTDOWN once the mesh closed."""
+        try:
+            found = self._router.listener()
+        except MeshRpcError:
+            return grpc.ChannelConnectivity.SHUTDOWN
         if isinstance(found, ListenerView):
             return grpc.ChannelConnectivity.READY
         return grpc.ChannelConnectivity.IDLE

@@ -11,6 +11,7 @@ how they wait; every decision is the call's :class:`RpcExchange`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -251,7 +252,8 @@ class MeshChannel(grpc.Channel):  # type: ignore[misc]
             engine, self._subchannel, lambda ch: ch.close()
         )
         self._shadows = ShadowSlots()
-        self._router.listener()  # start resolving now
+        with contextlib.suppress(MeshRpcError):  # a closed mesh: each call says so
+            self._router.listener()  # start resolving now
 
     @property
     def target(self) -> str:

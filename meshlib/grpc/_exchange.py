@@ -31,13 +31,15 @@ from .._errors import MeshError
 from .._outcome import Outcome, OutcomeKind
 from .._snapshot import ListenerView
 from ..context import current_request, inject_outbound
-from ..resilience.retry import Attempt, AttemptLoop
+from ..exchange import ExchangeCore, Send, Sleep, open_exchange
+from ..local_reply import LocalReply
+from ..resilience.retry import Attempt
 from ..resilience.timeouts import format_grpc_timeout
-from ._status import MeshRpcError, code_of, grpc_code_for_http, mesh_rpc_error, outcome_of
+from ._status import MeshRpcError, code_of, mesh_rpc_error, outcome_of
 
 if TYPE_CHECKING:
     from ..cluster._endpoints import EndpointState
-    from ..telemetry import AttemptRecord, CallRecord, Telemetry
+    from ..telemetry import AttemptRecord, Telemetry
 
 __all__ = ["Metadata", "RpcExchange", "Shadow", "Try"]
 
@@ -52,20 +54,21 @@ class FaultAbort(MeshError):
 
 class Try:
     """One attempt's where and how: the subchannel (address, authority), the method path,
-    the grpcio timeout and metadata to send."""
+    the grpcio timeout and metadata to send (``send``: the core's action)."""
 
-    __slots__ = ("attempt", "authority", "metadata", "method", "record", "timeout")
+    __slots__ = ("attempt", "authority", "metadata", "method", "record", "send", "timeout")
 
     def __init__(
         self,
-        attempt: Attempt,
+        send: Send,
         authority: str,
         method: str,
         timeout: float | None,
         metadata: Metadata | None,
         record: AttemptRecord | None,
     ) -> None:
-        self.attempt = attempt
+        self.send = send
+        self.attempt: Attempt = send.attempt
         self.authority = authority
         self.method = method
         self.timeout = timeout
@@ -109,8 +112,7 @@ class Shadow:
         self.authority = authority
         self.method = method
         self.timeout = timeout
-        self.metadata = metadata
-        endpoint.started()
+        self.metadata = metadata  # counted as started there by the core
         self._start = time.monotonic()
 
     def ended(self, code: grpc.StatusCode | None, details: str | None = None) -> None:
@@ -130,26 +132,15 @@ def _metadata_of(error: Any) -> dict[str, str]:
 
 
 class RpcExchange:
-    """The decisions for one gRPC call. Not thread-safe: one driver runs one exchange.
+    """One gRPC call's translation to and from the exchange core
+    (:class:`~meshlib.exchange.ExchangeCore`): the driver-facing steps below; not
+    thread-safe (one driver runs one exchange).
 
-    Raises MeshError (from the route table) when it cannot be built; the Router turns
-    that into a :class:`MeshRpcError`.
+    Raises MeshError (no route) when it cannot be built; the Router turns that into a
+    :class:`MeshRpcError`.
     """
 
-    __slots__ = (
-        "_deadline",
-        "_ended",
-        "_engine",
-        "_loop",
-        "_metadata",
-        "_replayable",
-        "authority",
-        "call",
-        "fault",
-        "method",
-        "plan",
-        "rec",
-    )
+    __slots__ = ("_metadata", "authority", "call", "core", "method")
 
     def __init__(
         self,
@@ -163,10 +154,6 @@ class RpcExchange:
         *,
         replayable: bool,
     ) -> None:
-        self._engine = engine
-        self._replayable = replayable
-        self._loop: AttemptLoop | None = None
-        self._ended = False
         extra: dict[str, str] | None = None
         if otel_context.get_current() or current_request() is not None:  # to propagate
             extra = {}
@@ -175,38 +162,44 @@ class RpcExchange:
                 timeout = inbound
         headers = {k: v for k, v in metadata if isinstance(v, str)} if metadata else {}
         headers["content-type"] = "application/grpc"
-        if timeout is None:
-            self._deadline: float | None = None
-        else:
-            self._deadline = time.monotonic() + timeout
+        deadline: float | None = None
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
             headers["grpc-timeout"] = _grpc_timeout(timeout)
         self.call = call = Call(authority, "POST", method, headers, "http", "", timeout)
         rec = None if telemetry is None else telemetry.start_call(call, protocol="grpc")
-        self.rec: CallRecord | None = rec
-        try:
-            routes = view.routes  # the usual case without engine.route's extra call
-            found = routes.route(call) if routes is not None else None
-            self.plan = plan = found if found is not None else engine.route(view, call)
-        except MeshError as exc:
-            self._end(error=exc)
-            raise
-        if rec is not None:
-            rec.route(plan.route_name, plan.cluster)
+        opened = open_exchange(
+            engine.snapshot, view, call, rec, replayable=replayable, deadline=deadline
+        )
+        if isinstance(opened, LocalReply):
+            assert opened.error is not None
+            raise opened.error
+        self.core: ExchangeCore = opened
+        plan = opened.plan
         self.method = method if plan.path is None else plan.path
         self.authority = plan.authority or authority
-        self.fault = None if plan.fault is None else engine.fault(plan, call)
         if extra:
             metadata = (*(metadata or ()), *((k, v) for k, v in extra.items() if k not in headers))
         if not plan.headers.empty:
             metadata = self._mutate(metadata)
         self._metadata = metadata
 
+    @property
+    def plan(self) -> Any:
+        """The call's RoutePlan."""
+        return self.core.plan
+
+    @property
+    def fault(self) -> Any:
+        """The fault filter's decision, or None."""
+        return self.core.fault
+
     def _mutate(self, metadata: Metadata | None) -> Metadata:
         """The route's request header mutations, on the string-valued metadata."""
         items = list(metadata or ())
         text = [(k, v) for k, v in items if isinstance(v, str)]
         binary = [(k, v) for k, v in items if not isinstance(v, str)]
-        mutated = self.plan.headers.request(text)
+        mutated = self.core.plan.headers.request(text)
         kept = [(k, v) for k, v in mutated if not k.startswith(":") and k not in _RESERVED]
         return (*kept, *binary)
 
@@ -214,26 +207,21 @@ class RpcExchange:
     @property
     def delay(self) -> float:
         """Seconds the fault filter holds the call before anything is sent."""
-        return self.fault.delay if self.fault is not None else 0.0
+        return self.core.delay
 
     def abort(self) -> MeshRpcError | None:
         """The fault filter's local answer (gRPC status, or Envoy's mapping of the HTTP
-        status), when it aborts this call; the call is then over."""
-        f = self.fault
-        if f is None or not f.aborts:
+        status), when it aborts this call; the call is then over (flag FI)."""
+        reply = self.core.abort()
+        if reply is None:
             return None
-        if f.grpc_status is not None:
-            code = code_of(f.grpc_status)
-        else:
-            code = grpc_code_for_http(f.http_status or 503)
         error = FaultAbort(
-            f"{self.plan.cluster}: fault filter abort",
+            f"{self.core.plan.cluster}: fault filter abort",
             target=self.call.authority,
-            cluster=self.plan.cluster,
+            cluster=self.core.plan.cluster,
             reason="fault_abort",
         )
-        self._end(grpc_status=code.value[0])
-        return MeshRpcError(error, code)
+        return MeshRpcError(error, code_of(reply.grpc_status))
 
     # -- mirrors ----------------------------------------------------------------------
     def shadows(self) -> list[Shadow]:
@@ -242,67 +230,38 @@ class RpcExchange:
         calls only. Each goes to one endpoint of its mirror cluster with Envoy's shadow
         authority (``host-shadow:port``), the call's method and metadata, within what is
         left of the call's deadline (or the route timeout)."""
-        mirrors = self.plan.mirrors
-        if not mirrors or not self._replayable:
+        core = self.core
+        if not core.plan.mirrors or not core.replayable:
             return []
-        timeout = self.plan.timeout
-        if self._deadline is not None:
-            left = max(0.0, self._deadline - time.monotonic())
+        timeout = core.plan.timeout
+        if core.deadline is not None:
+            left = max(0.0, core.deadline - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
-        out = []
-        for target in mirrors:
-            endpoint = self._engine.mirror_endpoint(target, self.call)
-            if endpoint is not None:
-                authority = target.authority(self.authority)
-                out.append(Shadow(endpoint, authority, self.method, timeout, self._metadata))
-        return out
+        return [
+            Shadow(endpoint, target.authority(self.authority), self.method, timeout, self._metadata)
+            for target, _, endpoint in core.mirrors()
+        ]
 
     # -- attempts ---------------------------------------------------------------------
     def next_attempt(self) -> Try:
         """Where and within what time the next attempt goes; raises MeshRpcError
         (overflow, no healthy upstream, time up) and the call is then over."""
-        loop = self._loop
-        if loop is None:  # after the fault delay: Envoy's router starts the route timeout
-            loop = self._loop = self._engine.attempts(
-                self.plan, self.call, replayable=self._replayable, deadline=self._deadline
-            )
-        try:
-            attempt = loop.next_attempt()
-        except MeshError as exc:
-            self._end(error=exc)
-            raise mesh_rpc_error(exc) from exc
-        record = None
+        step = self.core.next()
+        if isinstance(step, LocalReply):
+            assert step.error is not None
+            raise mesh_rpc_error(step.error) from step.error
         metadata = self._metadata
-        if self.rec is not None:
-            reason = ""
-            last = self.rec.last
-            if attempt.number > 1 and last is not None:
-                from ..telemetry import retry_reason
-
-                reason = retry_reason(last)
-            record = self.rec.attempt(
-                attempt.endpoint,
-                self.plan.cluster,
-                attempt_number=attempt.number,
-                retry_reason=reason,
-            )
-            if record.span is not None:
-                carrier: dict[str, str] = {}
-                record.inject(carrier)
-                if carrier:
-                    kept = [(k, v) for k, v in metadata or () if k not in carrier]
-                    metadata = (*kept, *carrier.items())
-        return Try(attempt, self.authority, self.method, attempt.timeout, metadata, record)
+        if step.trace:
+            kept = [(k, v) for k, v in metadata or () if k not in step.trace]
+            metadata = (*kept, *step.trace.items())
+        attempt = step.attempt
+        return Try(step, self.authority, self.method, attempt.timeout, metadata, step.record)
 
     def succeeded(self, t: Try) -> None:
         """The attempt answered OK: the call is over."""
-        attempt = t.attempt
-        outcome = Outcome(OutcomeKind.RESPONSE, 200, 0, time.monotonic() - attempt.started)
-        if t.record is not None:
-            t.record.end(outcome)
-        assert self._loop is not None
-        self._loop.record(attempt, outcome)
-        self._end(grpc_status=0)
+        outcome = Outcome(OutcomeKind.RESPONSE, 200, 0, time.monotonic() - t.attempt.started)
+        self.core.ended(t.send, outcome)
+        self.core.end(grpc_status=0)
 
     def failed(self, t: Try, error: BaseException, *, committed: bool = False) -> float | None:
         """The attempt failed with ``error`` (an RpcError or AioRpcError). None: give the
@@ -326,39 +285,26 @@ class RpcExchange:
     ) -> float | None:
         """How an attempt ended (any status); returns as :meth:`failed` does.
         ``source`` is the grpcio call or error its trailing metadata is read from."""
-        attempt = t.attempt
-        latency = time.monotonic() - attempt.started
+        latency = time.monotonic() - t.attempt.started
         outcome = outcome_of(code, details, latency, cancelled=cancelled)
-        if t.record is not None:
-            t.record.end(outcome)
-        assert self._loop is not None
         headers: Mapping[str, str] | None = None
         if code is not grpc.StatusCode.OK and source is not None and not cancelled:
             headers = _metadata_of(source)
-        delay = self._loop.record(attempt, outcome, headers)
-        if delay is None or committed or cancelled:
-            number = 1 if cancelled else (code.value[0] if code is not None else 2)
-            self._end(grpc_status=number)
-            return None
-        return delay
+        step = self.core.ended(
+            t.send, outcome, headers, retry=not (committed or cancelled), answer=False
+        )
+        if isinstance(step, Sleep):
+            return step.seconds
+        number = 1 if cancelled else (code.value[0] if code is not None else 2)
+        self.core.end(grpc_status=number)
+        return None
 
     def commit(self, code: grpc.StatusCode) -> None:
         """The driver did not make the retry :meth:`ended` allowed (the caller already saw
         part of the response, or cancelled): the call ends with ``code``."""
-        self._end(grpc_status=code.value[0])
-
-    def _end(self, grpc_status: int | None = None, error: BaseException | None = None) -> None:
-        if not self._ended:
-            self._ended = True
-            if self.rec is not None:
-                self.rec.end(grpc_status=grpc_status, error=error)
+        self.core.end(grpc_status=code.value[0])
 
     def close(self, *, cancelled: bool = False) -> None:
         """Release what the call holds (fault slot, retry admission); once, at the end.
         ``cancelled``: the caller cancelled the call between attempts."""
-        if self._loop is not None:
-            self._loop.close()
-        if self.fault is not None:
-            self.fault.release()
-        # only if nothing ended it: cancelled, or an unexpected exception
-        self._end(grpc_status=1 if cancelled else 2)
+        self.core.close(grpc_status=1 if cancelled else 2)

@@ -15,10 +15,10 @@ dropped -- a mirror can neither delay nor fail the call.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..exchange import MAX_SHADOWS_IN_FLIGHT, ShadowSlots
 from ._exchange import RpcExchange, Shadow, Try
 
 if TYPE_CHECKING:
@@ -29,28 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_SHADOWS_IN_FLIGHT", "MultiBase", "Serializer", "ShadowSlots"]
 
 Serializer = Callable[[Any], bytes] | None
-MAX_SHADOWS_IN_FLIGHT = 64
 _log = logging.getLogger(__name__)
-
-
-class ShadowSlots:
-    """A channel's count of mirror copies in flight (thread-safe)."""
-
-    def __init__(self, limit: int = MAX_SHADOWS_IN_FLIGHT) -> None:
-        self.limit = limit
-        self.in_flight = 0
-        self._lock = threading.Lock()
-
-    def acquire(self) -> bool:
-        with self._lock:
-            if self.in_flight >= self.limit:
-                return False
-            self.in_flight += 1
-            return True
-
-    def release(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
 
 
 class MultiBase:

@@ -101,7 +101,10 @@ class Router:
         seen = self._seen
         if seen is not None and seen[0] is snapshot:
             return seen[1]
-        found = self.engine.listener(self.authority)
+        try:
+            found = self.engine.listener(self.authority)
+        except MeshError as exc:  # the mesh is closed
+            raise MeshRpcError(exc) from exc
         if isinstance(found, ListenerView):
             self._seen = (snapshot, found)
         return found

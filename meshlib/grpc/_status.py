@@ -15,6 +15,7 @@ import grpc
 
 from .._errors import MeshError, UpstreamTimeout
 from .._outcome import Outcome, OutcomeKind
+from ..local_reply import GRPC_FOR_HTTP
 
 __all__ = [
     "HTTP_EQUIVALENT",
@@ -53,13 +54,9 @@ _CONNECT_MARKERS = ("failed to connect", "connection refused", "handshake", "no 
 _RESET_MARKERS = ("socket closed", "connection reset", "stream removed", "goaway", "broken pipe")
 
 
-#: Envoy's Grpc::Utility::httpToGrpcStatus (a local HTTP answer to a gRPC caller).
-_FROM_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
-
-
 def grpc_code_for_http(status: int) -> grpc.StatusCode:
     """The gRPC status Envoy gives a gRPC caller for a local HTTP ``status``."""
-    return code_of(_FROM_HTTP.get(status, 2))
+    return code_of(GRPC_FOR_HTTP.get(status, 2))
 
 
 def code_of(number: int) -> grpc.StatusCode:

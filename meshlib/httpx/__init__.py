@@ -4,10 +4,16 @@ from ._async import AsyncMeshTransport
 from ._body import DEFAULT_RETRY_BUFFER, RecordingStream
 from ._errors import (
     CircuitBreakerOverflowError,
+    MeshClosedError,
     MeshConnectError,
     MeshTimeoutError,
     NoHealthyUpstreamError,
+    RouteNotFoundError,
+    UpstreamConnectError,
+    UpstreamResetError,
     UpstreamTlsConfigError,
+    reply_error,
+    reply_response,
 )
 from ._exchange import Exchange, endpoint_url
 from ._pools import Connector, Connectors, EndpointPools
@@ -21,12 +27,18 @@ __all__ = [
     "Connectors",
     "EndpointPools",
     "Exchange",
+    "MeshClosedError",
     "MeshConnectError",
     "MeshTimeoutError",
     "MeshTransport",
     "NoHealthyUpstreamError",
     "RecordingStream",
+    "RouteNotFoundError",
     "UnknownHostPolicy",
+    "UpstreamConnectError",
+    "UpstreamResetError",
     "UpstreamTlsConfigError",
     "endpoint_url",
+    "reply_error",
+    "reply_response",
 ]

@@ -9,13 +9,14 @@ import httpx
 
 from .._call import authority_of
 from .._errors import CircuitBreakerOpen, MeshError
-from .._snapshot import ClusterView, ListenerView
+from .._snapshot import ClusterView, ListenerView, Snapshot
 from ..cluster._endpoints import EndpointState
+from ..exchange import DONE, MAX_SHADOWS_IN_FLIGHT, Send, Sleep
+from ..local_reply import LocalReply
 from ._base import TransportBase
 from ._connections import AsyncEndpointPool, Retired
-from ._exchange import Exchange, Shadow, mesh_error
+from ._exchange import Exchange, Shadow
 from ._pools import Connector
-from ._sync import MAX_SHADOWS_IN_FLIGHT
 
 __all__ = ["AsyncMeshTransport"]
 
@@ -40,25 +41,29 @@ class AsyncMeshTransport(
             self._passthrough = httpx.AsyncHTTPTransport()
         return self._passthrough
 
-    async def _listener(self, authority: str) -> ListenerView:
-        found = self._engine.listener(authority)
-        if isinstance(found, ListenerView):
+    async def _lookup(self, authority: str) -> tuple[Snapshot, ListenerView]:
+        found = self._engine.lookup(authority)
+        if isinstance(found, tuple):
             return found
         await asyncio.to_thread(found.wait, self._resolve_timeout)
-        return self._engine.resolved(authority)
+        return self._engine.looked_up(authority)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         authority = authority_of(url.host, url.port, url.scheme)
         try:
-            view = await self._listener(authority)
+            snapshot, view = await self._lookup(authority)
         except MeshError as exc:
-            raise mesh_error(exc, request) from exc
-        if view.missing and self._unknown_hosts == "passthrough":
-            return await self.passthrough.handle_async_request(request)
-        for pool in self._stale_pools():
+            raise self._unrouted(exc, request) from exc
+        if view.missing:
+            if self._unknown_hosts == "passthrough":
+                return await self.passthrough.handle_async_request(request)
+            raise self._unresolved(view, authority, request)
+        if view.routes is None:
+            raise self._unresolved(view, authority, request)
+        for pool in self._stale_pools(snapshot):
             await pool.aclose()
-        exchange = self._exchange(view, request, authority)
+        exchange = self._exchange(snapshot, view, request, authority, self._mirror)
         try:
             return await self._carry(exchange)
         except BaseException as exc:
@@ -68,32 +73,36 @@ class AsyncMeshTransport(
             exchange.close()
 
     async def _carry(self, ex: Exchange) -> httpx.Response:
-        if ex.delay:
-            await asyncio.sleep(ex.delay)
-        aborted = ex.abort_response()
-        if aborted is not None:
-            return aborted
-        for shadow in ex.mirror_requests(self._engine):
-            self._mirror(shadow)
+        step = ex.start()
         while True:
-            attempt, upstream, connector = ex.next_attempt()
-            assert ex.view is not None
-            try:
-                response = await self._send(
-                    ex.view, attempt.endpoint, connector, upstream, ex.request
-                )
-            except CircuitBreakerOpen as exc:
-                raise ex.refused(attempt, exc) from exc
-            except httpx.TransportError as exc:
-                delay = ex.failed(attempt, exc)
-                if delay is None:
-                    raise
+            if step.__class__ is Send:
+                assert isinstance(step, Send)
+                prepared = ex.prepare(step)
+                if isinstance(prepared, LocalReply):
+                    return ex.answer(prepared)
+                upstream, connector, view = prepared
+                try:
+                    response = await self._send(
+                        view, step.attempt.endpoint, connector, upstream, ex.request
+                    )
+                except CircuitBreakerOpen as exc:
+                    step = ex.refused(step, exc)
+                except httpx.TransportError as exc:
+                    step = ex.failed(step, exc)
+                    if step is DONE:
+                        raise
+                else:
+                    step = ex.answered(step, response)
+                    if step is DONE:
+                        return ex.finish(response)
+                    await response.aclose()
+            elif step.__class__ is Sleep:
+                assert isinstance(step, Sleep)
+                await asyncio.sleep(step.seconds)
+                step = ex.resume()
             else:
-                delay = ex.answered(attempt, response)
-                if delay is None:
-                    return ex.finish(response)
-                await response.aclose()
-            await asyncio.sleep(delay)
+                assert isinstance(step, LocalReply)
+                return ex.answer(step)
 
     async def _send(
         self,

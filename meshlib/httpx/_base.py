@@ -3,18 +3,23 @@ and how a request becomes an :class:`Exchange`. The subclasses only send and wai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import httpcore
 import httpx
 
+from .._call import Call, authority_of
 from .._engine import Engine
-from .._snapshot import ClusterView, ListenerView
+from .._errors import MeshClosed, MeshError, TargetNotResolved
+from .._snapshot import ClusterView, ListenerView, Snapshot
 from ..cluster._endpoints import EndpointState
+from ..local_reply import check_local_replies
 from ..telemetry import Telemetry
 from ._body import DEFAULT_RETRY_BUFFER
 from ._connections import AsyncEndpointPool, EndpointPool, PoolCore
-from ._exchange import Exchange
+from ._errors import mesh_error
+from ._exchange import Exchange, Shadow
 from ._pools import DEFAULT_LIMITS, Connector, Connectors, EndpointPools
 
 __all__ = ["TransportBase", "UnknownHostPolicy", "check_policy"]
@@ -46,8 +51,10 @@ class TransportBase(Generic[PassT, PoolT]):
         connectors: Connectors | None = None,
         limits: httpx.Limits | None = None,
         retry_buffer: int = DEFAULT_RETRY_BUFFER,
+        local_replies: str = "envoy",
     ) -> None:
         check_policy(unknown_hosts)
+        self._local_replies = check_local_replies(local_replies)
         self._engine = engine
         self._resolve_timeout = resolve_timeout
         self._unknown_hosts = unknown_hosts
@@ -81,20 +88,58 @@ class TransportBase(Generic[PassT, PoolT]):
         )
         return self._pool_class(core)
 
-    def _stale_pools(self) -> list[PoolT]:
+    def _stale_pools(self, snapshot: Snapshot) -> list[PoolT]:
         """Pools of endpoints no longer in the Snapshot, for the caller to close."""
         pools = self._pools
-        if pools.current(self._engine.snapshot):
+        if pools.current(snapshot):
             return []
-        return pools.stale(self._engine.snapshot, self._connectors.for_cluster)
+        return pools.stale(snapshot, self._connectors.for_cluster)
 
-    def _exchange(self, view: ListenerView, request: httpx.Request, authority: str) -> Exchange:
+    def _unrouted(self, exc: MeshError, request: httpx.Request) -> httpx.TransportError:
+        """The error for a request the mesh could not look up (closed, resolve timeout)."""
+        if self._telemetry is not None and not isinstance(exc, MeshClosed):
+            self._telemetry.start_call(_call_of(request), "http").end(error=exc)
+        return mesh_error(exc, request)
+
+    def _unresolved(
+        self, view: ListenerView, authority: str, request: httpx.Request
+    ) -> httpx.TransportError:
+        """A listener the control plane did not resolve (or, with ``unknown_hosts="fail"``,
+        does not know): no route table to answer from, so an error in either mode."""
+        error = TargetNotResolved(
+            f"{authority}: {view.error or 'no such listener'}",
+            target=authority,
+            reason="listener_error",
+        )
+        return self._unrouted(error, request)
+
+    def _exchange(
+        self,
+        snapshot: Snapshot,
+        view: ListenerView,
+        request: httpx.Request,
+        authority: str,
+        mirror: Callable[[Shadow], None],
+    ) -> Exchange:
         return Exchange(
-            self._engine,
+            snapshot,
             view,
             request,
             self._connectors,
             telemetry=self._telemetry,
             retry_buffer=self._retry_buffer,
             authority=authority,
+            local_replies=self._local_replies,
+            mirror=mirror,
         )
+
+
+def _call_of(request: httpx.Request) -> Call:
+    url = request.url
+    return Call(
+        authority_of(url.host, url.port, url.scheme),
+        request.method,
+        url.raw_path.decode("ascii"),
+        request.headers,
+        url.scheme,
+    )

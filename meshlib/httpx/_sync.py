@@ -11,16 +11,16 @@ import httpx
 
 from .._call import authority_of
 from .._errors import CircuitBreakerOpen, MeshError
-from .._snapshot import ClusterView, ListenerView
+from .._snapshot import ClusterView, ListenerView, Snapshot
 from ..cluster._endpoints import EndpointState
+from ..exchange import DONE, MAX_SHADOWS_IN_FLIGHT, Send, ShadowSlots, Sleep
+from ..local_reply import LocalReply
 from ._base import TransportBase, UnknownHostPolicy, check_policy
 from ._connections import EndpointPool, Retired
-from ._exchange import Exchange, Shadow, mesh_error
+from ._exchange import Exchange, Shadow
 from ._pools import Connector, EndpointPools
 
 __all__ = ["MAX_SHADOWS_IN_FLIGHT", "MeshTransport", "UnknownHostPolicy", "check_policy"]
-
-MAX_SHADOWS_IN_FLIGHT = 64
 
 
 class _Shadows:
@@ -28,12 +28,12 @@ class _Shadows:
 
     def __init__(self, pools: EndpointPools[EndpointPool]) -> None:
         self._pools = pools
-        self._slots = threading.BoundedSemaphore(MAX_SHADOWS_IN_FLIGHT)
+        self._slots = ShadowSlots()
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def submit(self, shadow: Shadow) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire():
             shadow.done()  # dropped: never delay the main request
             return
         with self._lock:
@@ -107,25 +107,29 @@ class MeshTransport(TransportBase[httpx.BaseTransport, EndpointPool], httpx.Base
             self._passthrough = httpx.HTTPTransport()
         return self._passthrough
 
-    def _listener(self, authority: str) -> ListenerView:
-        found = self._engine.listener(authority)
-        if isinstance(found, ListenerView):
+    def _lookup(self, authority: str) -> tuple[Snapshot, ListenerView]:
+        found = self._engine.lookup(authority)
+        if isinstance(found, tuple):
             return found
         found.wait(self._resolve_timeout)
-        return self._engine.resolved(authority)
+        return self._engine.looked_up(authority)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         authority = authority_of(url.host, url.port, url.scheme)
         try:
-            view = self._listener(authority)
+            snapshot, view = self._lookup(authority)
         except MeshError as exc:
-            raise mesh_error(exc, request) from exc
-        if view.missing and self._unknown_hosts == "passthrough":
-            return self.passthrough.handle_request(request)
-        for pool in self._stale_pools():
+            raise self._unrouted(exc, request) from exc
+        if view.missing:
+            if self._unknown_hosts == "passthrough":
+                return self.passthrough.handle_request(request)
+            raise self._unresolved(view, authority, request)
+        if view.routes is None:
+            raise self._unresolved(view, authority, request)
+        for pool in self._stale_pools(snapshot):
             pool.close()
-        exchange = self._exchange(view, request, authority)
+        exchange = self._exchange(snapshot, view, request, authority, self._shadows.submit)
         try:
             return self._carry(exchange)
         except BaseException as exc:
@@ -135,32 +139,36 @@ class MeshTransport(TransportBase[httpx.BaseTransport, EndpointPool], httpx.Base
             exchange.close()
 
     def _carry(self, ex: Exchange) -> httpx.Response:
-        if ex.delay:
-            time.sleep(ex.delay)
-        aborted = ex.abort_response()
-        if aborted is not None:
-            return aborted
-        for shadow in ex.mirror_requests(self._engine):
-            self._shadows.submit(shadow)
+        step = ex.start()
         while True:
-            attempt, upstream, connector = ex.next_attempt()
-            assert ex.view is not None
-            try:
-                response = _send(
-                    self._pools, ex.view, attempt.endpoint, connector, upstream, ex.request
-                )
-            except CircuitBreakerOpen as exc:
-                raise ex.refused(attempt, exc) from exc
-            except httpx.TransportError as exc:
-                delay = ex.failed(attempt, exc)
-                if delay is None:
-                    raise
+            if step.__class__ is Send:
+                assert isinstance(step, Send)
+                prepared = ex.prepare(step)
+                if isinstance(prepared, LocalReply):
+                    return ex.answer(prepared)
+                upstream, connector, view = prepared
+                try:
+                    response = _send(
+                        self._pools, view, step.attempt.endpoint, connector, upstream, ex.request
+                    )
+                except CircuitBreakerOpen as exc:
+                    step = ex.refused(step, exc)
+                except httpx.TransportError as exc:
+                    step = ex.failed(step, exc)
+                    if step is DONE:
+                        raise
+                else:
+                    step = ex.answered(step, response)
+                    if step is DONE:
+                        return ex.finish(response)
+                    response.close()
+            elif step.__class__ is Sleep:
+                assert isinstance(step, Sleep)
+                time.sleep(step.seconds)
+                step = ex.resume()
             else:
-                delay = ex.answered(attempt, response)
-                if delay is None:
-                    return ex.finish(response)
-                response.close()
-            time.sleep(delay)
+                assert isinstance(step, LocalReply)
+                return ex.answer(step)
 
     def close(self) -> None:
         self._shadows.close()

@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 
 __all__ = ["AttemptRecord", "CallRecord"]
 
-_LOCAL_STATUS = {"UO": 503, "UH": 503, "UF": 503, "UR": 503, "UT": 504, "NR": 404}
+_LOCAL_STATUS = {
+    "UO": 503,
+    "UH": 503,
+    "UF": 503,
+    "UC": 503,
+    "UR": 503,
+    "UT": 504,
+    "NR": 404,
+    "DO": 503,
+}
 _perf_counter = time.perf_counter
 
 
@@ -111,13 +120,20 @@ class CallRecord:
         grpc_status: int | None = None,
         error: BaseException | None = None,
         retries: int | None = None,
+        flags: str | None = None,
     ) -> None:
-        """The call is over: the status the application sees, or the error it gets."""
+        """The call is over: the status the application sees, or the error it gets;
+        ``flags``: its Envoy response flags as the exchange core decided them (a local
+        reply's, ``DI`` after an injected delay; None: from ``error``, else ``-``)."""
         if self.ended:
             return
         self.ended = True
         self.elapsed = _perf_counter() - self.start
         self.status, self.grpc_status = status, grpc_status
+        if flags is not None:
+            self.flags = flags
+            if "UO" in flags:
+                self._t.breaker_overflow(self.cluster or str(getattr(error, "cluster", "")))
         if error is not None or self.span is not None or self._otel is not None:
             self._end_observed(status, grpc_status, error, retries)
         tally = self._t.tally
@@ -143,9 +159,11 @@ class CallRecord:
         reason = ""
         if error is not None:
             reason = str(getattr(error, "reason", "") or "")
-            flags = self.flags = response_flags(reason, self.last)
-            if reason == "overflow":
-                t.breaker_overflow(self.cluster or str(getattr(error, "cluster", "")))
+            flags = self.flags
+            if flags is None:
+                flags = self.flags = response_flags(reason, self.last)
+                if reason == "overflow":
+                    t.breaker_overflow(self.cluster or str(getattr(error, "cluster", "")))
             if status is None:
                 self.status = getattr(error, "http_status", None) or _LOCAL_STATUS.get(flags, 0)
             if self.protocol == "grpc" and grpc_status is None:
@@ -198,6 +216,7 @@ class CallRecord:
                 sc.MESH_UPSTREAM: self.address,
                 sc.MESH_RETRY_COUNT: retries,
                 sc.MESH_OUTCOME: reason or ("failure" if failed else "success"),
+                sc.MESH_RESPONSE_FLAGS: self.flags or "-",
             }
         )
         if failed:

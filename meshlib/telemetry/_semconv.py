@@ -43,6 +43,7 @@ MESH_RETRY_COUNT = "meshlib.retry.count"
 MESH_RETRY_REASON = "meshlib.retry.reason"
 MESH_OUTCOME = "meshlib.outcome"
 MESH_ATTEMPT = "meshlib.attempt"
+MESH_RESPONSE_FLAGS = "meshlib.response_flags"  # Envoy's %RESPONSE_FLAGS% of the call
 
 #: gRPC status code numbers to their canonical names.
 GRPC_CODES: dict[int, str] = {
@@ -66,6 +67,9 @@ GRPC_CODES: dict[int, str] = {
 }
 
 # Envoy's response flags for what the mesh decided locally (Istio's ``response_flags``).
+# The exchange core decides a call's flags (meshlib.local_reply) and hands them to
+# CallRecord.end; these tables cover a call that ended with an error it did not decide
+# (a resolve timeout, a driver's own failure).
 _FLAGS_BY_REASON = {
     "overflow": "UO",
     "no_healthy_upstream": "UH",
@@ -74,20 +78,27 @@ _FLAGS_BY_REASON = {
     "resolve_timeout": "NR",
     "listener_error": "NR",
     "fault_abort": "FI",
+    "drop_overload": "DO",
+    "connect_failure": "UF",
+    "reset": "UC",
+    "closed": "UH",
 }
 _FLAGS_BY_KIND = {
     OutcomeKind.CONNECT_FAILURE: "UF",
-    OutcomeKind.RESET: "UR",
+    OutcomeKind.RESET: "UC",
     OutcomeKind.TIMEOUT: "UT",
 }
 
 
 def response_flags(reason: str = "", last: Outcome | None = None) -> str:
-    """Envoy/Istio response flags for a call: from the mesh error's ``reason`` if any,
-    else from the last attempt's outcome; ``-`` when nothing unusual happened."""
+    """Envoy/Istio response flags for a call that ended with an error: from the mesh
+    error's ``reason`` if any, else from the last attempt's outcome (an HTTP/2
+    REFUSED_STREAM reset is ``UR``); ``-`` when nothing unusual happened."""
     if reason:
         return _FLAGS_BY_REASON.get(reason, "-")
     if last is not None:
+        if last.refused:
+            return "UR"
         return _FLAGS_BY_KIND.get(last.kind, "-")
     return "-"
 

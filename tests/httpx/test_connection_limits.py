@@ -93,7 +93,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             ("/mux/", "mux", {"timeout": "0s"}),
         ]
         res = mesh_resources(HOST, clusters, routes)
-        with serving(tmp_path_factory.mktemp("cp"), res) as served, served.mesh() as mesh:
+        with (
+            serving(tmp_path_factory.mktemp("cp"), res) as served,
+            served.mesh(local_replies="raise") as mesh,
+        ):
             for app in apps.values():
                 app.gate.set()
             with mesh.httpx_client(timeout=WAIT) as client:  # resolve the clusters

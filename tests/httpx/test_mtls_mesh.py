@@ -77,7 +77,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         res = mesh_resources(HOST, clusters, routes)
         with (
             serving(tmp_path_factory.mktemp("cp"), res) as served,
-            served.mesh(providers(pki.client, refresh="0.001s")) as mesh,
+            served.mesh(providers(pki.client, refresh="0.001s"), local_replies="raise") as mesh,
         ):
             yield {"mesh": mesh, "pki": pki, "served": served}
 

@@ -57,7 +57,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             ("/", "h1", {"retry_policy": {"retry_on": "5xx", "num_retries": 2}}),
         ]
         res = mesh_resources(HOST, clusters, routes)
-        with serving(tmp_path_factory.mktemp("cp"), res) as served, served.mesh() as mesh:
+        with (
+            serving(tmp_path_factory.mktemp("cp"), res) as served,
+            served.mesh(local_replies="raise") as mesh,
+        ):
             yield {
                 "mesh": mesh,
                 "served": served,
@@ -243,6 +246,8 @@ def test_unknown_hosts_pass_through_or_fail(world: dict[str, Any]) -> None:
     mesh: Mesh = world["mesh"]
     with mesh.httpx_client(timeout=5) as client:
         assert client.get(f"http://127.0.0.1:{port}/echo").json()["backend"] == "h1"
-    strict = Mesh(bootstrap=world["served"].bootstrap(), unknown_hosts="fail")
+    strict = Mesh(
+        bootstrap=world["served"].bootstrap(), unknown_hosts="fail", local_replies="raise"
+    )
     with strict, strict.httpx_client(timeout=5) as client, pytest.raises(MeshConnectError):
         client.get(f"http://127.0.0.1:{port}/echo")

@@ -72,7 +72,10 @@ def test_half_of_the_requests_are_dropped_once_and_never_retried(
 ) -> None:
     cp, backend = http_env
     dropped = 0
-    with Mesh(cp.bootstrap()) as mesh, mesh.httpx_client(timeout=10) as client:
+    with (
+        Mesh(cp.bootstrap(), local_replies="raise") as mesh,
+        mesh.httpx_client(timeout=10) as client,
+    ):
         for _ in range(400):
             try:
                 assert client.get("http://svc.test/half").status_code == 200
@@ -104,7 +107,7 @@ def test_a_full_drop_fails_every_async_call_locally(
         async with mesh.httpx_async_client(timeout=10) as client:
             return [await _try(client.get("http://svc.test/every")) for _ in range(20)]
 
-    with Mesh(cp.bootstrap()) as mesh:
+    with Mesh(cp.bootstrap(), local_replies="raise") as mesh:
         results = asyncio.run(main())
     assert all(isinstance(r, MeshConnectError) and r.reason == "drop_overload" for r in results)
     assert {getattr(r, "mesh_error", None).category for r in results} == {"throttle"}  # type: ignore[union-attr]
@@ -134,7 +137,7 @@ def grpc_env(tmp_path: Path) -> Iterator[tuple[Mesh, GrpcBackend]]:
     ).drop_percentage.numerator = 50
     (tmp_path / "empty").mkdir()
     cp = ControlPlane(tmp_path / "empty", cache=StaticCache(res)).start()
-    mesh = Mesh(bootstrap=cp.bootstrap(), resolve_timeout=5)
+    mesh = Mesh(bootstrap=cp.bootstrap(), resolve_timeout=5, local_replies="raise")
     yield mesh, backend
     mesh.close()
     cp.stop()

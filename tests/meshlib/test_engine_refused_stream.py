@@ -119,7 +119,10 @@ def test_refused_stream_is_retried_under_refused_stream(
     env: tuple[Any, ResettingH2Server],
 ) -> None:
     cp, server = env
-    with Mesh(cp.bootstrap()) as mesh, mesh.httpx_client(timeout=10) as client:
+    with (
+        Mesh(cp.bootstrap(), local_replies="raise") as mesh,
+        mesh.httpx_client(timeout=10) as client,
+    ):
         server.reset_next = 1
         r = client.get("http://svc.test/refused-stream")
         assert (r.status_code, r.text, server.streams) == (200, "ok", 2)
@@ -133,7 +136,10 @@ def test_refused_stream_is_not_retried_under_connect_failure(
     env: tuple[Any, ResettingH2Server],
 ) -> None:
     cp, server = env
-    with Mesh(cp.bootstrap()) as mesh, mesh.httpx_client(timeout=10) as client:
+    with (
+        Mesh(cp.bootstrap(), local_replies="raise") as mesh,
+        mesh.httpx_client(timeout=10) as client,
+    ):
         server.reset_next = 1
         with pytest.raises(httpx.RemoteProtocolError):
             client.get("http://svc.test/connect-failure")
@@ -156,7 +162,7 @@ def test_other_resets_are_not_refused_streams(env: tuple[Any, ResettingH2Server]
             r = await client.get("http://svc.test/refused-stream")
             assert (r.status_code, server.streams) == (200, 3)
 
-    with Mesh(cp.bootstrap()) as mesh:
+    with Mesh(cp.bootstrap(), local_replies="raise") as mesh:
         asyncio.run(main())
 
 

@@ -123,7 +123,7 @@ def mesh(
         },
     )
     tmp: Path = tmp_path_factory.mktemp("cp")
-    with serving(tmp, res) as cp, mesh_for(cp) as m:
+    with serving(tmp, res) as cp, mesh_for(cp, local_replies="raise") as m:
         yield m
 
 

@@ -132,8 +132,8 @@ def serving(tmp_path: Path, res: Resources) -> Iterator[ControlPlane]:
         yield cp
 
 
-def mesh_for(cp: ControlPlane) -> Mesh:
-    return Mesh(bootstrap=cp.bootstrap(), resolve_timeout=10)
+def mesh_for(cp: ControlPlane, **kwargs: Any) -> Mesh:
+    return Mesh(bootstrap=cp.bootstrap(), resolve_timeout=10, **kwargs)
 
 
 def decoded(vhosts: Sequence[dict[str, Any]], **config: Any) -> Any:

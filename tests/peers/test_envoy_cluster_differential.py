@@ -7,7 +7,7 @@ from meshlib's control plane and must treat the same traffic the same way.
 - outlier detection: a 5xx-answering endpoint is ejected after consecutive_5xx failures
   by both, and max_ejection_percent caps ejections at the same count;
 - max_requests: with two requests held upstream, both refuse the next ones (Envoy 503
-  with x-envoy-overloaded, meshlib CircuitBreakerOpen reason "overflow").
+  with x-envoy-overloaded, and so does meshlib: the same local reply).
 """
 
 from __future__ import annotations
@@ -303,11 +303,11 @@ def test_max_requests_overflow(diff: Differential) -> None:
         with contextlib.suppress(httpx.TransportError):  # resolve the listener first
             mc.get(f"{URL}/warm-up")
 
-        def via_mesh() -> str:
-            try:
-                return str(mc.get(f"{URL}/cb").status_code)
-            except httpx.TransportError as exc:
-                return str(getattr(exc, "reason", exc))
+        def via_mesh() -> str:  # the same local reply as Envoy's
+            r = mc.get(f"{URL}/cb")
+            return (
+                "overflow" if r.headers.get("x-envoy-overloaded") == "true" else str(r.status_code)
+            )
 
         mesh = burst(via_mesh)
     assert envoy == mesh == ["overflow", "overflow", "200", "200"]
@@ -374,12 +374,12 @@ def test_max_pending_requests_overflow(diff: Differential) -> None:
         breaker = diff.mesh.snapshot.clusters["pq"].breaker
         assert breaker is not None
 
-        def via_mesh() -> str:
-            try:
-                return str(mc.get(f"{URL}/pq").status_code)
-            except httpx.TransportError as exc:
-                limit = getattr(exc, "limit", "")
-                return "overflow" if limit == "max_pending_requests" else str(exc)
+        def via_mesh() -> str:  # the same local reply as Envoy's, for the pending limit
+            r = mc.get(f"{URL}/pq")
+            if r.headers.get("x-envoy-overloaded") != "true":
+                return str(r.status_code)
+            limit = getattr(r.extensions["meshlib.local_reply"].error, "limit", "")
+            return "overflow" if limit == "max_pending_requests" else limit
 
         mesh = burst(via_mesh, lambda: breaker.active("pending"))
     assert envoy == mesh == ["overflow", "overflow", "overflow", "200", "200"]

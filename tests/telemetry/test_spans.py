@@ -54,6 +54,7 @@ def test_call_span_with_two_attempt_children(otel: Otel) -> None:
         "meshlib.upstream.address": "127.0.0.1:8002",
         "meshlib.retry.count": 1,
         "meshlib.outcome": "success",
+        "meshlib.response_flags": "-",
     }
     assert call.status.status_code is StatusCode.UNSET
     for attempt in (first, second):

