@@ -16,6 +16,14 @@ the pick path; pybreaker's Redis storage keeps the opening time in whole seconds
 ``reset_timeout`` of a few seconds with it. pybreaker listeners feed
 ``EndpointBreakers.metrics`` (state changes, failures, successes) and
 ``on_state_change(cluster, address, old, new)``.
+
+pybreaker is used through its public API only. It runs the operation it guards
+(``CircuitBreaker.call``) and has no other way to be told an outcome; meshlib's attempt
+runs elsewhere (in a blocking, asyncio or callback driver), so the guarded operation is
+the delivery of the finished attempt's outcome (:func:`_deliver` raises
+:class:`UpstreamFailure` for an upstream failure) and pybreaker's own state machine,
+counters and listeners do the rest. When the breaker opened is read from the storage
+meshlib gives it (``CircuitBreakerStorage.opened_at``: in memory, or in Redis).
 """
 
 from __future__ import annotations
@@ -32,18 +40,24 @@ import pybreaker
 
 from .._outcome import Outcome
 
-__all__ = ["EndpointBreaker", "EndpointBreakers"]
+__all__ = ["EndpointBreaker", "EndpointBreakers", "UpstreamFailure"]
 
 StateHook = Callable[[str, str, str, str], None]
 
 
-class _Failed(Exception):
-    """Raised inside pybreaker's call to report a failed attempt."""
+class UpstreamFailure(Exception):
+    """An attempt's upstream failure (5xx, connect failure, reset, timeout), as pybreaker
+    and its listeners see it; ``outcome`` is the attempt's."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(f"upstream failure: {outcome.kind.name}")
+        self.outcome = outcome
 
 
-def _report(failed: bool) -> None:
-    if failed:
-        raise _Failed
+def _deliver(outcome: Outcome) -> None:
+    """The operation pybreaker guards: a finished attempt delivering its outcome."""
+    if outcome.upstream_failure:
+        raise UpstreamFailure(outcome)
 
 
 class _Listener(pybreaker.CircuitBreakerListener):
@@ -66,8 +80,15 @@ class _Listener(pybreaker.CircuitBreakerListener):
 class EndpointBreaker:
     """One endpoint's breaker as the picker and the attempt loop use it."""
 
-    def __init__(self, cb: Any, refresh: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        refresh: float,
+        clock: Callable[[], float],
+        storage: pybreaker.CircuitBreakerStorage,
+    ) -> None:
         self.cb = cb
+        self.storage = storage  # the one ``cb`` keeps its state in
         self._refresh = refresh
         self._clock = clock
         self._lock = threading.Lock()
@@ -85,7 +106,7 @@ class EndpointBreaker:
         return str(self._state)
 
     def _probe_due(self) -> bool:
-        opened = self.cb._state_storage.opened_at
+        opened = self.storage.opened_at
         timeout = timedelta(seconds=self.cb.reset_timeout)
         return opened is None or datetime.now(UTC) >= opened + timeout
 
@@ -113,8 +134,9 @@ class EndpointBreaker:
             return
         with self._lock:
             self._probe_until = 0.0
-        with contextlib.suppress(_Failed, pybreaker.CircuitBreakerError):
-            self.cb.call(_report, outcome.upstream_failure)
+        # CircuitBreakerError: still open, the outcome of an attempt sent before it opened
+        with contextlib.suppress(UpstreamFailure, pybreaker.CircuitBreakerError):
+            self.cb.call(_deliver, outcome)
         self._state_read = -1e18  # re-read after our own change
 
 
@@ -152,13 +174,15 @@ class EndpointBreakers:
 
     def create(self, cluster: str, address: str) -> EndpointBreaker:
         """A breaker for one endpoint (shared through Redis when configured)."""
-        storage = None
+        storage: pybreaker.CircuitBreakerStorage
         if self.redis is not None:
             storage = pybreaker.CircuitRedisStorage(
                 pybreaker.STATE_CLOSED,
                 self.redis,
                 namespace=f"{self.namespace}:{cluster}:{address}",
             )
+        else:
+            storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
         cb = pybreaker.CircuitBreaker(
             fail_max=self.fail_max,
             reset_timeout=self.reset_timeout,
@@ -167,4 +191,4 @@ class EndpointBreakers:
             name=f"{cluster}/{address}",
             throw_new_error_on_trip=False,
         )
-        return EndpointBreaker(cb, self.refresh, self._clock)
+        return EndpointBreaker(cb, self.refresh, self._clock, storage)

@@ -1,18 +1,22 @@
 """Retries: the attempt loop of one call, as a sans-I/O decision object.
 
-tenacity's split of decision and driver is the model, and its building blocks do the
-work once a retry is decided: ``stop_after_attempt`` (num_retries + 1 tries) and
-``wait_random_exponential`` (Envoy's fully jittered back-off: base 25 ms, max 10x base by
-default) over a ``RetryCallState``; the retry predicate is Envoy's ``retry_on`` over the
-attempt's :class:`~meshlib._outcome.Outcome` (:meth:`CompiledRetry.retriable`). A driver
-(sync or async) asks :meth:`AttemptLoop.next_attempt` for where and within what time to
-send, sends, and hands the outcome to :meth:`AttemptLoop.record`, which says whether to
-stop or how long to back off before the next attempt. Only the driver knows how to wait.
+tenacity's split of decision and driver is the model, and tenacity takes the decision:
+after a retriable failure the route's ``tenacity.Retrying`` (:mod:`.retry_policy`: retry,
+wait and stop objects for Envoy's ``retry_on``, the jittered or rate-limited back-off,
+num_retries, the call's deadline and the cluster's retry budget) decides through its own
+``iter()`` over an :class:`~.retry_policy.AttemptState`, as tenacity's drivers do:
+``DoSleep`` is a back-off before the next attempt, anything else ends the call. A driver
+(sync, async or callback) asks :meth:`AttemptLoop.next_attempt` for where and within
+what time to send, sends, and hands the outcome to :meth:`AttemptLoop.record`, which says
+whether to stop or how long to back off. Only the driver knows how to wait.
 
-The first attempt is the fast path: the loop touches tenacity only after an attempt
-failed in a way ``retry_on`` retries, and talks to the cluster layer
-(:class:`ClusterLayer`, implemented by ``ClusterView``) directly. The policy itself
-(``retry_on``, back-off) is compiled in :mod:`.retry_policy`.
+The fast path: tenacity is asked only about a try the retry predicate retries (checked
+directly first: the same predicate tenacity's ``retry`` object applies), so a call whose
+first try succeeds makes no tenacity state, and a try that succeeds after a retry ends
+the call without one more ``iter()``. The loop talks to the cluster layer
+(:class:`ClusterLayer`, implemented by ``ClusterView``) directly. Host selection for a
+retry (previous_hosts, host_selection_retry_max_attempts) is the cluster layer's, in
+:meth:`next_attempt`.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from .._call import Call
 from .._errors import NoHealthyUpstream, UpstreamTimeout
 from .._outcome import Outcome, OutcomeKind
 from ..cluster._endpoints import EndpointState
-from .retry_policy import GRPC_RETRY_CODES, CompiledRetry, Result
+from .retry_policy import GRPC_RETRY_CODES, AttemptState, CompiledRetry, Result
 from .timeouts import Deadline, per_try_timeout
 
 if TYPE_CHECKING:
     from ..routing._plan import RoutePlan
+
+_NO_HEADERS: Mapping[str, str] = {}
 
 __all__ = [
     "GRPC_RETRY_CODES",
@@ -144,7 +150,7 @@ class AttemptLoop:
         self._at = at
         self._count = 0
         self._tried: list[EndpointState] | None = None
-        self._state: tenacity.RetryCallState | None = None
+        self._state: AttemptState | None = None
         self._retry_admission: Releasable | None = None
         retry = plan.retry
         if retry is not None and not (
@@ -258,38 +264,47 @@ class AttemptLoop:
         retry = self._retry
         if retry is None:
             return None
+        # The fast path: tenacity is asked only about a try the predicate its retry object
+        # applies (retry_unless_route_timeout & retry_if_retry_on) retries; its state is
+        # made for the first of them.
         if outcome.kind is OutcomeKind.TIMEOUT and attempt.final_timeout:
             return None  # the route timeout fired: Envoy answers 504, no retry
         if not retry.retriable(outcome, headers):
             return None
-        return self._retry_delay(retry, attempt, outcome, headers or {})
-
-    def _retry_delay(
-        self, retry: CompiledRetry, attempt: Attempt, outcome: Outcome, headers: Mapping[str, str]
-    ) -> float | None:
-        """A retriable failure: tenacity's stop and wait, the deadline, retry admission."""
+        state = self._state
+        if state is None:
+            state = self._state = AttemptState(retry.retrying, self)
+        else:
+            state.prepare_for_next_attempt()
+        if "idle_for" not in retry.retrying.statistics:
+            retry.retrying.begin()  # tenacity's statistics are per thread; drivers hop threads
+        state.attempt_number = attempt.number
+        state.record((outcome, headers or _NO_HEADERS), attempt.final_timeout)
+        # tenacity decides: DoSleep (back off, then retry), None (retriable, but stopped:
+        # attempts, deadline or retry budget), or the result itself (not retriable).
+        do = retry.retrying.iter(state)
+        if do is not None and not isinstance(do, tenacity.DoSleep):
+            return None
         tried = self._tried
         if tried is None:
             tried = self._tried = []
         tried.append(attempt.endpoint)
-        state = self._state
-        if state is None:
-            state = self._state = tenacity.RetryCallState(retry.retrying, None, (), {})
-        state.attempt_number = attempt.number
-        state.set_result((outcome, headers))
-        if retry.retrying.stop(state):
-            return None
-        delay = retry.rate_limited_delay(headers) if headers else None
-        if delay is None:
-            delay = retry.retrying.wait(state)
+        return None if do is None else float(do)
+
+    # RetryContext: what the stop objects of the route's Retrying ask of this call -------
+    def time_left(self) -> float | None:
+        """Seconds until the call's deadline; None: no deadline."""
         at = self._at
-        if at is not None and delay >= at - self.clock():
-            return None
+        return None if at is None else at - self.clock()
+
+    def take_retry_slot(self) -> bool:
+        """The cluster's retry admission (retry budget, max_retries), held until the
+        retry's attempt is recorded; False: refused (or the cluster is gone)."""
         view = self.clusters.get(self.plan.cluster)
         if view is None:
-            return None
+            return False
         self._retry_admission = view.admit_retry(self.plan.priority)
-        return delay if self._retry_admission is not None else None
+        return self._retry_admission is not None
 
     def close(self) -> None:
         """Release what an abandoned loop still holds."""

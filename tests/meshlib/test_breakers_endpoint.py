@@ -182,3 +182,24 @@ def test_redis_state_is_reread_at_most_every_refresh(redis_url: str) -> None:
     assert on_b.allows()  # cached for ``refresh`` seconds
     now[0] += 5.0
     assert not on_b.allows()
+
+
+def test_pybreaker_listeners_see_the_attempts_outcome() -> None:
+    import pybreaker
+
+    from meshlib.resilience.endpoint_breaker import UpstreamFailure
+
+    seen: list[object] = []
+
+    class Listener(pybreaker.CircuitBreakerListener):
+        def failure(self, cb: Any, exc: BaseException) -> None:
+            seen.append(exc.outcome if isinstance(exc, UpstreamFailure) else exc)
+
+    b = EndpointBreakers(fail_max=2, reset_timeout=60).create("c", "10.0.0.1:80")
+    b.cb.add_listener(Listener())
+    b.record(RESET)
+    b.record(OK)
+    b.record(FAIL)
+    assert seen == [RESET, FAIL] and b.state == "closed"
+    b.record(FAIL)
+    assert b.state == "open" and b.storage.opened_at is not None
