@@ -170,7 +170,12 @@ class ControlPlane:
             snapshot = self.cache.set_resources(resources)
             self._good, self.objects = merged, objects
             self.problems = result.problems + resources.problems
-        log.debug("snapshot version %s", snapshot.version)
+        log.info(
+            "config %s: loaded %s; serving snapshot version %s",
+            self.source,
+            result.summary(),
+            snapshot.version,
+        )
         if result.problems:
             raise ConfigError("\n".join(result.problems), result.problems)
         return snapshot
@@ -195,10 +200,9 @@ class ControlPlane:
 
     def _reload_quietly(self) -> None:
         try:
-            snapshot = self.reload()
-            log.info("config changed: snapshot version %s", snapshot.version)
+            self.reload()
         except ConfigError as err:
-            log.error("config rejected (the rest keeps serving):\n%s", err)
+            log.warning("config rejected (the last good version keeps serving):\n%s", err)
         except Exception:
             log.exception("config reload failed")
 

@@ -257,9 +257,7 @@ def _messages(err: ValidationError) -> Iterator[FieldError]:
                 yield FieldError(path, f"must set one of {', '.join(names)}")
             return
     if err.validator == "type":
-        wanted = (
-            value if isinstance(value, list) else [value]
-        )
+        wanted = value if isinstance(value, list) else [value]
         text = " or ".join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted if w != "null")
         yield FieldError(path, f"must be {text}")
         return

@@ -55,7 +55,7 @@ _HTTP_ROUTE: tuple[str, ...] = (
     *_under("route[].destination", _DEST),
     "route[].weight",
     *_under("route[].headers", _HEADER_OPS),
-    *_under("redirect", ("uri", "authority", "port", "scheme", "redirectCode", "derivePort")),
+    *_under("redirect", ("uri", "authority", "port", "scheme", "redirectCode")),
     *_under("rewrite", ("uri", "authority", "uriRegexRewrite.match", "uriRegexRewrite.rewrite")),
     "rewrite.uriRegexRewrite",
     "timeout",
@@ -247,6 +247,8 @@ SUPPORTED: Mapping[str, frozenset[str]] = {
         "AuthorizationPolicy": (
             "spec",
             "spec.action",
+            "spec.provider",
+            "spec.provider.name",
             "spec.selector",
             "spec.selector.matchLabels.*",
             "spec.rules",

@@ -84,7 +84,9 @@ class LoadResult:
     def summary(self) -> str:
         """``12 objects from 3 files: 4 Service, 4 EndpointSlice...; skipped 4 Deployment``."""
         kinds = Counter(key.split(" ", 1)[0] for key in self.objects)
-        text = f"{len(self.objects)} objects from {len(self.files)} files"
+        text = f"{len(self.objects)} objects"
+        if self.files:
+            text += f" from {len(self.files)} files"
         if kinds:
             text += ": " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         if self.skipped:

@@ -116,6 +116,13 @@ def _thresholds(cluster: cluster_pb2.Cluster, policy: TrafficPolicy) -> None:
                 getattr(t, attr).value = value
         if cp.connect_timeout is not None:
             cluster.connect_timeout.CopyFrom(duration(cp.connect_timeout))
+    budget = policy.retry_budget
+    if budget is not None:  # as istiod: Envoy's retry_budget (it replaces max_retries)
+        t.retry_budget.SetInParent()
+        if budget.percent is not None:
+            t.retry_budget.budget_percent.value = budget.percent
+        if budget.min_retry_concurrency is not None:
+            t.retry_budget.min_retry_concurrency.value = budget.min_retry_concurrency
     cluster.circuit_breakers.thresholds.append(t)
 
 
