@@ -19,7 +19,6 @@ from ._fields import (
     as_int,
     as_list,
     as_mapping,
-    as_percent,
     as_port,
     as_str,
     as_str_list,
@@ -394,7 +393,7 @@ def parse_traffic_policy(raw: Any, path: str, *, port_level: bool = True) -> Tra
         bmap = as_mapping(budget, f"{path}.retryBudget")
         pct = bmap.get("percent")
         sections["retry_budget"] = RetryBudget(
-            percent=None if pct is None else as_percent(pct, f"{path}.retryBudget.percent"),
+            percent=as_float(pct, f"{path}.retryBudget.percent", minimum=0, maximum=100),
             min_retry_concurrency=as_int(
                 bmap.get("minRetryConcurrency"), f"{path}.retryBudget.minRetryConcurrency"
             ),

@@ -131,7 +131,7 @@ class Renderer:
                     copy.lb_policy = _GRPC_LB[cluster.lb_policy]
                     _grpc_lb_config(copy)
                     out[CLUSTER_TYPE][name] = copy
-        if any(view.locality):
+        if any(view.locality) or view.labels:
             self._localize(out, view)
         return out
 
@@ -161,4 +161,11 @@ class Renderer:
             if svc is None:
                 continue
             policy = self.index.policy(svc, int(port), subset)
-            out[ENDPOINT_TYPE][name] = apply_locality(cla, policy, view.locality)
+            labels = {(i.address, i.port): i.labels for i in svc.instances.get(int(port), ())}
+
+            def labels_of(address: str, port_value: int, labels: Any = labels) -> Any:
+                return labels.get((address, port_value), {})
+
+            out[ENDPOINT_TYPE][name] = apply_locality(
+                cla, policy, view.locality, dict(view.labels), labels_of
+            )
