@@ -31,7 +31,15 @@ from ..objects._istio_policy import DestinationRule
 from ..objects._kubernetes import EndpointSlice, MeshObjects, Pod, Service
 from ..objects._parse import object_key, parse_object
 
-__all__ = ["STATE_DIR", "FileSource", "LoadResult", "Source", "assemble", "tombstone_path"]
+__all__ = [
+    "STATE_DIR",
+    "FileSource",
+    "LoadResult",
+    "Source",
+    "assemble",
+    "documents",
+    "tombstone_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +218,7 @@ class FileSource:
         file_keys: dict[Path, frozenset[str]] = {}
         for order, file in enumerate(files):
             try:
-                docs = list(_documents(file))
+                docs = list(documents(file))
                 mtime = file.stat().st_mtime_ns
             except (ConfigError, OSError) as err:
                 problems.append(str(err))
@@ -266,8 +274,9 @@ def _key(doc: Mapping[str, Any], model: Any) -> str:
     return f"{kind} {model.namespace}/{model.name}"
 
 
-def _documents(file: Path) -> Iterator[Mapping[str, Any]]:
-    """Top-level objects of one file, with ``kind: List`` expanded."""
+def documents(file: Path) -> Iterator[Mapping[str, Any]]:
+    """Top-level objects of one file, with ``kind: List`` expanded; raises
+    :class:`ConfigError` naming the file if it cannot be read or parsed."""
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
