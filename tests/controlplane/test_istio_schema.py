@@ -119,13 +119,11 @@ spec: {mtls: {moe: STRICT}}
     problems = FileSource(f).load_lenient().problems
     assert (
         f"{f}: AuthorizationPolicy default/deny-all: "
-        'spec.acton: unknown field; did you mean "action"?'
-        in problems
+        'spec.acton: unknown field; did you mean "action"?' in problems
     )
     assert (
         f"{f}: PeerAuthentication default/strict: "
-        'spec.mtls.moe: unknown field; did you mean "mode"?'
-        in problems
+        'spec.mtls.moe: unknown field; did you mean "mode"?' in problems
     )
 
 

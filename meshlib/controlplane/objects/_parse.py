@@ -20,7 +20,7 @@ from ._istio_mesh import (
 from ._istio_networking import parse_virtual_service
 from ._istio_policy import parse_destination_rule
 from ._kubernetes import parse_endpoint_slice, parse_endpoints, parse_pod, parse_service
-from ._schema import check_kind, clean, schema_errors, spec_schema
+from ._schema import check_kind, clean, schema_errors, spec_schema, unknown_top_level
 from ._support import unsupported_fields
 
 __all__ = ["PARSERS", "object_key", "parse_object"]
@@ -59,12 +59,16 @@ def parse_object(doc: Mapping[str, Any], *, schema: bool = True) -> Any:
     probably meant), every field meshlib does not support, else the parser's first error.
     ``schema=False`` skips the schema (the Kubernetes API server has applied it).
     """
+    if not isinstance(doc.get("kind"), str):
+        extra = unknown_top_level("", doc)
+        raise _fail("<no kind>", doc, [FieldError("kind", "is required"), *extra])
     kind = str(doc.get("kind"))
     if schema:
         problem = check_kind(doc.get("apiVersion"), kind)
         if problem is not None:
             path, _, message = problem.partition(": ")
-            raise _fail(kind, doc, [FieldError(path, message)])
+            extra = unknown_top_level(kind, doc) if path == "apiVersion" else []
+            raise _fail(kind, doc, [FieldError(path, message), *extra])
     parser = PARSERS.get(kind)
     if parser is None:
         return None

@@ -32,6 +32,7 @@ __all__ = [
     "istio_release",
     "schema_errors",
     "spec_schema",
+    "unknown_top_level",
 ]
 
 ISTIO_GROUPS = (
@@ -125,6 +126,23 @@ def check_kind(api_version: Any, kind: str) -> str | None:
         where = group or "the core group (apiVersion: v1)"
         return f"kind: unknown kind {kind!r} in {where}{_suggest(kind, builtin)}"
     return None
+
+
+def unknown_top_level(kind: str, doc: Mapping[str, Any]) -> list[FieldError]:
+    """Top-level keys of ``doc`` no version of ``kind`` has (for a document whose
+    apiVersion is missing, so no one schema applies)."""
+    known = {"apiVersion", "kind", "metadata", "spec", "status"}
+    for key in [*_istio_kinds(), *_data("kubernetes.json")["kinds"]]:
+        if key.rsplit("/", 1)[1] == kind:
+            api_version = key.rsplit("/", 1)[0]
+            validator = _validator(api_version, kind)
+            if validator is not None:
+                known |= set(validator.schema.get("properties", {}))
+    return [
+        FieldError(str(k), f"unknown field{_suggest(str(k), sorted(known))}")
+        for k in doc
+        if k not in known
+    ]
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:

@@ -30,6 +30,7 @@ from ..objects._istio_networking import VirtualService
 from ..objects._istio_policy import DestinationRule
 from ..objects._kubernetes import EndpointSlice, MeshObjects, Pod, Service
 from ..objects._parse import object_key, parse_object
+from ..objects._schema import unknown_top_level
 
 __all__ = [
     "STATE_DIR",
@@ -227,6 +228,7 @@ class FileSource:
                     file_keys[file] = self._file_keys[file]
                 continue
             keys: set[str] = set()
+            failed = False
             for doc in docs:
                 candidate = _Candidate((mtime, order), file)
                 try:
@@ -234,6 +236,7 @@ class FileSource:
                 except ConfigError as err:
                     candidate.errors = tuple(f"{file}: {p}" for p in err.problems)
                     problems += candidate.errors
+                    failed = True
                 if candidate.model is None and not candidate.errors:
                     skipped[str(doc.get("kind"))] += 1
                     log.debug("%s: skipping %s %s", file, doc.get("kind"), object_id(doc))
@@ -243,6 +246,12 @@ class FileSource:
                 old = candidates.get(key)
                 if old is None or old.stamp <= candidate.stamp:
                     candidates[key] = candidate
+            if failed:
+                # A rejected document may be one of the file's objects with its kind or
+                # name mistyped: what the file held before keeps its last good version.
+                lost = self._file_keys.get(file, frozenset()) - keys
+                broken |= lost
+                keys |= lost
             file_keys[file] = frozenset(keys)
         self._file_keys = file_keys
         deleted: set[str] = set()
@@ -306,5 +315,6 @@ def _expand(file: Path, doc: Any, where: str) -> Iterator[Mapping[str, Any]]:
             yield from _expand(file, item, f"{where} items[{i}]")
         return
     if not isinstance(doc.get("kind"), str):
-        raise ConfigError(f"{file}: {where}: kind: is required")
+        hints = "".join(f"; {e}" for e in unknown_top_level("", doc))
+        raise ConfigError(f"{file}: {where}: kind: is required{hints}")
     yield doc
