@@ -171,19 +171,18 @@ def test_uri_regex_rewrite_retry_backoff_and_previous_hosts(tmp_path: Path) -> N
     assert list(policy.retry_host_predicate) == []
 
 
-def test_retry_budget_becomes_envoy_thresholds(tmp_path: Path) -> None:
-    res = load(
-        tmp_path,
-        """\
+DR = """\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}
 spec:
   host: reviews
   trafficPolicy:
-    retryBudget: {percent: 30, minRetryConcurrency: 5}
-""",
-    )
+"""
+
+
+def test_retry_budget_becomes_envoy_thresholds(tmp_path: Path) -> None:
+    res = load(tmp_path, DR + "    retryBudget: {percent: 30, minRetryConcurrency: 5}\n")
     (t,) = cluster(res, cluster_of()).circuit_breakers.thresholds
     assert t.retry_budget.budget_percent.value == 30
     assert t.retry_budget.min_retry_concurrency.value == 5
@@ -193,13 +192,8 @@ def test_failover_priority_orders_endpoints_by_the_callers_labels(tmp_path: Path
     # reviews v1/v2/v3 endpoints carry version labels; the caller is a v2.
     res = load(
         tmp_path,
-        """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews}
-spec:
-  host: reviews
-  trafficPolicy:
+        DR
+        + """\
     outlierDetection: {consecutive5xxErrors: 1}
     loadBalancer:
       localityLbSetting: {failoverPriority: [version, "app=reviews"]}

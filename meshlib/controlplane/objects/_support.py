@@ -168,6 +168,7 @@ _TRAFFIC_POLICY: tuple[str, ...] = (
     *(f"portLevelSettings[].{p}" for p in _POLICY_SECTIONS),
 )
 _SOURCE = ("principals", "namespaces", "ipBlocks", "remoteIpBlocks")
+_WORKLOAD = ("address", "ports.*", "labels.*", "locality", "weight", "serviceAccount", "network")
 
 #: Honoured paths per kind (every Istio kind the control plane reads).
 SUPPORTED: Mapping[str, frozenset[str]] = {
@@ -198,35 +199,13 @@ SUPPORTED: Mapping[str, frozenset[str]] = {
             "spec.location",
             "spec.resolution",
             "spec.endpoints",
-            *(
-                f"spec.endpoints[].{p}"
-                for p in (
-                    "address",
-                    "ports.*",
-                    "labels.*",
-                    "locality",
-                    "weight",
-                    "serviceAccount",
-                    "network",
-                )
-            ),
+            *(f"spec.endpoints[].{p}" for p in _WORKLOAD),
             "spec.workloadSelector",
             "spec.workloadSelector.labels.*",
         ),
         "WorkloadEntry": (
             "spec",
-            *(
-                f"spec.{p}"
-                for p in (
-                    "address",
-                    "ports.*",
-                    "labels.*",
-                    "locality",
-                    "weight",
-                    "serviceAccount",
-                    "network",
-                )
-            ),
+            *(f"spec.{p}" for p in _WORKLOAD),
         ),
         "Sidecar": (
             "spec",
