@@ -99,6 +99,33 @@ def istio(crds: Path, release: str) -> dict[str, Any]:
     return {"release": release, "kinds": kinds, "schemas": schemas}
 
 
+#: ``resource.Quantity`` fields: the client models them as strings, the API server takes
+#: numbers too (``cpu: 1``).
+QUANTITIES = {
+    ("V1ContainerStatus", "allocatedResources"),
+    ("V1EmptyDirVolumeSource", "sizeLimit"),
+    ("V1PodSpec", "overhead"),
+    ("V1PodStatus", "allocatedResources"),
+    ("V1ResourceRequirements", "limits"),
+    ("V1ResourceRequirements", "requests"),
+    ("V1VolumeResourceRequirements", "limits"),
+    ("V1VolumeResourceRequirements", "requests"),
+}
+_QUANTITY = {"type": ["string", "integer", "number"]}
+
+
+def _quantities(definitions: dict[str, Any]) -> None:
+    for model, name in QUANTITIES:
+        prop = definitions.get(model, {}).get("properties", {}).get(name)
+        if prop is None:
+            continue
+        if prop.get("type") == "object":
+            prop["additionalProperties"] = dict(_QUANTITY)
+        else:
+            prop.clear()
+            prop.update(_QUANTITY)
+
+
 def _pydantic_node(node: Any) -> Any:
     if isinstance(node, list):
         return [_pydantic_node(v) for v in node]
@@ -139,6 +166,7 @@ def kubernetes() -> dict[str, Any]:
         definitions[model] = schema
         if api_version:
             kinds[f"{api_version}/{kind}"] = model
+    _quantities(definitions)
     return {
         "client": f"kubernetes {metadata.version('kubernetes')}",
         "kinds": kinds,

@@ -312,3 +312,35 @@ def test_a_file_that_stops_parsing_keeps_its_objects_serving(
     with pytest.raises(ConfigError):
         cp.reload()
     assert len(cp.objects.services) == 4
+
+
+def test_objects_as_kubectl_get_prints_them_are_accepted(tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "exported.yaml",
+        """\
+apiVersion: v1
+kind: Service
+metadata:
+  creationTimestamp: 2024-01-01T00:00:00Z
+  name: reviews
+  resourceVersion: "123"
+  managedFields:
+  - {apiVersion: v1, fieldsType: FieldsV1, fieldsV1: {f:spec: {}}, manager: kubectl}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 9080, protocol: TCP, targetPort: 9080}]
+  sessionAffinity: None
+  type: ClusterIP
+status: {loadBalancer: {}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-1, labels: {app: reviews}}
+spec:
+  containers: [{name: app, image: app, resources: {limits: {cpu: 1, memory: 1Gi}}}]
+status: {podIP: 10.0.0.1, phase: Running}
+""",
+    )
+    result = FileSource(f).load_lenient()
+    assert result.problems == ()
+    assert sorted(result.objects) == ["Pod default/reviews-1", "Service default/reviews"]
