@@ -216,6 +216,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     return parser, handlers
 
 
+from . import _cli_config  # noqa: E402, F401 (registers validate, analyze, apply, delete)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``meshlib`` command; returns the exit status."""
     from meshlib.controlplane import ConfigError

@@ -10,10 +10,11 @@ import time
 from types import TracebackType
 from typing import Any
 
+from ._apply import write_status
 from ._workload import build_bootstrap
 from .objects._fields import ConfigError
 from .objects._kubernetes import MeshObjects
-from .sources._files import FileSource, LoadResult, Source, assemble
+from .sources._files import STATE_DIR, FileSource, LoadResult, Source, assemble
 from .translate._translate import translate
 from .xds._cache import Snapshot, SnapshotCache, VersionedSnapshotCache
 from .xds._events import AckEvent, EventLog
@@ -170,7 +171,16 @@ class ControlPlane:
             snapshot = self.cache.set_resources(resources)
             self._good, self.objects = merged, objects
             self.problems = result.problems + resources.problems
-        log.debug("snapshot version %s", snapshot.version)
+            if self._watch and isinstance(self.source, FileSource) and self.source.path.is_dir():
+                # How ``meshlib apply`` knows its change is served (see _apply).
+                (self.source.path / STATE_DIR).mkdir(exist_ok=True)
+                write_status(self.source.path, result, str(snapshot.version), self.problems)
+        log.info(
+            "config %s: loaded %s; serving snapshot version %s",
+            self.source,
+            result.summary(),
+            snapshot.version,
+        )
         if result.problems:
             raise ConfigError("\n".join(result.problems), result.problems)
         return snapshot
@@ -195,10 +205,9 @@ class ControlPlane:
 
     def _reload_quietly(self) -> None:
         try:
-            snapshot = self.reload()
-            log.info("config changed: snapshot version %s", snapshot.version)
+            self.reload()
         except ConfigError as err:
-            log.error("config rejected (the rest keeps serving):\n%s", err)
+            log.warning("config rejected (the last good version keeps serving):\n%s", err)
         except Exception:
             log.exception("config reload failed")
 

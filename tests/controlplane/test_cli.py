@@ -51,7 +51,10 @@ def test_control_plane_serves_until_signal(config_dir: Path, sig: signal.Signals
 
 
 def test_bad_config_exits_2_with_message(tmp_path: Path) -> None:
-    write(tmp_path / "bad.yaml", "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 0}]}")
+    write(
+        tmp_path / "bad.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 0}]}",
+    )
     proc = _start("control-plane", "--config", str(tmp_path), "--port", "0")
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 2

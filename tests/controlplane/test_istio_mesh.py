@@ -122,7 +122,7 @@ subsets:
 apiVersion: v1
 kind: Pod
 metadata: {name: web-1, labels: {version: blue}}
-spec: {serviceAccountName: web}
+spec: {serviceAccountName: web, containers: [{name: web, image: web}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -321,24 +321,28 @@ def test_envoy_view_listeners_routes_and_clusters(tmp_path: Path) -> None:
     ("doc", "error"),
     [
         (
+            "apiVersion: networking.istio.io/v1\n"
             "kind: ServiceEntry\nmetadata: {name: x}\nspec: {hosts: [a], ports: [], "
             "resolution: STATIC}",
             r"ServiceEntry default/x: spec\.ports: is required|spec\.endpoints: STATIC",
         ),
         (
+            "apiVersion: security.istio.io/v1\n"
             "kind: PeerAuthentication\nmetadata: {name: x}\nspec: {mtls: {mode: STRICTER}}",
             r"PeerAuthentication default/x: spec\.mtls\.mode: 'STRICTER' is not one of",
         ),
         (
-            "kind: AuthorizationPolicy\nmetadata: {name: x}\n"
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x}\n"
             "spec: {rules: [{when: [{key: request.auth.claims, values: [a]}]}]}",
             r"AuthorizationPolicy default/x: spec\.rules\[0\]\.when\[0\]\.key: unsupported",
         ),
         (
+            "apiVersion: networking.istio.io/v1\n"
             "kind: Sidecar\nmetadata: {name: x}\nspec: {egress: [{hosts: [ratings]}]}",
             r"Sidecar default/x: spec\.egress\[0\]\.hosts\[0\]: 'ratings' must be namespace/host",
         ),
         (
+            "apiVersion: networking.istio.io/v1\n"
             "kind: WorkloadEntry\nmetadata: {name: x}\nspec: {address: 1.2.3.4, weight: 0}",
             r"WorkloadEntry default/x: spec\.weight: must be an integer",
         ),

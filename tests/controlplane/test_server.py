@@ -155,6 +155,7 @@ def test_reload_pushes_changes_in_order_and_ignores_stale_nonces(
     write(
         config_dir / "details.yaml",
         """\
+        apiVersion: v1
         kind: Service
         metadata: {name: details}
         spec: {ports: [{port: 9080}]}
@@ -188,7 +189,10 @@ def test_reload_pushes_changes_in_order_and_ignores_stale_nonces(
 def test_bad_reload_keeps_serving_last_good(
     control_plane: ControlPlane, ads: Ads, config_dir: Path
 ) -> None:
-    write(config_dir / "ratings.yml", "kind: Service\nmetadata: {name: ratings}\nspec: {ports: x}")
+    write(
+        config_dir / "ratings.yml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ratings}\nspec: {ports: x}",
+    )
     with pytest.raises(ConfigError, match=r"ratings\.yml: Service default/ratings: spec\.ports"):
         control_plane.reload()
     client = ads("node-bad")

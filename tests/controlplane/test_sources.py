@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -131,58 +132,65 @@ def test_unknown_kinds_are_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixt
     ("doc", "expected"),
     [
         (
+            "apiVersion: v1\n"
             "kind: Service\nmetadata: {name: reviews}\nspec: {ports: [{port: 70000}]}",
             "Service default/reviews: spec.ports[0].port: must be an integer 1-65535",
         ),
         (
+            "apiVersion: v1\n"
             "kind: Service\nmetadata: {name: reviews, namespace: x}\nspec: {ports: [{port: '80'}]}",
-            "Service x/reviews: spec.ports[0].port: must be an integer 1-65535",
+            "Service x/reviews: spec.ports[0].port: must be an integer",
         ),
         (
-            "kind: Service\nmetadata: {name: r}\n"
+            "apiVersion: v1\nkind: Service\nmetadata: {name: r}\n"
             "spec: {ports: [{port: 80, name: a}, {port: 81, name: b, protocol: QUIC}]}",
             "Service default/r: spec.ports[1].protocol: must be one of TCP, UDP, SCTP",
         ),
         (
+            "apiVersion: v1\n"
             "kind: Service\nmetadata: {name: r}\nspec: {ports: [{port: 80}, {port: 81}]}",
             "Service default/r: spec.ports: ports must have unique, non-empty names",
         ),
         (
-            "kind: Service\nmetadata: {name: Bad_Name}\nspec: {}",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name}\nspec: {}",
             "Service default/Bad_Name: metadata.name: 'Bad_Name' is not a valid DNS name",
         ),
         (
-            "kind: Service\nmetadata: {namespace: x}\nspec: {}",
+            "apiVersion: v1\nkind: Service\nmetadata: {namespace: x}\nspec: {}",
             "Service x/<unnamed>: metadata.name: is required",
         ),
         (
-            "kind: Service\nmetadata: {name: r}",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: r}",
             "Service default/r: spec: is required",
         ),
         (
-            "kind: Service\nmetadata: {name: r}\nspec: {clusterIP: 10.0.0.300}",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: r}\nspec: {clusterIP: 10.0.0.300}",
             "Service default/r: spec.clusterIP: '10.0.0.300' is not an IP address",
         ),
         (
+            "apiVersion: discovery.k8s.io/v1\n"
             "kind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\n"
             "endpoints: [{addresses: [10.0.0.1]}, {addresses: ['::1']}]",
             "EndpointSlice default/s: endpoints[1].addresses[0]: '::1' is not an IPv4 address",
         ),
         (
+            "apiVersion: discovery.k8s.io/v1\n"
             "kind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\n"
             "endpoints: [{addresses: [10.0.0.1], conditions: {ready: 'yes'}}]",
             "EndpointSlice default/s: endpoints[0].conditions.ready: must be true or false",
         ),
         (
+            "apiVersion: discovery.k8s.io/v1\n"
             "kind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\n"
             "endpoints: [{addresses: []}]",
             "EndpointSlice default/s: endpoints[0].addresses: must list at least one address",
         ),
         (
-            "kind: EndpointSlice\nmetadata: {name: s}\n",
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\n",
             "EndpointSlice default/s: addressType: is required",
         ),
         (
+            "apiVersion: discovery.k8s.io/v1\n"
             "kind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nports: [{port: 0}]",
             "EndpointSlice default/s: ports[0].port: must be an integer 1-65535",
         ),
@@ -198,24 +206,36 @@ def test_bad_objects_name_file_kind_object_and_field(
 
 
 def test_all_bad_objects_are_reported_together(tmp_path: Path) -> None:
-    write(tmp_path / "a.yaml", "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: -1}]}")
-    write(tmp_path / "b.yaml", "kind: Service\nmetadata: {name: b}\nspec: {ports: [{}]}")
-    write(tmp_path / "c.yaml", "kind: Service\nmetadata: {name: c}\nspec: {ports: [{port: 1}]}")
+    write(
+        tmp_path / "a.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: -1}]}",
+    )
+    write(
+        tmp_path / "b.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{}]}",
+    )
+    write(
+        tmp_path / "c.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {ports: [{port: 1}]}",
+    )
     with pytest.raises(ConfigError) as info:
         FileSource(tmp_path).load()
+    # b's missing port is now named by the Kubernetes schema (issue 15).
     assert info.value.problems == (
         f"{tmp_path / 'a.yaml'}: Service default/a: spec.ports[0].port: must be an integer 1-65535",
-        f"{tmp_path / 'b.yaml'}: Service default/b: spec.ports[0].port: must be an integer 1-65535",
+        f"{tmp_path / 'b.yaml'}: Service default/b: spec.ports[0].port: is required",
     )
 
 
-def test_duplicate_object_is_an_error(tmp_path: Path) -> None:
-    doc = "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}"
-    write(tmp_path / "1.yaml", doc)
-    write(tmp_path / "2.yaml", doc)
-    expected = r"2\.yaml: Service default/a: already defined in .*1\.yaml"
-    with pytest.raises(ConfigError, match=expected):
-        FileSource(tmp_path).load()
+def test_same_object_in_two_files_the_newest_wins(tmp_path: Path) -> None:
+    # kubectl apply semantics (issue 15): the file applied last wins, whatever its name.
+    doc = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: %d}]}"
+    write(tmp_path / "2.yaml", doc % 2)
+    newer = write(tmp_path / "1.yaml", doc % 1)
+    old = (tmp_path / "2.yaml").stat().st_mtime_ns
+    os.utime(newer, ns=(old + 10**9, old + 10**9))
+    (service,) = FileSource(tmp_path).load().services
+    assert service.ports[0].port == 1
 
 
 def test_missing_path_fails_fast(tmp_path: Path) -> None:
@@ -224,7 +244,9 @@ def test_missing_path_fails_fast(tmp_path: Path) -> None:
 
 
 def test_invalid_yaml_fails_fast(tmp_path: Path) -> None:
-    f = write(tmp_path / "broken.yaml", "kind: Service\nmetadata: {name: a\nspec: x\n")
+    f = write(
+        tmp_path / "broken.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a\nspec: x\n"
+    )
     with pytest.raises(ConfigError) as info:
         FileSource(f).load()
     message = str(info.value)
@@ -239,21 +261,27 @@ def test_invalid_json_and_non_mapping_documents(tmp_path: Path) -> None:
     f = write(tmp_path / "list.yaml", "- a\n- b\n")
     with pytest.raises(ConfigError, match=r"list\.yaml: document 0: must be a mapping"):
         FileSource(f).load()
-    f = write(tmp_path / "nokind.yaml", "kind: Service\nmetadata: {name: a}\nspec: {}\n---\na: 1\n")
+    f = write(
+        tmp_path / "nokind.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {}\n---\na: 1\n",
+    )
     with pytest.raises(ConfigError, match=r"nokind\.yaml: document 1: kind: is required"):
         FileSource(f).load()
 
 
 def test_unreadable_file_fails_fast(tmp_path: Path) -> None:
     f = tmp_path / "latin1.yaml"
-    f.write_bytes(b"kind: Service\nmetadata: {name: caf\xe9}\n")
+    f.write_bytes(b"apiVersion: v1\nkind: Service\nmetadata: {name: caf\xe9}\n")
     with pytest.raises(ConfigError, match=r"latin1\.yaml: cannot read"):
         FileSource(f).load()
 
 
 def test_load_again_rereads_files(tmp_path: Path) -> None:
-    f = write(tmp_path / "s.yaml", "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}")
+    f = write(
+        tmp_path / "s.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}",
+    )
     source = FileSource(f)
     assert source.load().services[0].ports[0].port == 1
-    write(f, "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 2}]}")
+    write(f, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 2}]}")
     assert source.load().services[0].ports[0].port == 2

@@ -150,12 +150,14 @@ def test_load_assignment_conditions_zones_and_ports(tmp_path: Path) -> None:
     objects = _load(
         tmp_path,
         """\
+        apiVersion: v1
         kind: Service
         metadata: {name: web, namespace: shop}
         spec:
           ports: [{name: http, port: 80}, {name: admin, port: 81}, {name: dns, port: 53,
                    protocol: UDP}]
         ---
+        apiVersion: discovery.k8s.io/v1
         kind: EndpointSlice
         metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
         addressType: IPv4
@@ -167,12 +169,14 @@ def test_load_assignment_conditions_zones_and_ports(tmp_path: Path) -> None:
         - {addresses: [10.0.0.4], conditions: {ready: false, serving: false, terminating: true}}
         - {addresses: [10.0.0.5, 10.0.0.6], zone: z2}
         ---
+        apiVersion: discovery.k8s.io/v1
         kind: EndpointSlice
         metadata: {name: web-fqdn, namespace: shop, labels: {kubernetes.io/service-name: web}}
         addressType: FQDN
         ports: [{name: http, port: 8080}]
         endpoints: [{addresses: [web.example.com]}]
         ---
+        apiVersion: discovery.k8s.io/v1
         kind: EndpointSlice
         metadata: {name: web-other-ns, namespace: other, labels: {kubernetes.io/service-name: web}}
         addressType: IPv4
@@ -199,16 +203,19 @@ def test_unnamed_port_uses_only_slice_port_or_target_port(tmp_path: Path) -> Non
     objects = _load(
         tmp_path,
         """\
+        apiVersion: v1
         kind: Service
         metadata: {name: a}
         spec: {ports: [{port: 80, targetPort: 8080}]}
         ---
+        apiVersion: discovery.k8s.io/v1
         kind: EndpointSlice
         metadata: {name: a-1, labels: {kubernetes.io/service-name: a}}
         addressType: IPv4
         ports: [{port: 7000}]
         endpoints: [{addresses: [10.0.0.1]}]
         ---
+        apiVersion: discovery.k8s.io/v1
         kind: EndpointSlice
         metadata: {name: a-2, labels: {kubernetes.io/service-name: a}}
         addressType: IPv4
@@ -220,7 +227,9 @@ def test_unnamed_port_uses_only_slice_port_or_target_port(tmp_path: Path) -> Non
 
 
 def test_service_without_endpoints_has_empty_assignment(tmp_path: Path) -> None:
-    objects = _load(tmp_path, "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}")
+    objects = _load(
+        tmp_path, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}"
+    )
     cla = _cla(objects, "outbound|80||a.default.svc.cluster.local")
     assert cla.cluster_name == "outbound|80||a.default.svc.cluster.local"
     assert list(cla.endpoints) == []

@@ -291,7 +291,7 @@ def test_istio_mutual_with_sds_certificates(tmp_path: Path) -> None:
                 apiVersion: v1
                 kind: Pod
                 metadata: {{name: secure-1}}
-                spec: {{serviceAccountName: secure}}
+                spec: {{serviceAccountName: secure, containers: [{{name: app, image: app}}]}}
                 ---
                 apiVersion: discovery.k8s.io/v1
                 kind: EndpointSlice

@@ -35,6 +35,7 @@ __all__ = [
     "ServiceEntryPort",
     "Sidecar",
     "WorkloadEntry",
+    "ip_block",
     "parse_authorization_policy",
     "parse_peer_authentication",
     "parse_service_entry",
@@ -44,8 +45,9 @@ __all__ = [
 
 _RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
 _MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
-_ACTIONS = ("ALLOW", "DENY", "AUDIT")
-_SOURCE_FIELDS = ("principals", "namespaces", "ipBlocks")
+_ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
+_SOURCE_FIELDS = ("principals", "namespaces", "ipBlocks", "remoteIpBlocks")
+_IP_FIELDS = ("ipBlocks", "remoteIpBlocks")
 _OPERATION_FIELDS = ("hosts", "ports", "methods", "paths")
 _WHEN_KEYS = ("source.ip", "source.namespace", "source.principal", "destination.port")
 
@@ -62,6 +64,13 @@ class WorkloadEntry:
     locality: str = ""
     weight: int = 1
     service_account: str = "default"
+    network: str = ""
+
+    @property
+    def dialable(self) -> bool:
+        """False for an entry reached only through its network's gateway (no address) or
+        over a Unix socket: neither is an endpoint a proxyless client can connect to."""
+        return bool(self.address) and not self.address.startswith("unix://")
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,7 @@ class AuthorizationPolicy:
     action: str = "ALLOW"
     rules: tuple[AuthzRule, ...] = ()
     selector: Mapping[str, str] | None = None
+    provider: str = ""  # the extension provider of a CUSTOM policy
 
 
 def _selector(raw: Any, path: str, key: str) -> dict[str, str] | None:
@@ -145,22 +155,32 @@ def _selector(raw: Any, path: str, key: str) -> dict[str, str] | None:
     return as_labels(as_mapping(raw, path).get(key), f"{path}.{key}")
 
 
-def _address(value: Any, path: str, *, allow_dns: bool) -> str:
-    text = str(as_str(value, path, required=True))
+def _address(value: Any, path: str, *, allow_dns: bool, network: str) -> str:
+    text = as_str(value, path) or ""
+    if not text:
+        if not network:
+            raise FieldError(path, "is required (unless network is set)")
+        return text
+    if text.startswith("unix://"):
+        if len(text) == len("unix://"):
+            raise FieldError(path, "a unix:// address needs a socket path")
+        return text
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        if not allow_dns or text.startswith("unix://"):
+        if not allow_dns:
             raise FieldError(path, f"{text!r} is not an IP address") from None
     return text
 
 
 def _workload(raw: Any, path: str, name: str, ns: str, *, dns: bool) -> WorkloadEntry:
     item = as_mapping(raw, path, required=True)
+    network = as_str(item.get("network"), f"{path}.network") or ""
     return WorkloadEntry(
         name=name,
         namespace=ns,
-        address=_address(item.get("address"), f"{path}.address", allow_dns=dns),
+        network=network,
+        address=_address(item.get("address"), f"{path}.address", allow_dns=dns, network=network),
         ports={
             str(k): as_port(v, f"{path}.ports.{k}")
             for k, v in as_mapping(item.get("ports"), f"{path}.ports").items()
@@ -187,7 +207,7 @@ def parse_service_entry(doc: Mapping[str, Any]) -> ServiceEntry:
         name, namespace, _ = metadata(doc)
         spec = as_mapping(doc.get("spec"), "spec", required=True)
         ports = []
-        for i, raw in enumerate(as_list(spec.get("ports"), "spec.ports", required=True)):
+        for i, raw in enumerate(as_list(spec.get("ports"), "spec.ports")):
             path = f"spec.ports[{i}]"
             item = as_mapping(raw, path, required=True)
             target = item.get("targetPort")
@@ -291,9 +311,22 @@ def _conditions(raw: Any, path: str, keys: tuple[str, ...]) -> tuple[AuthzCondit
         not_key = "not" + key[0].upper() + key[1:]
         values = tuple(str(v) for v in as_list(item.get(key), f"{path}.{key}"))
         negated = tuple(str(v) for v in as_list(item.get(not_key), f"{path}.{not_key}"))
+        if key in _IP_FIELDS:
+            for field_name, given in ((key, values), (not_key, negated)):
+                for i, value in enumerate(given):
+                    ip_block(value, f"{path}.{field_name}[{i}]")
         if values or negated:
             out.append(AuthzCondition(key, values, negated))
     return tuple(out)
+
+
+def ip_block(value: str, path: str) -> str:
+    """An IP address or CIDR block as AuthorizationPolicy writes them (``10.0.0.0/8``)."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise FieldError(path, f"{value!r} is not an IP address or CIDR block") from None
+    return value
 
 
 def _rule(raw: Any, path: str) -> AuthzRule:
@@ -323,6 +356,10 @@ def _rule(raw: Any, path: str) -> AuthzRule:
             raise FieldError(f"{wpath}.key", f"unsupported key {key!r}")
         values = as_str_list(wmap.get("values"), f"{wpath}.values")
         negated = as_str_list(wmap.get("notValues"), f"{wpath}.notValues")
+        if key in ("source.ip", "remote.ip"):
+            for field_name, given in (("values", values), ("notValues", negated)):
+                for j, value in enumerate(given):
+                    ip_block(value, f"{wpath}.{field_name}[{j}]")
         if not values and not negated:
             raise FieldError(wpath, "must set values or notValues")
         when.append(AuthzCondition(key, values, negated))
@@ -334,10 +371,17 @@ def parse_authorization_policy(doc: Mapping[str, Any]) -> AuthorizationPolicy:
     try:
         name, namespace, _ = metadata(doc)
         spec = as_mapping(doc.get("spec"), "spec")
+        action = one_of(spec.get("action"), "spec.action", _ACTIONS, "ALLOW")
+        provider = as_mapping(spec.get("provider"), "spec.provider")
+        if action == "CUSTOM" and not provider.get("name"):
+            raise FieldError("spec.provider.name", "is required with action CUSTOM")
+        if action != "CUSTOM" and provider:
+            raise FieldError("spec.provider", "is only allowed with action CUSTOM")
         return AuthorizationPolicy(
             name=name,
             namespace=namespace,
-            action=one_of(spec.get("action"), "spec.action", _ACTIONS, "ALLOW"),
+            action=action,
+            provider=str(provider.get("name") or ""),
             rules=tuple(
                 _rule(r, f"spec.rules[{i}]")
                 for i, r in enumerate(as_list(spec.get("rules"), "spec.rules"))

@@ -18,6 +18,7 @@ from ._fields import (
     as_bool,
     as_duration,
     as_int,
+    as_labels,
     as_list,
     as_mapping,
     as_percent,
@@ -35,6 +36,8 @@ __all__ = [
     "HeaderOps",
     "HttpMatch",
     "HttpRoute",
+    "Mirror",
+    "Redirect",
     "Retries",
     "RouteDestination",
     "StringMatch",
@@ -63,6 +66,24 @@ class HttpMatch:
     authority: StringMatch | None = None
     ignore_uri_case: bool = False
     port: int | None = None
+    source_labels: Mapping[str, str] = field(default_factory=dict)
+    source_namespace: str | None = None
+    gateways: tuple[str, ...] = ()
+
+    @property
+    def per_caller(self) -> bool:
+        """True when whether it applies depends on the calling workload."""
+        return bool(self.source_labels) or self.source_namespace is not None
+
+    def applies_to(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        """Whether a caller in ``namespace`` with ``labels`` sees this match (as istiod
+        builds each proxy's routes): its sourceLabels and sourceNamespace hold, and its
+        gateways (if any) include ``mesh``."""
+        if self.gateways and "mesh" not in self.gateways:
+            return False
+        if self.source_namespace is not None and self.source_namespace != namespace:
+            return False
+        return all(labels.get(k) == v for k, v in self.source_labels.items())
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,8 @@ class Retries:
     per_try_timeout: float | None = None
     retry_on: str | None = None
     retry_remote_localities: bool = False
+    retry_ignore_previous_hosts: bool = True
+    backoff: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,26 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """One ``mirrors[]`` entry (or the ``mirror`` field): a copy of ``percent`` of calls."""
+
+    destination: Destination
+    percent: float = 100.0
+    path: str = "mirror"  # where it was written, relative to the rule
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """``HTTPRedirect``: the route answers with a redirect instead of forwarding."""
+
+    uri: str | None = None
+    authority: str | None = None
+    port: int | None = None
+    scheme: str | None = None
+    code: int = 301
+
+
+@dataclass(frozen=True)
 class HttpRoute:
     """One ``spec.http[]`` rule."""
 
@@ -126,8 +169,9 @@ class HttpRoute:
     timeout: float | None = None
     retries: Retries | None = None
     fault: Fault | None = None
-    mirror: Destination | None = None
-    mirror_percent: float | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    redirect: Redirect | None = None
+    regex_rewrite: tuple[str, str] | None = None  # (match, rewrite) of uriRegexRewrite
     request_headers: HeaderOps = HeaderOps()
     response_headers: HeaderOps = HeaderOps()
 
@@ -228,6 +272,9 @@ def _match(raw: Any, path: str) -> HttpMatch:
         else _string_match(item["authority"], f"{path}.authority"),
         ignore_uri_case=bool(as_bool(item.get("ignoreUriCase"), f"{path}.ignoreUriCase")),
         port=None if port is None else as_port(port, f"{path}.port"),
+        source_labels=as_labels(item.get("sourceLabels"), f"{path}.sourceLabels"),
+        source_namespace=as_str(item.get("sourceNamespace"), f"{path}.sourceNamespace"),
+        gateways=as_str_list(item.get("gateways"), f"{path}.gateways"),
     )
 
 
@@ -277,6 +324,11 @@ def _retries(raw: Any, path: str) -> Retries | None:
         retry_remote_localities=bool(
             as_bool(item.get("retryRemoteLocalities"), f"{path}.retryRemoteLocalities")
         ),
+        retry_ignore_previous_hosts=as_bool(
+            item.get("retryIgnorePreviousHosts"), f"{path}.retryIgnorePreviousHosts"
+        )
+        is not False,
+        backoff=as_duration(item.get("backoff"), f"{path}.backoff", positive=True),
     )
 
 
@@ -304,6 +356,9 @@ def _fault(raw: Any, path: str) -> Fault | None:
         if grpc_status is not None and grpc_status not in GRPC_CODES:
             raise FieldError(f"{path}.abort.grpcStatus", f"unknown gRPC status {grpc_status!r}")
     delay_pct = as_percent(delay.get("percentage"), f"{path}.delay.percentage")
+    if delay_pct is None and delay.get("percent") is not None:
+        # The deprecated integer ``percent``: istiod reads it when ``percentage`` is unset.
+        delay_pct = float(as_int(delay["percent"], f"{path}.delay.percent", maximum=100) or 0)
     abort_pct = as_percent(abort.get("percentage"), f"{path}.abort.percentage")
     return Fault(
         delay=fixed,
@@ -333,27 +388,95 @@ def _http_route(raw: Any, path: str) -> HttpRoute:
                 response_headers=resp,
             )
         )
-    if not dests:
+    redirect = _redirect(item.get("redirect"), f"{path}.redirect")
+    if redirect is not None and dests:
+        raise FieldError(f"{path}.redirect", "cannot be set together with route")
+    if not dests and redirect is None:
         raise FieldError(f"{path}.route", "must list at least one destination")
     if len(dests) > 1 and sum(d.weight or 0 for d in dests) <= 0:
         raise FieldError(f"{path}.route", "weights must add up to more than 0")
     rewrite = as_mapping(item.get("rewrite"), f"{path}.rewrite")
     req, resp = _headers(item.get("headers"), f"{path}.headers")
-    mirror = item.get("mirror")
     return HttpRoute(
         name=as_str(item.get("name"), f"{path}.name") or "",
         match=matches,
         route=tuple(dests),
         rewrite_uri=as_str(rewrite.get("uri"), f"{path}.rewrite.uri"),
         rewrite_authority=as_str(rewrite.get("authority"), f"{path}.rewrite.authority"),
+        regex_rewrite=_regex_rewrite(rewrite, f"{path}.rewrite"),
         timeout=as_duration(item.get("timeout"), f"{path}.timeout"),
         retries=_retries(item.get("retries"), f"{path}.retries"),
         fault=_fault(item.get("fault"), f"{path}.fault"),
-        mirror=None if mirror is None else _destination(mirror, f"{path}.mirror"),
-        mirror_percent=as_percent(item.get("mirrorPercentage"), f"{path}.mirrorPercentage"),
+        mirrors=_mirrors(item, path),
+        redirect=redirect,
         request_headers=req,
         response_headers=resp,
     )
+
+
+_REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+
+def _redirect(raw: Any, path: str) -> Redirect | None:
+    if raw is None:
+        return None
+    item = as_mapping(raw, path)
+    port = item.get("port")
+    code = as_int(item.get("redirectCode"), f"{path}.redirectCode")
+    if code is not None and code not in _REDIRECT_CODES:
+        codes = ", ".join(map(str, _REDIRECT_CODES))
+        raise FieldError(f"{path}.redirectCode", f"{code} is not one of {codes}")
+    return Redirect(
+        uri=as_str(item.get("uri"), f"{path}.uri"),
+        authority=as_str(item.get("authority"), f"{path}.authority"),
+        port=None if port is None else as_port(port, f"{path}.port"),
+        scheme=as_str(item.get("scheme"), f"{path}.scheme"),
+        code=code or 301,
+    )
+
+
+def _regex_rewrite(rewrite: Mapping[str, Any], path: str) -> tuple[str, str] | None:
+    raw = rewrite.get("uriRegexRewrite")
+    if raw is None:
+        return None
+    rpath = f"{path}.uriRegexRewrite"
+    if rewrite.get("uri") is not None:
+        raise FieldError(rpath, "cannot be set together with rewrite.uri")
+    item = as_mapping(raw, rpath)
+    match = str(as_str(item.get("match"), f"{rpath}.match", required=True))
+    try:
+        re2.compile(match)
+    except re2.error as err:
+        raise FieldError(f"{rpath}.match", f"invalid RE2 regex {match!r}: {err}") from None
+    return match, as_str(item.get("rewrite"), f"{rpath}.rewrite") or ""
+
+
+def _mirrors(item: Mapping[str, Any], path: str) -> tuple[Mirror, ...]:
+    """``mirrors[]``, or ``mirror`` with ``mirrorPercentage`` (or the deprecated integer
+    ``mirrorPercent``/``mirror_percent``); each mirrors 100% unless a percentage is set."""
+    many = as_list(item.get("mirrors"), f"{path}.mirrors")
+    if many and item.get("mirror") is not None:
+        raise FieldError(f"{path}.mirrors", "cannot be set together with mirror")
+    out = []
+    for i, raw in enumerate(many):
+        mpath = f"{path}.mirrors[{i}]"
+        entry = as_mapping(raw, mpath, required=True)
+        pct = as_percent(entry.get("percentage"), f"{mpath}.percentage")
+        out.append(
+            Mirror(
+                _destination(entry.get("destination"), f"{mpath}.destination"),
+                100.0 if pct is None else pct,
+                f"mirrors[{i}].destination",
+            )
+        )
+    if item.get("mirror") is None:
+        return tuple(out)
+    pct = as_percent(item.get("mirrorPercentage"), f"{path}.mirrorPercentage")
+    for legacy in ("mirrorPercent", "mirror_percent"):
+        if pct is None and item.get(legacy) is not None:
+            pct = float(as_int(item[legacy], f"{path}.{legacy}", maximum=100) or 0)
+    mirror = _destination(item["mirror"], f"{path}.mirror")
+    return (Mirror(mirror, 100.0 if pct is None else pct),)
 
 
 def parse_virtual_service(doc: Mapping[str, Any]) -> VirtualService:

@@ -34,6 +34,7 @@ __all__ = [
     "LoadBalancer",
     "LocalityLb",
     "OutlierDetection",
+    "RetryBudget",
     "Subset",
     "TlsSettings",
     "TrafficPolicy",
@@ -45,7 +46,7 @@ __all__ = [
 
 _SIMPLE = ("UNSPECIFIED", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM", "PASSTHROUGH")
 _TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
-_SECTIONS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
+_SECTIONS = ("load_balancer", "connection_pool", "outlier_detection", "tls", "retry_budget")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,15 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class RetryBudget:
+    """``retryBudget``: active retries as a share of active requests (Envoy's defaults:
+    20% and 3 when unset)."""
+
+    percent: float | None = None
+    min_retry_concurrency: int | None = None
+
+
+@dataclass(frozen=True)
 class TrafficPolicy:
     """A ``trafficPolicy``; ``port_level`` maps a port to its overriding policy."""
 
@@ -136,6 +146,7 @@ class TrafficPolicy:
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
     tls: TlsSettings | None = None
+    retry_budget: RetryBudget | None = None
     port_level: Mapping[int, TrafficPolicy] = field(default_factory=dict)
 
     def for_port(self, port: int) -> TrafficPolicy:
@@ -377,6 +388,16 @@ def parse_traffic_policy(raw: Any, path: str, *, port_level: bool = True) -> Tra
     ):
         if item.get(key) is not None:
             sections[attr] = parse(item[key], f"{path}.{key}")
+    budget = item.get("retryBudget")
+    if budget is not None and port_level:
+        bmap = as_mapping(budget, f"{path}.retryBudget")
+        pct = bmap.get("percent")
+        sections["retry_budget"] = RetryBudget(
+            percent=as_float(pct, f"{path}.retryBudget.percent", minimum=0, maximum=100),
+            min_retry_concurrency=as_int(
+                bmap.get("minRetryConcurrency"), f"{path}.retryBudget.minRetryConcurrency"
+            ),
+        )
     ports: dict[int, TrafficPolicy] = {}
     if port_level:
         for i, raw_port in enumerate(

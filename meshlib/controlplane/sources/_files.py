@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,45 +25,30 @@ from ..objects._istio_mesh import (
     ServiceEntry,
     Sidecar,
     WorkloadEntry,
-    parse_authorization_policy,
-    parse_peer_authentication,
-    parse_service_entry,
-    parse_sidecar,
-    parse_workload_entry,
 )
-from ..objects._istio_networking import VirtualService, parse_virtual_service
-from ..objects._istio_policy import DestinationRule, parse_destination_rule
-from ..objects._kubernetes import (
-    EndpointSlice,
-    MeshObjects,
-    Pod,
-    Service,
-    parse_endpoint_slice,
-    parse_endpoints,
-    parse_pod,
-    parse_service,
-)
+from ..objects._istio_networking import VirtualService
+from ..objects._istio_policy import DestinationRule
+from ..objects._kubernetes import EndpointSlice, MeshObjects, Pod, Service
+from ..objects._parse import object_key, parse_object
+from ..objects._schema import unknown_top_level
 
-__all__ = ["FileSource", "LoadResult", "Source", "assemble"]
+__all__ = [
+    "STATE_DIR",
+    "FileSource",
+    "LoadResult",
+    "Source",
+    "assemble",
+    "documents",
+    "tombstone_path",
+]
 
 log = logging.getLogger(__name__)
 
 _SUFFIXES = (".yaml", ".yml", ".json")
+#: The folder under a config directory where ``meshlib apply``/``delete`` keep their records.
+STATE_DIR = ".meshlib"
 # libyaml's parser when PyYAML was built with it (about 10x faster), else the Python one.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_PARSERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "Service": parse_service,
-    "EndpointSlice": parse_endpoint_slice,
-    "Endpoints": parse_endpoints,
-    "Pod": parse_pod,
-    "VirtualService": parse_virtual_service,
-    "DestinationRule": parse_destination_rule,
-    "ServiceEntry": parse_service_entry,
-    "WorkloadEntry": parse_workload_entry,
-    "PeerAuthentication": parse_peer_authentication,
-    "AuthorizationPolicy": parse_authorization_policy,
-    "Sidecar": parse_sidecar,
-}
 # MeshObjects field for each model type (Endpoints load as EndpointSlices).
 _FIELDS: dict[type, str] = {
     Service: "services",
@@ -90,14 +76,35 @@ class Source(Protocol):
 class LoadResult:
     """A lenient load: the valid objects by ``"<Kind> <ns>/<name>"``, and the rejects.
 
-    ``problems`` holds one message per rejected object or file, naming the file, kind,
-    ``namespace/name`` and field; ``rejected`` the keys of the objects it names (so a
-    caller may keep serving their previous versions).
+    ``problems`` holds one message per fault, naming the file, kind, ``namespace/name``
+    and field; ``rejected`` the keys of the objects they concern (so a caller keeps
+    serving their previous versions), including every object last read from a file that
+    no longer parses. ``files`` are the files read, ``skipped`` counts the documents of
+    kinds the mesh does not use, by kind; ``deleted`` the keys ``meshlib delete`` removed.
     """
 
     objects: Mapping[str, Any]
     problems: tuple[str, ...] = ()
     rejected: frozenset[str] = frozenset()
+    files: tuple[str, ...] = ()
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    deleted: frozenset[str] = frozenset()
+
+    def summary(self) -> str:
+        """``12 objects from 3 files: 4 Service, 4 EndpointSlice...; skipped 4 Deployment``."""
+        kinds = Counter(key.split(" ", 1)[0] for key in self.objects)
+        text = f"{len(self.objects)} objects"
+        if self.files:
+            text += f" from {len(self.files)} files"
+        if kinds:
+            text += ": " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        if self.skipped:
+            text += "; skipped " + ", ".join(f"{n} {k}" for k, n in sorted(self.skipped.items()))
+        if self.deleted:
+            text += f"; {len(self.deleted)} deleted by meshlib delete"
+        if self.problems:
+            text += f"; {len(self.problems)} problems"
+        return text
 
 
 def assemble(objects: Mapping[str, Any]) -> MeshObjects:
@@ -109,16 +116,35 @@ def assemble(objects: Mapping[str, Any]) -> MeshObjects:
     return MeshObjects(**{name: tuple(items) for name, items in groups.items()})
 
 
-class FileSource:
-    """Objects from a YAML/JSON file or a directory of them (not recursive).
+def tombstone_path(root: Path, key: str) -> Path:
+    """Where ``meshlib delete`` records that object ``key`` was deleted."""
+    kind, _, ident = key.partition(" ")
+    namespace, _, name = ident.partition("/")
+    return root / STATE_DIR / "deleted" / f"{kind}.{namespace}.{name}"
 
-    Files ending in ``.yaml``, ``.yml`` or ``.json`` are read in name order. YAML files
-    may hold several documents; ``kind: List`` documents are expanded. Kinds the control
-    plane does not use are skipped. Call :meth:`load` again to re-read the files.
+
+@dataclass
+class _Candidate:
+    stamp: tuple[int, int]  # (mtime_ns, read order): the newest applied wins
+    file: Path
+    model: Any = None
+    errors: tuple[str, ...] = ()
+
+
+class FileSource:
+    """Objects from a YAML/JSON file or a directory of them, read as ``kubectl apply -R -f``.
+
+    Files ending in ``.yaml``, ``.yml`` or ``.json`` are read recursively (hidden files and
+    folders skipped, except the records ``meshlib apply`` keeps under ``.meshlib/``). YAML
+    files may hold several documents; ``kind: List`` documents are expanded. When two files
+    define the same kind/namespace/name, the one applied last (the newest file) wins.
+    Kinds the mesh does not use are skipped and counted. Call :meth:`load` to re-read.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        # Keys each file held at its last good read: kept serving if the file breaks.
+        self._file_keys: dict[Path, frozenset[str]] = {}
 
     def __repr__(self) -> str:
         return f"FileSource({str(self.path)!r})"
@@ -126,10 +152,32 @@ class FileSource:
     def files(self) -> list[Path]:
         """The files :meth:`load` reads; raises :class:`ConfigError` if the path is missing."""
         if self.path.is_dir():
-            return sorted(p for p in self.path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+            found = [
+                p
+                for p in self.path.rglob("*")
+                if p.suffix in _SUFFIXES
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
+            ]
+            applied = self.path / STATE_DIR / "applied"
+            if applied.is_dir():
+                found += [p for p in applied.iterdir() if p.suffix in _SUFFIXES and p.is_file()]
+            return sorted(found)
         if self.path.is_file():
             return [self.path]
         raise ConfigError(f"{self.path}: no such file or directory")
+
+    def _tombstones(self) -> dict[str, int]:
+        folder = self.path / STATE_DIR / "deleted"
+        out: dict[str, int] = {}
+        if not folder.is_dir():
+            return out
+        for entry in folder.iterdir():
+            try:
+                out[entry.read_text(encoding="utf-8").strip()] = entry.stat().st_mtime_ns
+            except (OSError, UnicodeDecodeError):
+                continue
+        return out
 
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         """(path, mtime_ns, size) of every file: changes when an edit should be reloaded."""
@@ -138,6 +186,9 @@ class FileSource:
             files = self.files()
         except ConfigError:
             return ()
+        deleted = self.path / STATE_DIR / "deleted"
+        if self.path.is_dir() and deleted.is_dir():
+            files += sorted(deleted.iterdir())
         for file in files:
             try:
                 st = file.stat()
@@ -156,43 +207,85 @@ class FileSource:
     def load_lenient(self) -> LoadResult:
         """Read every object, skipping (and reporting) the invalid ones.
 
-        A file that cannot be read or parsed at all is one problem; a missing path
-        raises :class:`ConfigError`.
+        A file that cannot be read or parsed at all is one problem, and every object it
+        held at its last good read is rejected (so its last good version keeps serving);
+        a missing path raises :class:`ConfigError`.
         """
-        objects: dict[str, Any] = {}
         problems: list[str] = []
-        rejected: set[str] = set()
-        seen: dict[str, Path] = {}
-        for file in self.files():
+        broken: set[str] = set()
+        candidates: dict[str, _Candidate] = {}
+        skipped: Counter[str] = Counter()
+        files = self.files()
+        file_keys: dict[Path, frozenset[str]] = {}
+        for order, file in enumerate(files):
             try:
-                docs = list(_documents(file))
-            except ConfigError as err:
+                docs = list(documents(file))
+                mtime = file.stat().st_mtime_ns
+            except (ConfigError, OSError) as err:
                 problems.append(str(err))
+                broken |= self._file_keys.get(file, frozenset())
+                if file in self._file_keys:
+                    file_keys[file] = self._file_keys[file]
                 continue
+            keys: set[str] = set()
+            failed = False
             for doc in docs:
-                kind = doc.get("kind")
-                parser = _PARSERS.get(kind) if isinstance(kind, str) else None
-                if parser is None:
-                    log.debug("%s: skipping %s %s", file, kind, object_id(doc))
-                    continue
+                candidate = _Candidate((mtime, order), file)
                 try:
-                    obj = parser(doc)
+                    candidate.model = parse_object(doc)
                 except ConfigError as err:
-                    problems.append(f"{file}: {err}")
-                    rejected.add(f"{kind} {object_id(doc)}")
+                    candidate.errors = tuple(f"{file}: {p}" for p in err.problems)
+                    problems += candidate.errors
+                    failed = True
+                if candidate.model is None and not candidate.errors:
+                    skipped[str(doc.get("kind"))] += 1
+                    log.debug("%s: skipping %s %s", file, doc.get("kind"), object_id(doc))
                     continue
-                key = f"{kind} {obj.namespace}/{obj.name}"
-                if key in seen:
-                    problems.append(f"{file}: {key}: already defined in {seen[key]}")
-                    continue
-                seen[key] = file
-                objects[key] = obj
-        log.debug("%s: %d objects, %d problems", self.path, len(objects), len(problems))
-        return LoadResult(objects, tuple(problems), frozenset(rejected))
+                key = _key(doc, candidate.model)
+                keys.add(key)
+                old = candidates.get(key)
+                if old is None or old.stamp <= candidate.stamp:
+                    candidates[key] = candidate
+            if failed:
+                # A rejected document may be one of the file's objects with its kind or
+                # name mistyped: what the file held before keeps its last good version.
+                lost = self._file_keys.get(file, frozenset()) - keys
+                broken |= lost
+                keys |= lost
+            file_keys[file] = frozenset(keys)
+        self._file_keys = file_keys
+        deleted: set[str] = set()
+        for key, when in self._tombstones().items():
+            found = candidates.get(key)
+            if found is not None and found.stamp[0] <= when:
+                del candidates[key]
+                deleted.add(key)
+        objects = {k: c.model for k, c in candidates.items() if c.model is not None}
+        rejected = {k for k, c in candidates.items() if c.errors} | broken
+        for key in broken:
+            objects.pop(key, None)
+        result = LoadResult(
+            objects,
+            tuple(problems),
+            frozenset(rejected),
+            tuple(str(f) for f in files),
+            dict(skipped),
+            frozenset(deleted),
+        )
+        log.debug("%s: %s", self.path, result.summary())
+        return result
 
 
-def _documents(file: Path) -> Iterator[Mapping[str, Any]]:
-    """Top-level objects of one file, with ``kind: List`` expanded."""
+def _key(doc: Mapping[str, Any], model: Any) -> str:
+    if model is None:
+        return object_key(doc)
+    kind = str(doc.get("kind"))
+    return f"{kind} {model.namespace}/{model.name}"
+
+
+def documents(file: Path) -> Iterator[Mapping[str, Any]]:
+    """Top-level objects of one file, with ``kind: List`` expanded; raises
+    :class:`ConfigError` naming the file if it cannot be read or parsed."""
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -222,5 +315,6 @@ def _expand(file: Path, doc: Any, where: str) -> Iterator[Mapping[str, Any]]:
             yield from _expand(file, item, f"{where} items[{i}]")
         return
     if not isinstance(doc.get("kind"), str):
-        raise ConfigError(f"{file}: {where}: kind: is required")
+        hints = "".join(f"; {e}" for e in unknown_top_level("", doc))
+        raise ConfigError(f"{file}: {where}: kind: is required{hints}")
     yield doc

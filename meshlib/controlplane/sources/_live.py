@@ -25,7 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..objects._fields import ConfigError
 from ..objects._kubernetes import MeshObjects
-from ._files import _PARSERS, LoadResult, Source, assemble
+from ..objects._parse import parse_object
+from ._files import LoadResult, Source, assemble
 from ._watch import (
     RESOURCE_KINDS,
     Backoff,
@@ -313,12 +314,9 @@ class _Parsed:
 
 
 def _parse_one(doc: Mapping[str, Any], version: str | None) -> _Parsed:
-    """Validate one object with the parser the file source uses for its kind."""
-    parser = _PARSERS.get(str(doc.get("kind")))
-    if parser is None:
-        return _Parsed(version, None, None)
+    """Validate one object as the file source does (the API server applied the schema)."""
     try:
-        return _Parsed(version, parser(doc), None)
+        return _Parsed(version, parse_object(doc, schema=False), None)
     except ConfigError as err:
         return _Parsed(version, None, str(err))
 

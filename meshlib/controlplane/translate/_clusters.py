@@ -11,6 +11,7 @@ detection and the full thresholds are generated for proxyless clients too.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
@@ -116,6 +117,13 @@ def _thresholds(cluster: cluster_pb2.Cluster, policy: TrafficPolicy) -> None:
                 getattr(t, attr).value = value
         if cp.connect_timeout is not None:
             cluster.connect_timeout.CopyFrom(duration(cp.connect_timeout))
+    budget = policy.retry_budget
+    if budget is not None:  # as istiod: Envoy's retry_budget (it replaces max_retries)
+        t.retry_budget.SetInParent()
+        if budget.percent is not None:
+            t.retry_budget.budget_percent.value = budget.percent
+        if budget.min_retry_concurrency is not None:
+            t.retry_budget.min_retry_concurrency.value = budget.min_retry_concurrency
     cluster.circuit_breakers.thresholds.append(t)
 
 
@@ -251,8 +259,70 @@ def _covers(pattern: str, locality: str) -> bool:
     return locality == pattern or locality.startswith(pattern + "/")
 
 
+_TOPOLOGY = (
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.istio.io/subzone",
+)
+
+
+def _topology(labels: Mapping[str, str], locality: tuple[str, str, str]) -> dict[str, str]:
+    out = dict(labels)
+    for key, value in zip(_TOPOLOGY, locality, strict=True):
+        if value:
+            out[key] = value
+    return out
+
+
+def failover_priorities(
+    cla: endpoint_pb2.ClusterLoadAssignment,
+    keys: tuple[str, ...],
+    client: Mapping[str, str],
+    labels_of: Callable[[str, int], Mapping[str, str]],
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """Istio's ``failoverPriority``: an endpoint agreeing with the client on the first
+    *n* listed labels (``key`` takes the client's value, ``key=value`` that value) gets
+    priority ``len(keys) - n``; priorities are then made contiguous from 0."""
+    wanted: list[tuple[str, str | None]] = []
+    for key in keys:
+        label, eq, fixed = key.partition("=")
+        wanted.append((label, fixed if eq else client.get(label)))
+    groups: dict[tuple[int, int], list[ec.LbEndpoint]] = defaultdict(list)
+    for li, loc in enumerate(cla.endpoints):
+        there = (loc.locality.region, loc.locality.zone, loc.locality.sub_zone)
+        for ep in loc.lb_endpoints:
+            sock = ep.endpoint.address.socket_address
+            labels = _topology(labels_of(sock.address, sock.port_value), there)
+            n = 0
+            for name, value in wanted:
+                if value is None or labels.get(name) != value:
+                    break
+                n += 1
+            groups[(len(keys) - n, li)].append(ep)
+    used = sorted({prio for prio, _ in groups})
+    out = endpoint_pb2.ClusterLoadAssignment()
+    out.CopyFrom(cla)
+    del out.endpoints[:]
+    for (prio, li), eps in sorted(groups.items()):
+        src = cla.endpoints[li]
+        out.endpoints.add(
+            locality=src.locality,
+            lb_endpoints=eps,
+            load_balancing_weight=wrappers_pb2.UInt32Value(
+                value=sum(e.load_balancing_weight.value for e in eps)
+            ),
+            priority=used.index(prio),
+        )
+    out.policy.overprovisioning_factor.value = 140
+    return out
+
+
 def apply_locality(
-    cla: endpoint_pb2.ClusterLoadAssignment, policy: TrafficPolicy, node: tuple[str, str, str]
+    cla: endpoint_pb2.ClusterLoadAssignment,
+    policy: TrafficPolicy,
+    node: tuple[str, str, str],
+    client_labels: Mapping[str, str] | None = None,
+    labels_of: Callable[[str, int], Mapping[str, str]] | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """Istio's locality load balancing for a client in locality ``node``.
 
@@ -280,7 +350,12 @@ def apply_locality(
                 out.endpoints.extend(kept)
                 break
         return out
-    if policy.outlier_detection is None or not me:
+    if policy.outlier_detection is None:
+        return out
+    if setting is not None and setting.failover_priority and labels_of is not None:
+        client = _topology(client_labels or {}, node)
+        return failover_priorities(out, setting.failover_priority, client, labels_of)
+    if not me:
         return out
     failover = dict(setting.failover) if setting is not None else {}
     for loc in out.endpoints:

@@ -89,7 +89,7 @@ def _outbound_listener(view: NodeView, service_port: int, local: int) -> listene
 
 
 def _port_routes(
-    index: RuleIndex, port: int, services: list[MeshService]
+    index: RuleIndex, port: int, services: list[MeshService], view: NodeView
 ) -> route_pb2.RouteConfiguration:
     out = route_pb2.RouteConfiguration(name=str(port))
     seen: set[str] = set()
@@ -100,7 +100,9 @@ def _port_routes(
             continue
         out.virtual_hosts.append(
             route_components_pb2.VirtualHost(
-                name=f"{svc.hostname}:{port}", domains=domains, routes=routes_for(index, svc, port)
+                name=f"{svc.hostname}:{port}",
+                domains=domains,
+                routes=routes_for(index, svc, port, (view.namespace, dict(view.labels))),
             )
         )
     return out
@@ -121,7 +123,7 @@ def envoy_tables(
         on_port = [s for s in shown if s.port(service_port) is not None]
         listener = _outbound_listener(view, service_port, local)
         listeners[listener.name] = listener
-        routes[str(service_port)] = _port_routes(index, service_port, on_port)
+        routes[str(service_port)] = _port_routes(index, service_port, on_port, view)
     needed: set[str] = set()
     for rc in routes.values():
         needed |= route_clusters(rc)

@@ -11,6 +11,7 @@ the workload.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 
 from envoy.config.core.v3 import address_pb2
@@ -76,14 +77,15 @@ def _principal(key: str, value: str) -> rbac_pb2.Principal:
                 principal_name=string_pb2.StringMatcher(safe_regex={"regex": f".*/ns/{value}/.*"})
             )
         )
-    ip, _, bits = value.partition("/")
-    prefix = int(bits) if bits else (128 if ":" in ip else 32)
-    return rbac_pb2.Principal(
-        direct_remote_ip={
-            "address_prefix": ip,
-            "prefix_len": wrappers_pb2.UInt32Value(value=prefix),
-        }
-    )
+    block = ipaddress.ip_network(value, strict=False)  # validated when parsed
+    cidr = {
+        "address_prefix": value.partition("/")[0],
+        "prefix_len": wrappers_pb2.UInt32Value(value=block.prefixlen),
+    }
+    if key in ("remoteIpBlocks", "remote.ip"):
+        # The client address (X-Forwarded-For with no trusted hops: the peer itself).
+        return rbac_pb2.Principal(remote_ip=cidr)
+    return rbac_pb2.Principal(direct_remote_ip=cidr)
 
 
 def _permission(key: str, value: str) -> rbac_pb2.Permission:
@@ -162,7 +164,11 @@ def rbac_filters(
     out: list[hcm_pb2.HttpFilter] = []
     selected = [p for p in objects.authorization_policies if _selected(p, namespace, labels)]
     for action, rbac_action in (("DENY", rbac_pb2.RBAC.DENY), ("ALLOW", rbac_pb2.RBAC.ALLOW)):
-        policies = [p for p in selected if p.action == action]
+        # CUSTOM (an external authorizer meshlib does not call) fails closed, as istiod
+        # does for a provider it cannot use: the requests the policy selects are denied.
+        policies = [
+            p for p in selected if p.action == action or (action, p.action) == ("DENY", "CUSTOM")
+        ]
         if not policies:
             continue
         rbac = rbac_pb2.RBAC(action=rbac_action)

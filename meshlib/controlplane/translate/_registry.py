@@ -172,6 +172,7 @@ class Registry:
             for we in self.objects.workload_entries:
                 if (
                     we.namespace == svc.namespace
+                    and we.dialable
                     and svc.selector
                     and _matches(svc.selector, we.labels)
                 ):
@@ -234,6 +235,9 @@ class Registry:
                 for we in self.objects.workload_entries
                 if we.namespace == entry.namespace and _matches(entry.workload_selector, we.labels)
             ]
+        # Gateway-only (network, no address) and Unix-socket endpoints cannot be dialled:
+        # translate() reports each; the rest of the entry is served.
+        workloads = [w for w in workloads if w.dialable]
         out = []
         for host in entry.hosts:
             instances: dict[int, tuple[Instance, ...]] = {}

@@ -98,11 +98,15 @@ class Renderer:
         short: Mapping[str, Mapping[str, Any]],
         owners: Mapping[str, str],
         ca: Any = None,
+        callers: Mapping[str, Callable[[tuple[str, Mapping[str, str]]], Any]] | None = None,
     ) -> None:
         self.index = index
         self.tables = tables
         self.short = short
         self.owners = owners
+        # Route configurations that depend on the caller (sourceLabels, sourceNamespace):
+        # rebuilt for each view, as istiod builds each proxy's routes.
+        self.callers = callers or {}
         self.secrets = SecretStore(ca) if ca is not None else None
 
     def render(self, view: NodeView) -> Tables:
@@ -114,6 +118,9 @@ class Renderer:
             return envoy_tables(self.index, view, self.secrets, visible)
         out: Tables = {t: dict(named) for t, named in self.tables.items()}
         out[LISTENER_TYPE].update(self.short.get(view.namespace, {}))
+        caller = (view.namespace, dict(view.labels))
+        for name, build in self.callers.items():
+            out[ROUTE_TYPE][name] = build(caller)
         if visible is not None:
             self._scope(out, visible)
         if view.kind == GRPC:
@@ -124,7 +131,7 @@ class Renderer:
                     copy.lb_policy = _GRPC_LB[cluster.lb_policy]
                     _grpc_lb_config(copy)
                     out[CLUSTER_TYPE][name] = copy
-        if any(view.locality):
+        if any(view.locality) or view.labels:
             self._localize(out, view)
         return out
 
@@ -154,4 +161,11 @@ class Renderer:
             if svc is None:
                 continue
             policy = self.index.policy(svc, int(port), subset)
-            out[ENDPOINT_TYPE][name] = apply_locality(cla, policy, view.locality)
+            labels = {(i.address, i.port): i.labels for i in svc.instances.get(int(port), ())}
+
+            def labels_of(address: str, port_value: int, labels: Any = labels) -> Any:
+                return labels.get((address, port_value), {})
+
+            out[ENDPOINT_TYPE][name] = apply_locality(
+                cla, policy, view.locality, dict(view.labels), labels_of
+            )

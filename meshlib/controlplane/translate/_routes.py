@@ -10,6 +10,8 @@ consistent-hash policy of the destination's DestinationRule.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -33,6 +35,7 @@ from ..objects._istio_networking import (
     HeaderOps,
     HttpMatch,
     HttpRoute,
+    Redirect,
     StringMatch,
     VirtualService,
 )
@@ -46,6 +49,7 @@ __all__ = [
     "default_route",
     "duration",
     "http_filters",
+    "per_caller",
     "route_clusters",
     "routes_for",
     "vhost_domains",
@@ -157,6 +161,11 @@ def _retry_policy(rule: HttpRoute | None) -> rc.RetryPolicy | None:
     if retries is None:
         return policy
     policy.num_retries.value = retries.attempts
+    if not retries.retry_ignore_previous_hosts:
+        del policy.retry_host_predicate[:]
+        policy.ClearField("host_selection_retry_max_attempts")
+    if retries.backoff is not None:
+        policy.retry_back_off.base_interval.CopyFrom(duration(retries.backoff))
     if retries.retry_on:
         parts = [p.strip() for p in retries.retry_on.split(",") if p.strip()]
         codes = [int(p) for p in parts if p.isdigit()]
@@ -289,28 +298,83 @@ def _action(
         action.host_rewrite_literal = rule.rewrite_authority
     _, first_svc, first_port = targets[0]
     action.hash_policy.extend(_hash_policies(index, first_svc, first_port))
-    if rule.mirror is not None:
-        found = _resolve(index, vs, rule.mirror, port, f"{rpath}.mirror")
+    for mirror in rule.mirrors:
+        found = _resolve(index, vs, mirror.destination, port, f"{rpath}.{mirror.path}")
         if found is not None:
-            pct = 100.0 if rule.mirror_percent is None else rule.mirror_percent
             action.request_mirror_policies.add(
-                cluster=cluster_name(found[1], found[0].hostname, rule.mirror.subset),
-                runtime_fraction=base_pb2.RuntimeFractionalPercent(default_value=_fraction(pct)),
+                cluster=cluster_name(found[1], found[0].hostname, mirror.destination.subset),
+                runtime_fraction=base_pb2.RuntimeFractionalPercent(
+                    default_value=_fraction(mirror.percent)
+                ),
             )
     return action, req, resp
 
 
-def routes_for(index: RuleIndex, service: MeshService, port: int) -> list[rc.Route]:
-    """The routes of route configuration ``outbound|port||host``."""
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+
+
+def _redirect(redirect: Redirect) -> rc.RedirectAction:
+    out = rc.RedirectAction(response_code=_REDIRECT_CODES[redirect.code])
+    if redirect.uri is not None:
+        out.path_redirect = redirect.uri
+    if redirect.authority is not None:
+        out.host_redirect = redirect.authority
+    if redirect.port is not None:
+        out.port_redirect = redirect.port
+    if redirect.scheme is not None:
+        out.scheme_redirect = redirect.scheme
+    return out
+
+
+def per_caller(index: RuleIndex, service: MeshService) -> bool:
+    """True when the service's routes depend on the caller (sourceLabels, sourceNamespace)."""
+    return any(
+        m.per_caller
+        for vs in index.virtual_services(service)
+        for rule in vs.http
+        for m in rule.match
+    )
+
+
+def routes_for(
+    index: RuleIndex,
+    service: MeshService,
+    port: int,
+    caller: tuple[str, Mapping[str, str]] | None = None,
+) -> list[rc.Route]:
+    """The routes of route configuration ``outbound|port||host``, for ``caller``
+    (namespace, labels): a match whose sourceLabels or sourceNamespace the caller does not
+    carry is left out, as istiod builds each proxy's routes. Without a caller, such
+    matches are left out too (see :func:`per_caller`)."""
     vss = index.virtual_services(service)
     if not vss:
         return [default_route(index, service, port)]
+    namespace, labels = caller if caller is not None else ("", {})
     out: list[rc.Route] = []
     for vs in vss:
         for i, rule in enumerate(vs.http):
             rpath = f"spec.http[{i}]"
-            matches = [m for m in rule.match if m.port in (None, port)] or [HttpMatch()]
-            if rule.match and all(m.port not in (None, port) for m in rule.match):
+            matches = [
+                m
+                for m in rule.match
+                if m.port in (None, port)
+                and (caller is not None or not m.per_caller)
+                and m.applies_to(namespace, labels)
+            ]
+            if rule.match and not matches:
+                continue  # no match applies here: the rule is not a catch-all
+            matches = matches or [HttpMatch()]
+            if rule.redirect is not None:
+                for m in matches:
+                    route = rc.Route(name=rule.name, match=_route_match(m))
+                    route.redirect.CopyFrom(_redirect(rule.redirect))
+                    out.append(route)
                 continue
             built = _action(index, vs, rule, rpath, port)
             if built is None:
@@ -320,7 +384,11 @@ def routes_for(index: RuleIndex, service: MeshService, port: int) -> list[rc.Rou
             for m in matches:
                 route = rc.Route(name=rule.name, match=_route_match(m))
                 route.route.CopyFrom(action)
-                if rule.rewrite_uri is not None:
+                if rule.regex_rewrite is not None:
+                    route.route.regex_rewrite.pattern.google_re2.SetInParent()
+                    route.route.regex_rewrite.pattern.regex = rule.regex_rewrite[0]
+                    route.route.regex_rewrite.substitution = rule.regex_rewrite[1]
+                elif rule.rewrite_uri is not None:
                     if m.uri is not None and m.uri.kind == "regex":
                         route.route.regex_rewrite.pattern.google_re2.SetInParent()
                         route.route.regex_rewrite.pattern.regex = m.uri.value

@@ -19,8 +19,10 @@ views (grpcio, Sidecar-scoped, locality-aware, Envoy), see :mod:`._render`.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
@@ -36,7 +38,7 @@ from ._clusters import ads_source, build_cluster, build_load_assignment
 from ._inbound import inbound_listeners
 from ._registry import MeshService, Registry
 from ._render import Renderer
-from ._routes import ROUTER_FILTER, http_filters, routes_for, vhost_domains
+from ._routes import ROUTER_FILTER, http_filters, per_caller, routes_for, vhost_domains
 from ._rules import RuleIndex, cluster_name
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "http_filters",
     "listener_names",
     "translate",
+    "unserved",
     "vhost_domains",
 ]
 
@@ -86,6 +89,21 @@ def build_route_configuration(
     return route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost])
 
 
+def _caller_routes(
+    index: RuleIndex,
+    svc: MeshService,
+    port: int,
+    name: str,
+    caller: tuple[str, Mapping[str, str]],
+) -> route_pb2.RouteConfiguration:
+    return build_route_configuration(
+        name,
+        f"{svc.hostname}:{port}",
+        vhost_domains(svc, port),
+        routes_for(index, svc, port, caller),
+    )
+
+
 def translate(objects: MeshObjects, *, ca: Any = None) -> Resources:
     """Every resource of the proxyless view, plus a renderer for every other view.
 
@@ -99,6 +117,7 @@ def translate(objects: MeshObjects, *, ca: Any = None) -> Resources:
     tables[CLUSTER_TYPE], tables[ENDPOINT_TYPE] = {}, {}
     short: dict[str, dict[str, Any]] = defaultdict(dict)
     owners: dict[str, str] = {}  # resource name -> service hostname (for Sidecar scoping)
+    callers: dict[str, Callable[[tuple[str, Mapping[str, str]]], Any]] = {}
     for svc in registry.services.values():
         for port_info in svc.ports:
             port = port_info.number
@@ -116,6 +135,8 @@ def translate(objects: MeshObjects, *, ca: Any = None) -> Resources:
                 vhost_domains(svc, port),
                 routes_for(index, svc, port),
             )
+            if per_caller(index, svc):
+                callers[name] = functools.partial(_caller_routes, index, svc, port, name)
             owners[name] = svc.hostname
     for svc, port, subset in index.clusters():
         name = cluster_name(port, svc.hostname, subset.name if subset else "")
@@ -125,11 +146,43 @@ def translate(objects: MeshObjects, *, ca: Any = None) -> Resources:
         )
         owners[name] = svc.hostname
     tables[LISTENER_TYPE].update(inbound_listeners(registry))
-    renderer = Renderer(index, tables, dict(short), owners, ca)
+    renderer = Renderer(index, tables, dict(short), owners, ca, callers)
     return Resources(
         shared=tables,
         by_namespace={ns: {LISTENER_TYPE: named} for ns, named in short.items()},
         render=renderer.render,
         inputs=objects,
-        problems=tuple(index.problems),
+        problems=tuple(index.problems) + unserved(objects),
     )
+
+
+def unserved(objects: MeshObjects) -> tuple[str, ...]:
+    """What valid objects ask for that meshlib cannot do, named (never silently dropped)."""
+    out: list[str] = []
+    for p in objects.authorization_policies:
+        if p.action == "CUSTOM":
+            out.append(
+                f"AuthorizationPolicy {p.namespace}/{p.name}: spec.action: CUSTOM (provider "
+                f"{p.provider!r}) is not supported by meshlib: the requests it selects are denied"
+            )
+    entries = [
+        ("WorkloadEntry", we.namespace, we.name, "spec", we) for we in objects.workload_entries
+    ]
+    for se in objects.service_entries:
+        entries += [
+            ("ServiceEntry", se.namespace, se.name, f"spec.endpoints[{i}]", we)
+            for i, we in enumerate(se.endpoints)
+        ]
+    for kind, ns, name, path, we in entries:
+        if we.dialable:
+            continue
+        why = (
+            f"no address: reachable only through network {we.network!r}'s gateway"
+            if not we.address
+            else "a Unix domain socket"
+        )
+        out.append(
+            f"{kind} {ns}/{name}: {path}.address: {why} is not supported by meshlib; "
+            "the endpoint is not served"
+        )
+    return tuple(out)
