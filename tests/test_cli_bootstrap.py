@@ -21,7 +21,7 @@ from meshlib.controlplane import CLUSTER_TYPE, CertificateAuthority, ControlPlan
 from meshlib.controlplane.testing import FakeKubernetesAPI
 from tests.controlplane.conftest import AdsClient
 from tests.support import service_objects, write_config
-from xds_client import load_bootstrap
+from xds_client import BootstrapError, load_bootstrap, parse_bootstrap
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,11 +73,13 @@ def test_bootstrap_is_what_istio_agent_writes(
         }
     }
     assert out["server_listener_resource_name_template"] == "xds.istio.io/grpc/lds/inbound/%s"
-    # meshlib's own client reads it.
-    parsed = load_bootstrap(out)
+    # meshlib's own client reads it, and refuses it while the certificates are missing.
+    parsed = parse_bootstrap(out, "<cli>")
     assert parsed.certificate_providers["default"].plugin_name == "file_watcher"
     assert parsed.node.id == out["node"]["id"]
     assert not certs.exists()  # no --ca-dir: nothing written
+    with pytest.raises(BootstrapError, match=r"config\.certificate_file: .*cert-chain\.pem does"):
+        load_bootstrap(out)
 
 
 def test_node_id_fills_in_namespace_and_ip(capsys: pytest.CaptureFixture[str]) -> None:
