@@ -133,15 +133,19 @@ class Reader:
         entry = self.obj(value, path)
         for key in entry:
             if key not in known and key not in ignored:
-                self.unknown(path, key, known)
+                self.unknown(path, key, known, also=ignored)
         for key in required:
             if key not in entry:
                 raise self.fail(field_path(path, key), "is required")
         return entry
 
-    def unknown(self, path: str, key: str, known: Collection[str]) -> None:
-        where = field_path(path, key) if isinstance(key, str) else f"{path}.<{kind(key)} key>"
-        message = f"unknown field{near_miss(key, known)}"
+    def unknown(
+        self, path: str, key: str, known: Collection[str], *, also: Collection[str] = ()
+    ) -> None:
+        """An unknown ``key`` in the object at ``path``: an error (or a warning), naming
+        the nearest of ``known`` and ``also`` (accepted but unlisted keys)."""
+        where = field_path(path, _escaped(key))
+        message = f"unknown field{near_miss(key, [*known, *also])}"
         if self.unknown_fields == "warn":
             log.warning("%s: %s: %s (ignored)", self.source, where, message)
             return
@@ -187,7 +191,7 @@ class Reader:
                 for key, child in item.items():
                     if not isinstance(key, str):
                         raise self.fail(where, f"object key {key!r} is not a string")
-                    self._unicode(key, where, "key")
+                    self._unicode(key, field_path(where, _escaped(key)), "key")
                     # Struct (+1), its map entry (+1), the entry's Value (+1)
                     children.append((child, field_path(where, key), depth + 3))
                 stack.extend(reversed(children))
@@ -216,15 +220,41 @@ class Reader:
             ) from None
 
 
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def near_miss(key: Any, known: Collection[str]) -> str:
-    """`` (did you mean 'x'?)`` for a key close to a known one, else ""."""
-    if not isinstance(key, str):
+    """`` (did you mean 'x'?)`` for a key close to a known one, else "": the same but
+    for case, one or two edits away (a transposition is one), or similar by difflib."""
+    if not isinstance(key, str) or not known:
         return ""
     lowered = {k.lower(): k for k in known}
     if key.lower() in lowered:
         return f" (did you mean {lowered[key.lower()]!r}?)"
-    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    allowed = 1 if len(key) < 5 else 2
+    distance, best = min((_edits(key.lower(), k.lower()), k) for k in known)
+    if distance <= allowed:
+        return f" (did you mean {best!r}?)"
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _edits(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and
+    transpositions of neighbours each count one."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
 
 
 def kind(value: Any) -> str:
