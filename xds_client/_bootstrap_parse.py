@@ -153,8 +153,7 @@ def _servers(r: Reader, value: Any, path: str) -> tuple[ServerConfig, ...]:
 def _server(r: Reader, value: Any, path: str) -> ServerConfig:
     entry = _fields_of(r, value, path, _SERVER, required=("server_uri", "channel_creds"))
     uri = r.string(entry.get("server_uri"), f"{path}.server_uri", required=True)
-    if not (uri.startswith(_URI_SCHEMES) or (":" in uri and uri.rsplit(":", 1)[1].isdigit())):
-        raise r.fail(f"{path}.server_uri", f"must be host:port or unix:/path, got {uri!r}")
+    _server_uri(r, uri, f"{path}.server_uri")
     kind, config = _channel_creds(r, entry["channel_creds"], f"{path}.channel_creds")
     features = r.array(entry.get("server_features", []), f"{path}.server_features")
     for i, feature in enumerate(features):
@@ -170,6 +169,21 @@ def _server(r: Reader, value: Any, path: str) -> ServerConfig:
             )
     # gRPC ignores entries it does not understand "regardless of type"; so does meshlib.
     return ServerConfig(uri, kind, config, tuple(f for f in features if isinstance(f, str)))
+
+
+def _server_uri(r: Reader, uri: str, path: str) -> None:
+    """A gRPC target: ``host[:port]`` (gRPC's default port is 443), ``[v6]:port``, or a
+    ``unix:``/``dns:``/``ipv4:``/``ipv6:`` URI; refused only where no target can be."""
+    if any(c.isspace() or ord(c) < 0x20 for c in uri):
+        raise r.fail(path, f"must be host:port or unix:/path, got {uri!r}")
+    if uri.startswith(_URI_SCHEMES):
+        return
+    host, sep, port = uri.rpartition(":")
+    if sep and port.isdigit() and not host.endswith(":"):
+        if not 0 < int(port) <= 65535:
+            raise r.fail(path, f"port {port} is out of range 1-65535 in {uri!r}")
+    elif sep and not (uri.startswith("[") and uri.endswith("]")):
+        raise r.fail(path, f"must be host:port or unix:/path, got {uri!r}")
 
 
 def _channel_creds(r: Reader, value: Any, path: str) -> tuple[str, Mapping[str, Any]]:

@@ -71,7 +71,8 @@ def server(**fields: Any) -> dict[str, Any]:
 
 
 def test_server_uris_and_tls_creds() -> None:
-    for uri in ("unix:///etc/istio/proxy/XDS", "unix:rel.sock", "[::1]:15010", "dns:///cp:1"):
+    uris = ("unix:///etc/istio/proxy/XDS", "unix:rel.sock", "[::1]:15010", "dns:///cp:1", "cp")
+    for uri in uris:  # "cp": gRPC's default port 443
         assert load_bootstrap(server(server_uri=uri)).xds_servers[0].server_uri == uri
     tls = {"type": "tls", "config": {"ca_certificate_file": "/ca.pem"}}
     loaded = parse_bootstrap(server(channel_creds=[tls]), "<test>").xds_servers[0]
@@ -84,7 +85,9 @@ def test_server_uris_and_tls_creds() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (server(server_uri="no-port"), r"xds_servers\[0\]\.server_uri: must be host:port"),
+        (server(server_uri="a b:1"), r"xds_servers\[0\]\.server_uri: must be host:port"),
+        (server(server_uri="cp:99999"), r"xds_servers\[0\]\.server_uri: port 99999 is out of"),
+        (server(server_uri="cp:http"), r"xds_servers\[0\]\.server_uri: must be host:port"),
         (
             server(channel_creds=[{"type": "tls", "config": {"ca_certificate_file": 3}}]),
             r"xds_servers\[0\]\.channel_creds\[0\]\.config\.ca_certificate_file: must be a",
