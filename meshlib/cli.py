@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+from . import _cli_args as checked
 from .controlplane._workload import ISTIO_CERT_DIR, build_bootstrap
 
 __all__ = ["main"]
@@ -41,9 +43,11 @@ def command(name: str, help: str) -> Callable[[Setup], Setup]:
 
 @command("control-plane", "run the embedded xDS control plane until SIGINT/SIGTERM")
 def _control_plane(parser: argparse.ArgumentParser) -> Handler:
-    parser.add_argument("--config", help="YAML/JSON file or directory")
+    parser.add_argument("--config", type=checked.existing_path, help="YAML/JSON file or directory")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    parser.add_argument("--port", type=int, default=15010, help="port to bind; 0 picks one")
+    parser.add_argument(
+        "--port", type=checked.port, default=15010, help="port to bind (0-65535); 0 picks one"
+    )
     parser.add_argument(
         "--no-watch",
         dest="watch",
@@ -52,7 +56,7 @@ def _control_plane(parser: argparse.ArgumentParser) -> Handler:
     )
     parser.add_argument(
         "--debounce",
-        type=float,
+        type=checked.number(0, 3600, unit="s"),
         default=0.2,
         help="seconds of quiet after an edit before it is pushed (default %(default)s)",
     )
@@ -96,7 +100,9 @@ def _kubernetes_and_ca_flags(parser: argparse.ArgumentParser) -> None:
         "--kubernetes", action="store_true", help="watch a live API server instead of --config"
     )
     group.add_argument(
-        "--kubeconfig", help="kubeconfig path (default: in-cluster or ~/.kube/config)"
+        "--kubeconfig",
+        type=checked.existing_file,
+        help="kubeconfig path (default: in-cluster or ~/.kube/config)",
     )
     group.add_argument("--kube-context", help="kubeconfig context to use")
     group.add_argument(
@@ -106,8 +112,15 @@ def _kubernetes_and_ca_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NS",
         help="only this namespace (repeatable; default all)",
     )
-    group.add_argument(
-        "--ca-dir", help="create or load the mesh CA here (root-cert.pem, root-key.pem)"
+    group.add_argument("--ca-dir", help="load the mesh CA from here (root-cert.pem, root-key.pem)")
+    _init_ca_flag(group)
+
+
+def _init_ca_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--init-ca",
+        action="store_true",
+        help="create the CA in --ca-dir if it holds none (without it, a missing CA is an error)",
     )
 
 
@@ -122,33 +135,63 @@ def _source_and_ca(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         source = KubernetesSource(
             kubeconfig=args.kubeconfig, context=args.kube_context, namespaces=args.namespaces
         )
-    ca = _certificate_authority(parser, args.ca_dir) if args.ca_dir else None
+    if args.init_ca and not args.ca_dir:
+        parser.error("--init-ca: needs --ca-dir")
+    ca = _certificate_authority(parser, args.ca_dir, init=args.init_ca) if args.ca_dir else None
     if ca is not None:
         print(f"meshlib certificate authority in {ca.directory}", flush=True)
     return source, ca
 
 
 def _certificate_authority(
-    parser: argparse.ArgumentParser, directory: str, trust_domain: str = "cluster.local"
+    parser: argparse.ArgumentParser,
+    directory: str,
+    trust_domain: str = "cluster.local",
+    *,
+    init: bool = False,
 ) -> Any:
+    """The CA in ``directory``; one is created there only with ``--init-ca``."""
     from meshlib.controlplane import CertificateAuthority, CertificateError
 
+    if not init:
+        if not os.path.isdir(directory):
+            what = "is not a directory" if os.path.exists(directory) else "no such directory"
+            parser.error(f"--ca-dir: {directory}: {what} (pass --init-ca to create a CA there)")
+        files = [f for f in _CA_FILES if not os.path.isfile(os.path.join(directory, f))]
+        if len(files) == len(_CA_FILES):
+            parser.error(
+                f"--ca-dir: {directory} holds no CA ({', '.join(_CA_FILES)}); "
+                "pass --init-ca to create one"
+            )
     try:
         return CertificateAuthority(directory, trust_domain=trust_domain)
     except CertificateError as err:
         parser.error(f"--ca-dir: {err}")
 
 
+_CA_FILES = ("root-cert.pem", "root-key.pem")
+
+
 @command("bootstrap", "print a workload's gRPC xDS bootstrap JSON (as istio-agent writes it)")
 def _bootstrap(parser: argparse.ArgumentParser) -> Handler:
-    parser.add_argument("--xds", required=True, metavar="ADDR", help="control plane host:port")
+    parser.add_argument(
+        "--xds",
+        required=True,
+        metavar="ADDR",
+        type=checked.host_port,
+        help="control plane host:port",
+    )
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--node-id", help="the node id, e.g. sidecar~IP~POD.NS~NS.svc.cluster.local")
     who.add_argument("--pod", help="pod name: the node id is istio's sidecar~IP~POD.NS~...")
     parser.add_argument(
         "--namespace", help="the workload's namespace (default: from the node id or 'default')"
     )
-    parser.add_argument("--ip", help="the workload's IP (default: from the node id or 127.0.0.1)")
+    parser.add_argument(
+        "--ip",
+        type=checked.ip_address,
+        help="the workload's IP (default: from the node id or 127.0.0.1)",
+    )
     parser.add_argument("--service-account", default="default", help="for the SPIFFE identity")
     parser.add_argument(
         "--label", action="append", default=[], metavar="KEY=VALUE", help="a pod label (repeatable)"
@@ -161,11 +204,12 @@ def _bootstrap(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument(
         "--ca-dir", help="issue the workload certificate from the CA here into --cert-dir"
     )
+    _init_ca_flag(parser)
     parser.add_argument(
         "--cert-ttl",
-        type=float,
+        type=checked.number(0, checked.MAX_CERT_TTL, low_inclusive=False, unit="s"),
         default=86400.0,
-        help="certificate lifetime in seconds (default %(default)s)",
+        help="certificate lifetime in seconds, at most 90 days (default %(default)s)",
     )
     parser.add_argument(
         "--trust-domain", default="cluster.local", help="SPIFFE trust domain (default %(default)s)"
@@ -188,10 +232,12 @@ def _bootstrap(parser: argparse.ArgumentParser) -> Handler:
             labels=labels,
             cert_dir=args.cert_dir,
         )
+        if args.init_ca and not args.ca_dir:
+            parser.error("--init-ca: needs --ca-dir")
         if args.ca_dir:
             from meshlib.controlplane import spiffe_id
 
-            ca = _certificate_authority(parser, args.ca_dir, args.trust_domain)
+            ca = _certificate_authority(parser, args.ca_dir, args.trust_domain, init=args.init_ca)
             namespace = bootstrap["node"]["metadata"]["NAMESPACE"]
             identity = spiffe_id(namespace, args.service_account, args.trust_domain)
             files = ca.write_workload_files(identity, args.cert_dir, ttl=args.cert_ttl)
@@ -208,7 +254,12 @@ from . import _cli_status  # noqa: E402, F401 (registers status, config-dump)
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     """The top-level parser and each subcommand's handler."""
     parser = argparse.ArgumentParser(prog="meshlib", description="A proxyless service mesh.")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (DEBUG, INFO, ...)")
+    parser.add_argument(
+        "--log-level",
+        type=checked.log_level,
+        default="WARNING",
+        help="logging level (DEBUG, INFO, ...)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     handlers: dict[str, Handler] = {}
     for name, (help_text, setup) in _COMMANDS.items():

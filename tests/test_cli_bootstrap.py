@@ -21,7 +21,7 @@ from meshlib.controlplane import CLUSTER_TYPE, CertificateAuthority, ControlPlan
 from meshlib.controlplane.testing import FakeKubernetesAPI
 from tests.controlplane.conftest import AdsClient
 from tests.support import service_objects, write_config
-from xds_client import load_bootstrap
+from xds_client import BootstrapError, load_bootstrap, parse_bootstrap
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,11 +73,13 @@ def test_bootstrap_is_what_istio_agent_writes(
         }
     }
     assert out["server_listener_resource_name_template"] == "xds.istio.io/grpc/lds/inbound/%s"
-    # meshlib's own client reads it.
-    parsed = load_bootstrap(out)
+    # meshlib's own client reads it, and refuses it while the certificates are missing.
+    parsed = parse_bootstrap(out, "<cli>")
     assert parsed.certificate_providers["default"].plugin_name == "file_watcher"
     assert parsed.node.id == out["node"]["id"]
     assert not certs.exists()  # no --ca-dir: nothing written
+    with pytest.raises(BootstrapError, match=r"config\.certificate_file: .*cert-chain\.pem does"):
+        load_bootstrap(out)
 
 
 def test_node_id_fills_in_namespace_and_ip(capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,7 +106,7 @@ def test_ca_dir_writes_the_workload_certificate(
         "--namespace", "shop",
         "--service-account", "web",
         "--cert-dir", str(certs),
-        "--ca-dir", str(tmp_path / "ca"),
+        "--ca-dir", str(tmp_path / "ca"), "--init-ca",
         "--cert-ttl", "600",
     )  # fmt: skip
     ca = CertificateAuthority(tmp_path / "ca")
@@ -144,9 +146,11 @@ def test_bad_ca_dir_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_pat
     assert "--ca-dir: " in capsys.readouterr().err
 
 
-def test_control_plane_needs_config_or_kubernetes(capsys: pytest.CaptureFixture[str]) -> None:
+def test_control_plane_needs_config_or_kubernetes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["control-plane", "--config", "x", "--kubernetes"])
+        main(["control-plane", "--config", str(tmp_path), "--kubernetes"])
     assert info.value.code == 2
     assert "give one of --config DIR or --kubernetes" in capsys.readouterr().err
 
@@ -190,7 +194,7 @@ def test_grpcio_xds_client_runs_on_the_written_bootstrap(tmp_path: Path, echo_se
                     "--xds", cp.address,
                     "--pod", "client-0",
                     "--cert-dir", str(tmp_path / "certs"),
-                    "--ca-dir", str(tmp_path / "ca"),
+                    "--ca-dir", str(tmp_path / "ca"), "--init-ca",
                 ],
                 stdout=out,
                 check=True,
@@ -220,7 +224,7 @@ def test_control_plane_serves_a_kubernetes_api_with_a_ca(tmp_path: Path) -> None
                 sys.executable, "-m", "meshlib.cli", "control-plane",
                 "--kubernetes", "--kubeconfig", str(kubeconfig),
                 "--port", "0",
-                "--ca-dir", str(tmp_path / "ca"),
+                "--ca-dir", str(tmp_path / "ca"), "--init-ca",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -22,6 +22,7 @@ from ._bootstrap import (
     Node,
     ServerConfig,
     load_bootstrap,
+    parse_bootstrap,
 )
 from ._client import DEFAULT_RESOURCE_TYPES, XdsClient
 from ._connection import Backoff, XdsConnectionError
@@ -60,6 +61,7 @@ __all__ = [
     "canonical_name",
     "listener_resource_name",
     "load_bootstrap",
+    "parse_bootstrap",
     "parse_xdstp",
     "server_listener_resource_name",
 ]

@@ -2,23 +2,45 @@
 
 Lookup order (gRFC A27): an explicit path or mapping from code, then the
 ``GRPC_XDS_BOOTSTRAP`` environment variable (a path), then
-``GRPC_XDS_BOOTSTRAP_CONFIG`` (inline JSON). A file that does not exist yet is waited
-for (istio-agent writes it after the application starts). Unknown fields are ignored;
-every error names the source and the JSON path of the bad field.
+``GRPC_XDS_BOOTSTRAP_CONFIG`` (inline JSON).
+
+Validation is strict (see ``_bootstrap_parse``): every error is a :class:`BootstrapError`
+naming the source and the JSON path. Unknown keys are errors; set
+``MESHLIB_BOOTSTRAP_UNKNOWN_FIELDS=warn`` (or pass ``unknown_fields="warn"``) to log them
+instead, e.g. when a newer istio-agent writes a field this meshlib does not know yet.
+
+Files the bootstrap names (``file_watcher`` certificates, ``tls`` channel credentials)
+must exist when it is loaded. istio-agent writes the bootstrap, then the certificates once
+istiod signed them, while the application starts: so a bootstrap read from
+``GRPC_XDS_BOOTSTRAP`` waits up to ``DEFAULT_ENV_FILE_WAIT`` seconds for the bootstrap file,
+then as long again for those files; an explicit path or mapping waits ``wait_for_file``
+(default 0: a missing file is an error at once).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._bootstrap_parse import SUPPORTED_CHANNEL_CREDS, parse_bootstrap, parse_with_files
+from ._bootstrap_reader import BootstrapError, UnknownFields, decode_json
+from ._bootstrap_types import (
+    DELTA_FEATURE,
+    Authority,
+    Bootstrap,
+    CertificateProviderConfig,
+    Locality,
+    Node,
+    ServerConfig,
+)
+
 __all__ = [
+    "DELTA_FEATURE",
+    "ENV_UNKNOWN_FIELDS",
+    "SUPPORTED_CHANNEL_CREDS",
     "Authority",
     "Bootstrap",
     "BootstrapError",
@@ -27,332 +49,101 @@ __all__ = [
     "Node",
     "ServerConfig",
     "load_bootstrap",
+    "parse_bootstrap",
 ]
 
 ENV_PATH = "GRPC_XDS_BOOTSTRAP"
 ENV_CONFIG = "GRPC_XDS_BOOTSTRAP_CONFIG"
-SUPPORTED_CHANNEL_CREDS = ("insecure", "tls", "google_default")
-#: How long a bootstrap file named by GRPC_XDS_BOOTSTRAP may take to appear.
+#: ``error`` (default) or ``warn``: what an unknown bootstrap key does.
+ENV_UNKNOWN_FIELDS = "MESHLIB_BOOTSTRAP_UNKNOWN_FIELDS"
+#: How long a bootstrap file named by GRPC_XDS_BOOTSTRAP (then its certificates) may
+#: take to appear.
 DEFAULT_ENV_FILE_WAIT = 10.0
-#: A meshlib server feature (gRPC ignores unknown features): speak delta ADS to it.
-DELTA_FEATURE = "delta_ads"
-_DURATION = re.compile(r"^(\d+)(\.\d{1,9})?s$")
-
-
-class BootstrapError(ValueError):
-    """The bootstrap is missing or invalid; the message names the source and field."""
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """One entry of ``xds_servers``: where and how to reach a management server."""
-
-    server_uri: str
-    channel_creds_type: str = "insecure"
-    channel_creds_config: Mapping[str, Any] = field(default_factory=dict)
-    server_features: tuple[str, ...] = ()
-
-    @property
-    def ignore_resource_deletion(self) -> bool:
-        """gRFC A53: keep serving a resource the server says was deleted."""
-        return "ignore_resource_deletion" in self.server_features
-
-    @property
-    def protocol(self) -> str:
-        """``delta`` if the server lists the ``delta_ads`` feature, else ``sotw``."""
-        return "delta" if DELTA_FEATURE in self.server_features else "sotw"
-
-
-@dataclass(frozen=True, slots=True)
-class Locality:
-    region: str = ""
-    zone: str = ""
-    sub_zone: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """The identity this client presents to the control plane."""
-
-    id: str = ""
-    cluster: str = ""
-    locality: Locality = Locality()
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateProviderConfig:
-    """A certificate provider instance. For ``file_watcher`` the typed fields are set
-    (files may be empty when unused; ``refresh_interval`` in seconds, default 600)."""
-
-    plugin_name: str
-    config: Mapping[str, Any]
-    certificate_file: str = ""
-    private_key_file: str = ""
-    ca_certificate_file: str = ""
-    refresh_interval: float = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Authority:
-    """An ``authorities`` entry: where ``xdstp://<name>/...`` resources come from."""
-
-    name: str
-    client_listener_resource_name_template: str
-    xds_servers: tuple[ServerConfig, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Bootstrap:
-    """A validated bootstrap."""
-
-    xds_servers: tuple[ServerConfig, ...]
-    node: Node
-    certificate_providers: Mapping[str, CertificateProviderConfig] = field(default_factory=dict)
-    client_default_listener_resource_name_template: str = "%s"
-    server_listener_resource_name_template: str = ""
-    source: str = "<dict>"
-    authorities: Mapping[str, Authority] = field(default_factory=dict)
-    #: Envoy's ``cluster_manager.local_cluster_name`` (a meshlib extension gRPC ignores):
-    #: the cluster of this workload's own service, for zone-aware routing. "" = none.
-    local_cluster_name: str = ""
-
-    def servers_for(self, authority: str | None) -> tuple[ServerConfig, ...]:
-        """The servers of an authority (its own, else the top-level ``xds_servers``)."""
-        entry = self.authorities.get(authority) if authority is not None else None
-        return entry.xds_servers if entry is not None and entry.xds_servers else self.xds_servers
+_POLL = 0.05
 
 
 def load_bootstrap(
     source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     *,
     wait_for_file: float | None = None,
+    unknown_fields: UnknownFields | None = None,
 ) -> Bootstrap:
     """Load and validate a bootstrap from a path, a mapping, or the environment.
 
-    ``wait_for_file``: seconds to wait for a missing file to appear; by default 0 for
-    an explicit path and ``DEFAULT_ENV_FILE_WAIT`` for the ``GRPC_XDS_BOOTSTRAP`` path.
+    ``wait_for_file``: seconds to wait for a missing bootstrap file, and then for missing
+    certificate files, to appear; by default 0 for an explicit path or mapping and
+    ``DEFAULT_ENV_FILE_WAIT`` for the ``GRPC_XDS_BOOTSTRAP`` path. ``unknown_fields``:
+    ``"error"`` or ``"warn"`` (default from ``MESHLIB_BOOTSTRAP_UNKNOWN_FIELDS``, else
+    ``"error"``).
     """
+    mode = _unknown_fields_mode(unknown_fields)
+    wait = wait_for_file or 0.0
     if isinstance(source, Mapping):
-        return parse_bootstrap(source, "<bootstrap dict>")
-    if source is not None:
-        return _load_file(Path(source), wait_for_file or 0.0)
-    path = os.environ.get(ENV_PATH)
-    if path:
+        bootstrap, files = parse_with_files(source, "<bootstrap dict>", unknown_fields=mode)
+    elif source is not None:
+        bootstrap, files = _load_file(Path(source), wait, mode)
+    elif path := os.environ.get(ENV_PATH):
         wait = DEFAULT_ENV_FILE_WAIT if wait_for_file is None else wait_for_file
-        return _load_file(Path(path), wait)
-    inline = os.environ.get(ENV_CONFIG)
-    if inline:
-        return parse_bootstrap(_parse_json(inline, ENV_CONFIG), ENV_CONFIG)
-    raise BootstrapError(
-        f"no xDS bootstrap: pass one to Mesh(bootstrap=...) or set {ENV_PATH} (a path) "
-        f"or {ENV_CONFIG} (inline JSON)"
-    )
+        bootstrap, files = _load_file(Path(path), wait, mode)
+    elif inline := os.environ.get(ENV_CONFIG):
+        data = decode_json(os.fsencode(inline), ENV_CONFIG)
+        bootstrap, files = parse_with_files(data, ENV_CONFIG, unknown_fields=mode)
+    else:
+        raise BootstrapError(
+            f"no xDS bootstrap: pass one to Mesh(bootstrap=...) or set {ENV_PATH} (a path) "
+            f"or {ENV_CONFIG} (inline JSON)"
+        )
+    _check_files(bootstrap.source, files, wait)
+    return bootstrap
 
 
-def _load_file(path: Path, wait: float) -> Bootstrap:
+def _unknown_fields_mode(value: UnknownFields | None) -> UnknownFields:
+    if value is None:
+        raw = os.environ.get(ENV_UNKNOWN_FIELDS, "error").strip().lower() or "error"
+        if raw not in ("error", "warn"):
+            raise BootstrapError(f"{ENV_UNKNOWN_FIELDS}={raw!r}: must be 'error' or 'warn'")
+        return "warn" if raw == "warn" else "error"
+    if value not in ("error", "warn"):
+        raise ValueError(f"unknown_fields must be 'error' or 'warn', got {value!r}")
+    return value
+
+
+def _load_file(
+    path: Path, wait: float, mode: UnknownFields
+) -> tuple[Bootstrap, list[tuple[str, str]]]:
     deadline = time.monotonic() + wait
     while not path.exists() and time.monotonic() < deadline:
-        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         waited = f" (waited {wait:g}s)" if wait else ""
-        raise BootstrapError(f"{path}: bootstrap file does not exist{waited}") from None
-    except OSError as exc:
-        raise BootstrapError(f"{path}: cannot read bootstrap file: {exc.strerror}") from None
-    return parse_bootstrap(_parse_json(text, str(path)), str(path))
-
-
-def _parse_json(text: str, source: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
         raise BootstrapError(
-            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            f"{path}: bootstrap file does not exist{waited}", source=str(path)
         ) from None
+    except OSError as exc:
+        raise BootstrapError(
+            f"{path}: cannot read bootstrap file: {exc.strerror}", source=str(path)
+        ) from None
+    return parse_with_files(decode_json(data, str(path)), str(path), unknown_fields=mode)
 
 
-class _Reader:
-    """Typed accessors that report ``source: json.path: problem``."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, problem: str) -> BootstrapError:
-        return BootstrapError(f"{self.source}: {path}: {problem}")
-
-    def obj(self, value: Any, path: str) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.fail(path, f"must be a JSON object, got {_kind(value)}")
-        return value
-
-    def array(self, value: Any, path: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(path, f"must be a JSON array, got {_kind(value)}")
-        return value
-
-    def string(self, value: Any, path: str, *, required: bool = False) -> str:
-        if value is None and not required:
-            return ""
-        if not isinstance(value, str) or (required and not value):
-            raise self.fail(path, f"must be a non-empty string, got {_kind(value)}")
-        return value
-
-
-def parse_bootstrap(data: Any, source: str) -> Bootstrap:
-    """Validate decoded bootstrap JSON; ``source`` names it in errors."""
-    r = _Reader(source)
-    root = r.obj(data, "$")
-    if "xds_servers" not in root:
-        raise r.fail("xds_servers", "is required")
-    servers_raw = r.array(root["xds_servers"], "xds_servers")
-    if not servers_raw:
-        raise r.fail("xds_servers", "must list at least one server")
-    servers = tuple(_server(r, s, f"xds_servers[{i}]") for i, s in enumerate(servers_raw))
-    node = _node(r, root.get("node", {}), "node")
-    providers: dict[str, CertificateProviderConfig] = {}
-    raw_providers = r.obj(root.get("certificate_providers", {}), "certificate_providers")
-    for name, value in raw_providers.items():
-        path = f"certificate_providers.{name}"
-        entry = r.obj(value, path)
-        plugin = r.string(entry.get("plugin_name"), f"{path}.plugin_name", required=True)
-        config = r.obj(entry.get("config", {}), f"{path}.config")
-        providers[name] = _provider(r, plugin, config, f"{path}.config")
-    default_template = r.string(
-        root.get("client_default_listener_resource_name_template"),
-        "client_default_listener_resource_name_template",
-    )
-    authorities: dict[str, Authority] = {}
-    raw_authorities = r.obj(root.get("authorities", {}), "authorities")
-    for name, value in raw_authorities.items():
-        authorities[name] = _authority(r, name, value, f"authorities.{name}")
-    if default_template.startswith("xdstp://"):
-        authority = default_template[len("xdstp://") :].partition("/")[0]
-        if authority not in authorities:
-            raise r.fail(
-                "client_default_listener_resource_name_template",
-                f"authority {authority!r} is not in authorities",
-            )
-    manager = r.obj(root.get("cluster_manager", {}), "cluster_manager")
-    local_cluster = r.string(
-        manager.get("local_cluster_name"), "cluster_manager.local_cluster_name"
-    )
-    return Bootstrap(
-        xds_servers=servers,
-        node=node,
-        certificate_providers=providers,
-        client_default_listener_resource_name_template=default_template or "%s",
-        server_listener_resource_name_template=r.string(
-            root.get("server_listener_resource_name_template"),
-            "server_listener_resource_name_template",
-        ),
-        source=source,
-        authorities=authorities,
-        local_cluster_name=local_cluster,
-    )
-
-
-def _provider(
-    r: _Reader, plugin: str, config: Mapping[str, Any], path: str
-) -> CertificateProviderConfig:
-    if plugin != "file_watcher":
-        return CertificateProviderConfig(plugin, dict(config))
-    files = {
-        key: r.string(config.get(key), f"{path}.{key}")
-        for key in ("certificate_file", "private_key_file", "ca_certificate_file")
-    }
-    if bool(files["certificate_file"]) != bool(files["private_key_file"]):
-        raise r.fail(path, "certificate_file and private_key_file must be given together")
-    if not any(files.values()):
-        raise r.fail(path, "needs certificate_file and private_key_file, or ca_certificate_file")
-    interval = 600.0
-    raw = config.get("refresh_interval")
-    if raw is not None:
-        match = _DURATION.match(raw) if isinstance(raw, str) else None
-        if match is None:
-            raise r.fail(f"{path}.refresh_interval", f'must be a duration like "600s", got {raw!r}')
-        interval = float(match.group(1) + (match.group(2) or ""))
-        if interval <= 0:
-            raise r.fail(f"{path}.refresh_interval", "must be positive")
-    return CertificateProviderConfig(plugin, dict(config), refresh_interval=interval, **files)
-
-
-def _authority(r: _Reader, name: str, value: Any, path: str) -> Authority:
-    entry = r.obj(value, path)
-    template = (
-        r.string(
-            entry.get("client_listener_resource_name_template"),
-            f"{path}.client_listener_resource_name_template",
-        )
-        or f"xdstp://{name}/envoy.config.listener.v3.Listener/%s"
-    )
-    prefix = f"xdstp://{name}/"
-    if not template.startswith(prefix):
-        raise r.fail(
-            f"{path}.client_listener_resource_name_template", f"must start with {prefix!r}"
-        )
-    servers: tuple[ServerConfig, ...] = ()
-    if "xds_servers" in entry:
-        raw = r.array(entry["xds_servers"], f"{path}.xds_servers")
-        servers = tuple(_server(r, s, f"{path}.xds_servers[{i}]") for i, s in enumerate(raw))
-    return Authority(name, template, servers)
-
-
-def _server(r: _Reader, value: Any, path: str) -> ServerConfig:
-    entry = r.obj(value, path)
-    uri = r.string(entry.get("server_uri"), f"{path}.server_uri", required=True)
-    if not (
-        uri.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:"))
-        or (":" in uri and uri.rsplit(":", 1)[1].isdigit())
-    ):
-        raise r.fail(f"{path}.server_uri", f"must be host:port or unix:/path, got {uri!r}")
-    creds = r.array(entry.get("channel_creds", []), f"{path}.channel_creds")
-    chosen: tuple[str, Mapping[str, Any]] | None = None
-    for i, cred in enumerate(creds):
-        cred_path = f"{path}.channel_creds[{i}]"
-        cred_obj = r.obj(cred, cred_path)
-        kind = r.string(cred_obj.get("type"), f"{cred_path}.type", required=True)
-        if kind in SUPPORTED_CHANNEL_CREDS:
-            chosen = (kind, dict(r.obj(cred_obj.get("config", {}), f"{cred_path}.config")))
+def _check_files(source: str, files: list[tuple[str, str]], wait: float) -> None:
+    """Every named file exists (waiting up to ``wait`` s for them), else BootstrapError."""
+    pending = dict(files)
+    deadline = time.monotonic() + wait
+    while True:
+        pending = {p: f for p, f in pending.items() if not os.path.isfile(f)}
+        if not pending or time.monotonic() >= deadline:
             break
-    if chosen is not None and chosen[0] == "tls":
-        cfg_path = f"{path}.channel_creds[{i}].config"
-        for key in ("ca_certificate_file", "certificate_file", "private_key_file"):
-            r.string(chosen[1].get(key), f"{cfg_path}.{key}")
-        if bool(chosen[1].get("certificate_file")) != bool(chosen[1].get("private_key_file")):
-            raise r.fail(cfg_path, "certificate_file and private_key_file must be given together")
-    if creds and chosen is None:
-        raise r.fail(
-            f"{path}.channel_creds",
-            f"no supported type (supported: {', '.join(SUPPORTED_CHANNEL_CREDS)})",
+        time.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
+    if pending:
+        path, file = next(iter(pending.items()))
+        state = "is not a regular file" if os.path.exists(file) else "does not exist"
+        waited = f" (waited {wait:g}s)" if wait else ""
+        more = f"; {len(pending) - 1} more missing" if len(pending) > 1 else ""
+        raise BootstrapError(
+            f"{source}: {path}: {file} {state}{waited}{more}",
+            source=source,
+            path=path,
         )
-    features = r.array(entry.get("server_features", []), f"{path}.server_features")
-    for i, feature in enumerate(features):
-        r.string(feature, f"{path}.server_features[{i}]", required=True)
-    kind, config = chosen or ("insecure", {})
-    return ServerConfig(uri, kind, config, tuple(features))
-
-
-def _node(r: _Reader, value: Any, path: str) -> Node:
-    entry = r.obj(value, path)
-    loc = r.obj(entry.get("locality", {}), f"{path}.locality")
-    metadata = r.obj(entry.get("metadata", {}), f"{path}.metadata")
-    return Node(
-        id=r.string(entry.get("id"), f"{path}.id"),
-        cluster=r.string(entry.get("cluster"), f"{path}.cluster"),
-        locality=Locality(
-            region=r.string(loc.get("region"), f"{path}.locality.region"),
-            zone=r.string(loc.get("zone"), f"{path}.locality.zone"),
-            sub_zone=r.string(loc.get("sub_zone"), f"{path}.locality.sub_zone"),
-        ),
-        metadata=dict(metadata),
-    )
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
-        type(value), type(value).__name__
-    )

@@ -7,7 +7,9 @@ stream carries ``DiscoveryRequest``/``DiscoveryResponse`` (state of the world) o
 
 from __future__ import annotations
 
+import os
 import queue
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -77,18 +79,25 @@ class GrpcAdsTransport:
     """ADS over grpcio, one channel per management server, reused across streams.
 
     ``server_uri`` is anything grpcio accepts as a target: ``host:port``,
-    ``unix:///path`` or ``unix:path``, ``dns:///host:port``.
+    ``unix:///path`` or ``unix:path``, ``dns:///host:port``. With ``tls`` channel
+    credentials the files are re-checked every ``refresh_interval`` (default 600 s) when
+    a stream opens; changed files get a new channel for that and later streams (streams
+    already open keep theirs until they end, as TLS handshakes once per connection).
     """
 
     def __init__(self) -> None:
-        self._channels: dict[tuple[str, str], grpc.Channel] = {}
+        self._channels: dict[tuple[str, str], _Channel] = {}
+        self._retired: list[grpc.Channel] = []
 
     def _stub(self, server: ServerConfig) -> Any:
         key = (server.server_uri, server.channel_creds_type)
-        channel = self._channels.get(key)
-        if channel is None:
-            channel = self._channels[key] = _open_channel(server)
-        return ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        entry = self._channels.get(key)
+        if entry is not None and entry.stale(server):
+            self._retired.append(entry.channel)
+            entry = None
+        if entry is None:
+            entry = self._channels[key] = _Channel(server)
+        return ads_pb2_grpc.AggregatedDiscoveryServiceStub(entry.channel)
 
     def connect(self, server: ServerConfig) -> AdsStream:
         return _GrpcStream(self._stub(server).StreamAggregatedResources)
@@ -97,9 +106,50 @@ class GrpcAdsTransport:
         return _GrpcStream(self._stub(server).DeltaAggregatedResources)
 
     def close(self) -> None:
-        for channel in self._channels.values():
+        for entry in self._channels.values():
+            entry.channel.close()
+        for channel in self._retired:
             channel.close()
         self._channels.clear()
+        self._retired.clear()
+
+
+_TLS_FILES = ("ca_certificate_file", "certificate_file", "private_key_file")
+
+
+class _Channel:
+    """A channel and, for ``tls``, the state of the files it was built from."""
+
+    def __init__(self, server: ServerConfig) -> None:
+        self.tls = server.channel_creds_type == "tls"
+        self.fingerprint = _fingerprint(server) if self.tls else ()
+        self.refresh = _seconds(server.channel_creds_config.get("refresh_interval"))
+        self.next_check = time.monotonic() + self.refresh
+        self.channel = _open_channel(server)
+
+    def stale(self, server: ServerConfig) -> bool:
+        """Whether the tls files changed (checked at most every refresh_interval)."""
+        if not self.tls or time.monotonic() < self.next_check:
+            return False
+        self.next_check = time.monotonic() + self.refresh
+        return _fingerprint(server) != self.fingerprint
+
+
+def _fingerprint(server: ServerConfig) -> tuple[tuple[int, int], ...]:
+    out = []
+    for key in _TLS_FILES:
+        path = server.channel_creds_config.get(key)
+        try:
+            st = os.stat(path) if path else None
+        except OSError:
+            st = None
+        out.append((st.st_mtime_ns, st.st_size) if st else (0, 0))
+    return tuple(out)
+
+
+def _seconds(duration: Any) -> float:
+    """A validated protobuf JSON duration (``"600s"``) in seconds; 600 if unset."""
+    return float(str(duration)[:-1]) if duration else 600.0
 
 
 def _open_channel(server: ServerConfig) -> grpc.Channel:

@@ -110,7 +110,7 @@ def test_bad_zone_aware_is_nacked_with_the_field_path(fields: dict[str, Any], pa
 
 
 def test_bootstrap_names_the_local_cluster() -> None:
-    raw = {"xds_servers": [{"server_uri": "localhost:1"}]}
+    raw = {"xds_servers": [{"server_uri": "localhost:1", "channel_creds": [{"type": "insecure"}]}]}
     assert load_bootstrap(raw).local_cluster_name == ""
     raw["cluster_manager"] = {"local_cluster_name": "outbound|80||me.ns"}  # type: ignore[assignment]
     assert load_bootstrap(raw).local_cluster_name == "outbound|80||me.ns"

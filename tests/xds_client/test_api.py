@@ -31,6 +31,7 @@ EXPECTED = {
     "canonical_name",
     "listener_resource_name",
     "load_bootstrap",
+    "parse_bootstrap",
     "parse_xdstp",
     "server_listener_resource_name",
 }

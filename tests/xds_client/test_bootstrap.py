@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from meshlib import BootstrapError, Mesh
-from xds_client import load_bootstrap
+from xds_client import load_bootstrap, parse_bootstrap
 
 GOOD = {
     "xds_servers": [
@@ -23,18 +23,17 @@ GOOD = {
         "locality": {"zone": "z1"},
         "metadata": {"GENERATOR": "grpc"},
     },
-    "certificate_providers": {
-        "default": {
-            "plugin_name": "file_watcher",
-            "config": {"certificate_file": "/c.pem", "private_key_file": "/k.pem"},
-        }
-    },
-    "unknown_field": "ignored",
+}
+PROVIDERS = {
+    "default": {
+        "plugin_name": "file_watcher",
+        "config": {"certificate_file": "/c.pem", "private_key_file": "/k.pem"},
+    }
 }
 
 
 def test_reads_the_grpc_format() -> None:
-    b = load_bootstrap(GOOD)
+    b = parse_bootstrap({**GOOD, "certificate_providers": PROVIDERS}, "<test>")
     assert b.xds_servers[0].server_uri == "127.0.0.1:15010"
     assert b.xds_servers[0].channel_creds_type == "insecure"  # first supported type wins
     assert b.xds_servers[0].ignore_resource_deletion
@@ -47,7 +46,9 @@ def test_reads_the_grpc_format() -> None:
 def test_env_path_wins_over_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "bootstrap.json"
     path.write_text(json.dumps(GOOD))
-    inline = dict(GOOD, xds_servers=[{"server_uri": "other:1"}])
+    inline = dict(
+        GOOD, xds_servers=[{"server_uri": "other:1", "channel_creds": [{"type": "insecure"}]}]
+    )
     monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps(inline))
     assert load_bootstrap().xds_servers[0].server_uri == "other:1"
     monkeypatch.setenv("GRPC_XDS_BOOTSTRAP", str(path))
@@ -82,12 +83,12 @@ def test_no_xds_servers_names_the_field(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"xds_servers": [{}]}, r"xds_servers\[0\]\.server_uri: must be a non-empty string"),
+        ({"xds_servers": [{}]}, r"xds_servers\[0\]\.server_uri: is required"),
         (
             {"xds_servers": [{"server_uri": "a:1", "channel_creds": [{"type": "weird"}]}]},
             r"xds_servers\[0\]\.channel_creds: no supported type",
         ),
-        ({"node": {"id": 7}}, r"node\.id: must be a non-empty string, got int"),
+        ({"node": {"id": 7}}, r"node\.id: must be a non-empty string, got number"),
         ({"node": {"locality": []}}, r"node\.locality: must be a JSON object, got array"),
     ],
 )

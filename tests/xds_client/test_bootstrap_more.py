@@ -18,6 +18,7 @@ from xds_client import (
     canonical_name,
     listener_resource_name,
     load_bootstrap,
+    parse_bootstrap,
     parse_xdstp,
     server_listener_resource_name,
 )
@@ -27,7 +28,11 @@ from xds_client.testing import ScriptedAdsServer
 
 from .conftest import Recorder
 
-BASE: dict[str, Any] = {"xds_servers": [{"server_uri": "127.0.0.1:1"}], "node": {"id": "n"}}
+INSECURE = [{"type": "insecure"}]
+BASE: dict[str, Any] = {
+    "xds_servers": [{"server_uri": "127.0.0.1:1", "channel_creds": INSECURE}],
+    "node": {"id": "n"},
+}
 
 
 def write_later(path: Path, data: dict[str, Any], delay: float = 0.2) -> threading.Thread:
@@ -61,14 +66,16 @@ def test_gives_up_waiting_with_a_clear_error(tmp_path: Path) -> None:
 
 
 def server(**fields: Any) -> dict[str, Any]:
-    return {**BASE, "xds_servers": [{"server_uri": "127.0.0.1:1", **fields}]}
+    entry = {"server_uri": "127.0.0.1:1", "channel_creds": INSECURE, **fields}
+    return {**BASE, "xds_servers": [entry]}
 
 
 def test_server_uris_and_tls_creds() -> None:
-    for uri in ("unix:///etc/istio/proxy/XDS", "unix:rel.sock", "[::1]:15010", "dns:///cp:1"):
+    uris = ("unix:///etc/istio/proxy/XDS", "unix:rel.sock", "[::1]:15010", "dns:///cp:1", "cp")
+    for uri in uris:  # "cp": gRPC's default port 443
         assert load_bootstrap(server(server_uri=uri)).xds_servers[0].server_uri == uri
     tls = {"type": "tls", "config": {"ca_certificate_file": "/ca.pem"}}
-    loaded = load_bootstrap(server(channel_creds=[tls])).xds_servers[0]
+    loaded = parse_bootstrap(server(channel_creds=[tls]), "<test>").xds_servers[0]
     assert loaded.channel_creds_type == "tls"
     assert loaded.channel_creds_config["ca_certificate_file"] == "/ca.pem"
     delta = load_bootstrap(server(server_features=["delta_ads"])).xds_servers[0]
@@ -78,7 +85,9 @@ def test_server_uris_and_tls_creds() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (server(server_uri="no-port"), r"xds_servers\[0\]\.server_uri: must be host:port"),
+        (server(server_uri="a b:1"), r"xds_servers\[0\]\.server_uri: must be host:port"),
+        (server(server_uri="cp:99999"), r"xds_servers\[0\]\.server_uri: port 99999 is out of"),
+        (server(server_uri="cp:http"), r"xds_servers\[0\]\.server_uri: must be host:port"),
         (
             server(channel_creds=[{"type": "tls", "config": {"ca_certificate_file": 3}}]),
             r"xds_servers\[0\]\.channel_creds\[0\]\.config\.ca_certificate_file: must be a",
@@ -133,7 +142,7 @@ def test_file_watcher_provider() -> None:
         **BASE,
         "certificate_providers": {"default": {"plugin_name": "file_watcher", "config": config}},
     }
-    provider = load_bootstrap(data).certificate_providers["default"]
+    provider = parse_bootstrap(data, "<test>").certificate_providers["default"]
     assert provider.refresh_interval == 900.0
     assert provider.private_key_file.endswith("key.pem")
 
@@ -142,7 +151,9 @@ def test_authorities_and_listener_names() -> None:
     data = {
         **BASE,
         "authorities": {
-            "td.example.com": {"xds_servers": [{"server_uri": "10.0.0.9:443"}]},
+            "td.example.com": {
+                "xds_servers": [{"server_uri": "10.0.0.9:443", "channel_creds": INSECURE}]
+            },
             "plain": {},
         },
     }
@@ -179,9 +190,13 @@ def test_xdstp_names_go_to_their_authority(
     canonical = canonical_name(name)
     server.set_resources(CLUSTER.type_url, {canonical: b.pack(b.cluster(canonical))})
     data = {
-        "xds_servers": [{"server_uri": "127.0.0.1:1"}],  # nothing listens there
+        "xds_servers": [{"server_uri": "127.0.0.1:1", "channel_creds": INSECURE}],  # no one
         "node": {"id": "n"},
-        "authorities": {"auth.test": {"xds_servers": [{"server_uri": server.address}]}},
+        "authorities": {
+            "auth.test": {
+                "xds_servers": [{"server_uri": server.address, "channel_creds": INSECURE}]
+            }
+        },
     }
     client = make_client(data)
     w = Recorder()
