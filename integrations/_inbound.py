@@ -20,6 +20,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshlib._context import RequestContext, deadline_from_headers, extract_trace, request_scope
+from meshlib.telemetry._metrics import process_instruments
 
 __all__ = [
     "Authorizer",
@@ -112,7 +113,8 @@ class Inbound:
     """Server-side mesh behaviour for one workload.
 
     ``workload``/``namespace``/``service`` label Istio's metrics as the destination;
-    ``authorizer`` (optional) decides before the handler runs.
+    ``authorizer`` (optional) decides before the handler runs. The metrics also go to
+    the process's inbound registry, which every admin server's ``/stats`` renders.
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class Inbound:
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.workload, self.namespace, self.service = workload, namespace, service
+        self._registry = process_instruments()
         self.authorizer = authorizer
         self._tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
         meter = metrics.get_meter(INSTRUMENTATION, meter_provider=meter_provider)
@@ -197,3 +200,4 @@ class Inbound:
             labels["grpc_response_status"] = str(grpc_status)
         self._requests.add(1, labels)
         self._duration.record(elapsed_ms, labels)
+        self._registry.record({k: str(v) for k, v in labels.items()}, elapsed_ms)

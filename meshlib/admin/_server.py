@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,9 +18,11 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..telemetry import Telemetry
+from ..telemetry import StatsRegistry, Telemetry
+from ..telemetry._metrics import process_instruments
 from ._config_dump import TYPES, config_dump, xds_client_of
-from ._views import clusters_json, clusters_text, ready, snapshot_samples, xds_json
+from ._stats import MAX_PARAMS, FilterError, cluster_samples, compile_filter, filtered, xds_samples
+from ._views import clusters_json, clusters_text, ready, xds_json
 
 __all__ = ["ENDPOINTS", "AdminServer"]
 
@@ -184,31 +185,26 @@ class AdminServer:
         if path == "/xds":
             return _json(xds_json(self.mesh, self.telemetry))
         if path in ("/stats", "/stats/prometheus"):
-            return self._stats(path, fmt, (query.get("filter") or [""])[0])
+            return self._stats(path, fmt, query)
         if path == "/help":
             text = "".join(f"  {p}: {what}\n" for p, what in ENDPOINTS.items())
             return 200, "text/plain", ("admin commands are:\n" + text).encode()
         return _error(404, f"no admin endpoint {path!r}; see /help")
 
-    def _stats(self, path: str, fmt: str, pattern: str) -> tuple[int, str, bytes]:
-        samples = snapshot_samples(self.mesh)
-        registry = self.telemetry.stats if self.telemetry is not None else None
+    def _stats(self, path: str, fmt: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        try:  # refuse a bad filter before any work
+            if query.get("filter"):
+                compile_filter(query["filter"][0])
+        except FilterError as exc:
+            return _error(400, str(exc))
+        samples = cluster_samples(self.mesh, self.telemetry)
+        samples += xds_samples(self.mesh, self.telemetry)
+        registry = self.telemetry.stats if self.telemetry is not None else StatsRegistry()
+        inbound = process_instruments().stats
+        also = [inbound] if inbound is not registry else []
         if path == "/stats/prometheus":
-            if registry is None:
-                from ..telemetry import StatsRegistry
-
-                registry = StatsRegistry()
-            return 200, _PROMETHEUS, registry.prometheus(samples).encode()
-        if registry is not None:
-            lines = registry.envoy_text(samples)
-        else:
-            lines = sorted((s.envoy or s.name, str(s.value)) for s in samples)
-        if pattern:
-            try:
-                rx = re.compile(pattern)
-            except re.error as exc:
-                return _error(400, f"filter: invalid regular expression: {exc}")
-            lines = [(n, v) for n, v in lines if rx.search(n)]
+            return 200, _PROMETHEUS, registry.prometheus(samples, also).encode()
+        lines = filtered(registry.envoy_text(samples, also), query)
         if fmt == "json":
             return _json({"stats": [{"name": n, "value": v} for n, v in lines]})
         return 200, "text/plain", "".join(f"{n}: {v}\n" for n, v in lines).encode()
@@ -245,7 +241,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         try:
-            status, ctype, body = self.admin.render(parts.path, parse_qs(parts.query))
+            query = parse_qs(parts.query, errors="strict", max_num_fields=MAX_PARAMS)
+        except UnicodeDecodeError:
+            self._send(*_error(400, "query: not valid UTF-8 once percent-decoded"))
+            return
+        except ValueError:
+            self._send(*_error(400, f"query: more than {MAX_PARAMS} parameters"))
+            return
+        try:
+            status, ctype, body = self.admin.render(parts.path, query)
         except Exception as exc:
             log.exception("admin %s failed", self.path)
             status, ctype, body = _error(500, f"{type(exc).__name__}: {exc}")

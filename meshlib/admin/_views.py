@@ -14,6 +14,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from ..telemetry import Sample, Telemetry
 from ._config_dump import ENDPOINTS, client_dump, resource_status, xds_client_of
+from ._stats import cluster_samples
 
 __all__ = ["clusters_json", "clusters_text", "ready", "snapshot_samples", "xds_json"]
 
@@ -228,42 +229,5 @@ def ready(mesh: Any) -> tuple[bool, str]:
 
 
 def snapshot_samples(mesh: Any) -> list[Sample]:
-    """Envoy's per-cluster statistics, read from live state at scrape time (Prometheus
-    names as Istio exports them, ``envoy_cluster_*{cluster_name=...}``)."""
-    out: list[Sample] = []
-    for name, view in sorted(mesh.snapshot.clusters.items()):
-        hosts = view.endpoints
-        breaker = _breaker(view)
-        values = {
-            "upstream_rq_total": ("counter", sum(h.total_requests for h in hosts)),
-            "upstream_rq_active": ("gauge", sum(h.active_requests for h in hosts)),
-            "upstream_rq_error": ("counter", sum(h.failures for h in hosts)),
-            "upstream_rq_active_overflow": ("counter", breaker.get("rq_overflow", 0)),
-            "upstream_rq_pending_overflow": ("counter", breaker.get("rq_pending_overflow", 0)),
-            "upstream_rq_pending_active": ("gauge", breaker.get("pending_requests", 0)),
-            "upstream_cx_overflow": ("counter", breaker.get("cx_overflow", 0)),
-            "upstream_rq_retry_overflow": ("counter", breaker.get("retry_overflow", 0)),
-            "upstream_rq_drop_overload": ("counter", breaker.get("rq_drop_overload", 0)),
-            "outlier_detection_ejections_active": ("gauge", sum(1 for h in hosts if h.ejected)),
-            "membership_total": ("gauge", len(hosts)),
-            "membership_healthy": (
-                "gauge",
-                sum(1 for h in hosts if h.endpoint.usable and not h.ejected),
-            ),
-            "membership_degraded": (
-                "gauge",
-                sum(1 for h in hosts if h.endpoint.health == "DEGRADED" and not h.ejected),
-            ),
-        }
-        for stat, (kind, value) in values.items():
-            out.append(
-                Sample(
-                    f"envoy_cluster_{stat}",
-                    kind,
-                    (("cluster_name", name),),
-                    float(value),
-                    f"Envoy's cluster.{stat}",
-                    envoy=f"cluster.{name}.{stat}",
-                )
-            )
-    return out
+    """Envoy's per-cluster statistics at scrape time (see ``_stats.cluster_samples``)."""
+    return cluster_samples(mesh)
