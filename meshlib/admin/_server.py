@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..telemetry import StatsRegistry, Telemetry
 from ..telemetry._metrics import process_instruments
-from ._config_dump import TYPES, config_dump, xds_client_of
+from ._config_dump import TYPES, DumpQueryError, config_dump, xds_client_of
+from ._info import certs_json, listeners_json, listeners_text, server_info_json
 from ._stats import MAX_PARAMS, FilterError, cluster_samples, compile_filter, filtered, xds_samples
 from ._views import clusters_json, clusters_text, ready, xds_json
 
@@ -31,11 +32,14 @@ log = logging.getLogger("meshlib.admin")
 #: Path -> what it serves (also the ``/help`` text).
 ENDPOINTS = {
     "/": "the dashboard (clusters, endpoints, success rate, latency, breakers, xDS)",
-    "/config_dump": "the xDS config in Envoy's JSON shape (?types=clusters,routes,...)",
+    "/config_dump": "the xDS config in Envoy's JSON shape (?resource=, ?mask=, ?types=)",
     "/clusters": "upstream clusters and endpoints (?format=json)",
     "/stats": "statistics (?format=json, ?filter=REGEX)",
     "/stats/prometheus": "statistics in Prometheus text format",
     "/xds": "xDS connection state and per-resource status (JSON)",
+    "/listeners": "the listeners (targets) the mesh resolved (?format=json)",
+    "/server_info": "version, state, uptime, node and options (JSON, Envoy's ServerInfo)",
+    "/certs": "workload certificate and CA roots: SPIFFE ID, issuer, serial, expiry (JSON)",
     "/ready": "200 LIVE once every requested target is resolved, else 503",
     "/healthz": "200 OK while the server runs",
     "/help": "this list",
@@ -178,12 +182,31 @@ class AdminServer:
             unknown = types - set(TYPES)
             if unknown:
                 return _error(400, f"unknown types {sorted(unknown)}; use {sorted(TYPES)}")
-            return _json(config_dump(self.mesh, types))
+            try:
+                return _json(
+                    config_dump(
+                        self.mesh,
+                        types,
+                        resource=(query.get("resource") or [""])[0],
+                        mask=(query.get("mask") or [""])[0],
+                    )
+                )
+            except DumpQueryError as exc:
+                return _error(exc.status, str(exc))
         if path == "/clusters":
             doc = clusters_json(self.mesh, self.telemetry)
             return _json(doc) if fmt == "json" else (200, "text/plain", clusters_text(doc).encode())
         if path == "/xds":
             return _json(xds_json(self.mesh, self.telemetry))
+        if path == "/listeners":
+            doc = listeners_json(self.mesh)
+            return (
+                _json(doc) if fmt == "json" else (200, "text/plain", listeners_text(doc).encode())
+            )
+        if path == "/server_info":
+            return _json(server_info_json(self.mesh, ready(self.mesh)[0]))
+        if path == "/certs":
+            return _json(certs_json(self.mesh))
         if path in ("/stats", "/stats/prometheus"):
             return self._stats(path, fmt, query)
         if path == "/help":

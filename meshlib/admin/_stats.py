@@ -69,7 +69,8 @@ def _sample(cluster: str, stat: str, kind: str, value: float) -> Sample:
 
 def _breaker_values(breaker: Any) -> dict[str, tuple[str, float]]:
     """``circuit_breakers.<priority>.*`` gauges: 1 while a threshold is reached, and
-    what remains under each (Envoy's ``track_remaining``)."""
+    what remains under each (``remaining_*``: DEFAULT only, the thresholds istiod's
+    clusters set ``track_remaining`` on)."""
     out: dict[str, tuple[str, float]] = {}
     for priority, label in _PRIORITIES:
         if breaker is None:
@@ -88,12 +89,14 @@ def _breaker_values(breaker: Any) -> dict[str, tuple[str, float]]:
             "rq_retry": (_retry_limit(breaker, t, priority), active["retries"]),
         }
         remaining = {"cx": "cx", "rq_pending": "pending", "rq": "rq", "rq_retry": "retries"}
+        track = priority == "DEFAULT"
         for kind, (limit, n) in limits.items():
             out[f"circuit_breakers.{label}.{kind}_open"] = ("gauge", 1.0 if n >= limit else 0.0)
-            out[f"circuit_breakers.{label}.remaining_{remaining[kind]}"] = (
-                "gauge",
-                float(max(0, limit - n)),
-            )
+            if track:
+                out[f"circuit_breakers.{label}.remaining_{remaining[kind]}"] = (
+                    "gauge",
+                    float(max(0, limit - n)),
+                )
     return out
 
 
