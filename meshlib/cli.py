@@ -15,28 +15,15 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from ._cli_registry import COMMANDS as _COMMANDS
+from ._cli_registry import Handler, command
 from .controlplane._workload import ISTIO_CERT_DIR, build_bootstrap
 
 __all__ = ["main"]
-
-
-Handler = Callable[[argparse.Namespace], int]
-Setup = Callable[[argparse.ArgumentParser], Handler]
-_COMMANDS: dict[str, tuple[str, Setup]] = {}
-
-
-def command(name: str, help: str) -> Callable[[Setup], Setup]:
-    """Register a subcommand: the decorated function configures its parser."""
-
-    def register(setup: Setup) -> Setup:
-        _COMMANDS[name] = (help, setup)
-        return setup
-
-    return register
 
 
 @command("control-plane", "run the embedded xDS control plane until SIGINT/SIGTERM")

@@ -22,8 +22,9 @@ from ..telemetry import StatsRegistry, Telemetry
 from ..telemetry._metrics import process_instruments
 from ._config_dump import TYPES, DumpQueryError, config_dump, xds_client_of
 from ._info import certs_json, listeners_json, listeners_text, server_info_json
+from ._routes import routes_json
 from ._stats import MAX_PARAMS, FilterError, cluster_samples, compile_filter, filtered, xds_samples
-from ._views import clusters_json, clusters_text, ready, xds_json
+from ._views import calls_by, clusters_json, clusters_text, ready, xds_json
 
 __all__ = ["ENDPOINTS", "AdminServer"]
 
@@ -37,6 +38,7 @@ ENDPOINTS = {
     "/stats": "statistics (?format=json, ?filter=REGEX)",
     "/stats/prometheus": "statistics in Prometheus text format",
     "/xds": "xDS connection state and per-resource status (JSON)",
+    "/routes": "every route in words: match, clusters and weights, faults, calls (JSON)",
     "/listeners": "the listeners (targets) the mesh resolved (?format=json)",
     "/server_info": "version, state, uptime, node and options (JSON, Envoy's ServerInfo)",
     "/certs": "workload certificate and CA roots: SPIFFE ID, issuer, serial, expiry (JSON)",
@@ -198,6 +200,9 @@ class AdminServer:
             return _json(doc) if fmt == "json" else (200, "text/plain", clusters_text(doc).encode())
         if path == "/xds":
             return _json(xds_json(self.mesh, self.telemetry))
+        if path == "/routes":
+            dump = config_dump(self.mesh, {"routes"})
+            return _json(routes_json(dump, calls_by(self.telemetry, "route")))
         if path == "/listeners":
             doc = listeners_json(self.mesh)
             return (

@@ -16,7 +16,15 @@ from ..telemetry import Sample, Telemetry
 from ._config_dump import ENDPOINTS, client_dump, resource_status, xds_client_of
 from ._stats import cluster_samples
 
-__all__ = ["clusters_json", "clusters_text", "ready", "snapshot_samples", "xds_json"]
+__all__ = [
+    "breaker_words",
+    "calls_by",
+    "clusters_json",
+    "clusters_text",
+    "ready",
+    "snapshot_samples",
+    "xds_json",
+]
 
 _Locality = tuple[str, str, str, int]
 
@@ -90,7 +98,7 @@ def _host(
 def _breaker(view: Any) -> dict[str, Any]:
     breaker = getattr(view, "breaker", None)
     if breaker is None:
-        return {"max_requests": None, "active_requests": 0, "open": False}
+        return {"max_requests": None, "active_requests": 0, "open": False, "summary": "none"}
     t = breaker.thresholds()
     active = breaker.active("requests")
     stats = getattr(breaker, "stats", None)
@@ -108,14 +116,76 @@ def _breaker(view: Any) -> dict[str, Any]:
         "cx_overflow": getattr(stats, "cx_overflow", 0),
         "rq_pending_overflow": getattr(stats, "rq_pending_overflow", 0),
         "rq_drop_overload": getattr(stats, "rq_drop_overload", 0),
+        "rq_pending_total": getattr(stats, "rq_pending_total", 0),
         "open": active >= t.max_requests,
+        "pending_open": breaker.active("pending") >= t.max_pending_requests,
+        "cx_open": breaker.active("connections") >= t.max_connections,
+        "summary": breaker_words(t),
     }
+
+
+UNLIMITED = 0xFFFFFFFF  # Istio's "no limit" (max uint32)
+_LIMIT_WORDS = (
+    ("max_connections", "connection"),
+    ("max_pending_requests", "pending"),
+    ("max_requests", "request"),
+    ("max_retries", "retry"),
+)
+
+
+def _limit(value: int, noun: str) -> str:
+    if value >= UNLIMITED:
+        plural = {"connection": "connections", "request": "requests", "retry": "retries"}
+        return f"unlimited {plural.get(noun, noun)}"
+    if noun == "pending" or value == 1:
+        return f"max {value} {noun}"
+    return f"max {value} {'retries' if noun == 'retry' else noun + 's'}"
+
+
+def breaker_words(t: Any) -> str:
+    """A cluster's thresholds in words: ``max 1 connection, max 1 pending, unlimited
+    requests, max 3 retries`` (a retry budget instead of max_retries when set)."""
+    parts = [_limit(int(getattr(t, attr)), noun) for attr, noun in _LIMIT_WORDS[:3]]
+    budget = getattr(t, "retry_budget", None)
+    if budget is not None:
+        parts.append(
+            f"retries within {budget.budget_percent:g}% of active requests"
+            f" (min {budget.min_retry_concurrency})"
+        )
+    else:
+        parts.append(_limit(int(t.max_retries), "retry"))
+    return ", ".join(parts)
+
+
+def calls_by(telemetry: Telemetry | None, by: str) -> dict[str, dict[str, Any]]:
+    """Calls per ``cluster`` or ``route`` as the application saw them: total, success
+    rate (no response flag and a status under 500) and counts by response flag and
+    code (``meshlib_route_requests_total``)."""
+    out: dict[str, dict[str, Any]] = {}
+    if telemetry is None:
+        return out
+    index = 0 if by == "route" else 1
+    for key, n in telemetry.registry.routes.values.items():
+        code, flag = key[2], key[3]
+        slot = out.setdefault(key[index], {"total": 0, "ok": 0, "by_flag": {}, "by_code": {}})
+        slot["total"] += int(n)
+        if flag == "-" and code != "0" and int(code) < 500:
+            slot["ok"] += int(n)
+        else:
+            shown = flag if flag != "-" else f"HTTP {code}"
+            slot["by_flag"][shown] = slot["by_flag"].get(shown, 0) + int(n)
+        slot["by_code"][code] = slot["by_code"].get(code, 0) + int(n)
+    for slot in out.values():
+        slot["success_rate"] = _pct(slot["ok"], slot["total"])
+    return out
 
 
 def clusters_json(mesh: Any, telemetry: Telemetry | None = None) -> dict[str, Any]:
     """Envoy's ``/clusters?format=json`` shape (``cluster_statuses``, ``host_statuses``)
-    with meshlib's live figures (success rate, latency, breaker, ejection) added."""
+    with meshlib's live figures (success rate, latency, breaker, ejection, and the calls
+    by response flag) added."""
     snapshot = mesh.snapshot
+    calls = calls_by(telemetry, "cluster")
     localities = _localities(client_dump(mesh))
     statuses = []
     for name in sorted(snapshot.clusters):
@@ -145,6 +215,9 @@ def clusters_json(mesh: Any, telemetry: Telemetry | None = None) -> dict[str, An
                 "rq_error": errors,
                 "success_rate": _pct(total - errors, total),
                 "healthy": sum(1 for h in hosts if h["healthy"]),
+                "calls": calls.get(
+                    name, {"total": 0, "ok": 0, "by_flag": {}, "by_code": {}, "success_rate": None}
+                ),
                 "host_statuses": hosts,
             }
         )
