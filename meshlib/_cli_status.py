@@ -310,3 +310,6 @@ def _config_dump(parser: argparse.ArgumentParser) -> Handler:
         return 1 if errors else 0
 
     return run
+
+
+from . import _cli_proxy_status  # noqa: E402, F401 (registers proxy-status)

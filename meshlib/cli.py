@@ -43,6 +43,9 @@ def _control_plane(parser: argparse.ArgumentParser) -> Handler:
         default=0.2,
         help="seconds of quiet after an edit before it is pushed (default %(default)s)",
     )
+    parser.add_argument(
+        "--debug-port", type=int, help="serve /debug/syncz on 127.0.0.1 here (proxy-status)"
+    )
     _kubernetes_and_ca_flags(parser)
 
     def run(args: argparse.Namespace) -> int:
@@ -66,8 +69,13 @@ def _control_plane(parser: argparse.ArgumentParser) -> Handler:
                 debounce=args.debounce,
             ) as cp:
                 print(f"meshlib control plane listening on {cp.address}", flush=True)
+                debug = None if args.debug_port is None else cp.debug_server(port=args.debug_port)
+                if debug is not None:
+                    print(f"meshlib control plane debug on {debug.url}/debug/syncz", flush=True)
                 while not done.wait(0.5):
                     pass
+                if debug is not None:
+                    debug.stop()
             print("meshlib control plane stopped", flush=True)
         finally:
             for sig, handler in previous.items():
