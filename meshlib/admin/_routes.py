@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["describe_fault", "describe_match", "describe_targets", "route_rows", "routes_json"]
+__all__ = [
+    "describe_fault",
+    "describe_match",
+    "describe_targets",
+    "duration_words",
+    "route_rows",
+    "routes_json",
+]
 
 _PATH_KEYS = ("prefix", "path", "path_separated_prefix")
 _DENOMINATORS = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
@@ -76,6 +83,19 @@ def describe_targets(route: dict[str, Any]) -> str:
     )
 
 
+def duration_words(text: str) -> str:
+    """A protobuf JSON duration (``0.020s``) in words (``20 ms``); ``0s`` is ``0``."""
+    if not text.endswith("s"):
+        return text
+    try:
+        seconds = float(text[:-1])
+    except ValueError:
+        return text
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms" if seconds else "0"
+    return f"{seconds:g} s"
+
+
 def _percent(p: dict[str, Any] | None) -> str:
     if not p:
         return "0%"
@@ -100,7 +120,7 @@ def describe_fault(route: dict[str, Any]) -> str:
         parts.append(f"abort {status} to {_percent(abort.get('percentage'))}")
     delay = fault.get("delay")
     if delay:
-        how = delay.get("fixed_delay", "from header")
+        how = duration_words(delay["fixed_delay"]) if "fixed_delay" in delay else "from header"
         parts.append(f"delay {how} to {_percent(delay.get('percentage'))}")
     return "; ".join(parts)
 
@@ -130,7 +150,9 @@ def route_rows(dump: dict[str, Any]) -> list[dict[str, Any]]:
                         "match": describe_match(route.get("match", {})),
                         "targets": describe_targets(route),
                         "fault": describe_fault(route),
-                        "timeout": action.get("timeout", ""),
+                        # Envoy: unset is 15 s, 0 disables it
+                        "timeout": duration_words(action.get("timeout", "15s")),
+                        "clusters": _clusters_of(route),
                         "retries": (
                             f"{retry.get('num_retries', 1)} on {retry['retry_on']}"
                             if retry.get("retry_on")
@@ -141,9 +163,29 @@ def route_rows(dump: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _clusters_of(route: dict[str, Any]) -> list[str]:
+    action = route.get("route") or {}
+    if "cluster" in action:
+        return [str(action["cluster"])]
+    return [str(c.get("name", "")) for c in action.get("weighted_clusters", {}).get("clusters", [])]
+
+
 def routes_json(dump: dict[str, Any], calls: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``{"routes": [...]}``: each route's row and the calls it took (by route name)."""
+    """``{"routes": [...]}``: each route's row and the calls it took (``calls`` keyed
+    ``route name|cluster``, summed over the route's clusters)."""
     rows = route_rows(dump)
     for row in rows:
-        row["calls"] = calls.get(row["name"]) if row["name"] else None
+        total: dict[str, Any] = {"total": 0, "ok": 0, "by_flag": {}, "by_code": {}}
+        for cluster in row["clusters"]:
+            got = calls.get(f"{row['name']}|{cluster}")
+            if got is None:
+                continue
+            total["total"] += got["total"]
+            total["ok"] += got["ok"]
+            for field in ("by_flag", "by_code"):
+                for k, v in got[field].items():
+                    total[field][k] = total[field].get(k, 0) + v
+        n = total["total"]
+        total["success_rate"] = round(100.0 * total["ok"] / n, 2) if n else None
+        row["calls"] = total
     return {"routes": rows}

@@ -144,7 +144,8 @@ def _limit(value: int, noun: str) -> str:
 
 def breaker_words(t: Any) -> str:
     """A cluster's thresholds in words: ``max 1 connection, max 1 pending, unlimited
-    requests, max 3 retries`` (a retry budget instead of max_retries when set)."""
+    requests, max 3 retries`` (a retry budget instead of max_retries when set); ``no
+    limits`` when every threshold is unlimited (istiod's default)."""
     parts = [_limit(int(getattr(t, attr)), noun) for attr, noun in _LIMIT_WORDS[:3]]
     budget = getattr(t, "retry_budget", None)
     if budget is not None:
@@ -154,25 +155,34 @@ def breaker_words(t: Any) -> str:
         )
     else:
         parts.append(_limit(int(t.max_retries), "retry"))
+    if all(p.startswith("unlimited") for p in parts):
+        return "no limits"
     return ", ".join(parts)
 
 
+def _ejections(view: Any) -> int:
+    detector = next((h.outlier for h in view.endpoints if getattr(h, "outlier", None)), None)
+    return int(getattr(detector, "ejections_total", 0))
+
+
 def calls_by(telemetry: Telemetry | None, by: str) -> dict[str, dict[str, Any]]:
-    """Calls per ``cluster`` or ``route`` as the application saw them: total, success
-    rate (no response flag and a status under 500) and counts by response flag and
-    code (``meshlib_route_requests_total``)."""
+    """Calls per ``cluster``, per ``route`` (keyed ``route name|cluster``: istiod names
+    many routes ``default``) or per ``route_name`` as the application saw them: total, success
+    rate (a status under 500, as Istio counts it), counts by response flag (``HTTP
+    503`` for a 5xx without a flag) and by code (``meshlib_route_requests_total``)."""
     out: dict[str, dict[str, Any]] = {}
     if telemetry is None:
         return out
-    index = 0 if by == "route" else 1
     for key, n in telemetry.registry.routes.values.items():
         code, flag = key[2], key[3]
-        slot = out.setdefault(key[index], {"total": 0, "ok": 0, "by_flag": {}, "by_code": {}})
+        name = key[1] if by == "cluster" else f"{key[0]}|{key[1]}" if by == "route" else key[0]
+        slot = out.setdefault(name, {"total": 0, "ok": 0, "by_flag": {}, "by_code": {}})
         slot["total"] += int(n)
-        if flag == "-" and code != "0" and int(code) < 500:
+        failed = not 0 < int(code) < 500  # Istio's success: a response under 500
+        if not failed:
             slot["ok"] += int(n)
-        else:
-            shown = flag if flag != "-" else f"HTTP {code}"
+        shown = flag if flag != "-" else (f"HTTP {code}" if failed else "")
+        if shown:  # a flag (DI on a success too), or a 5xx the upstream sent
             slot["by_flag"][shown] = slot["by_flag"].get(shown, 0) + int(n)
         slot["by_code"][code] = slot["by_code"].get(code, 0) + int(n)
     for slot in out.values():
@@ -209,6 +219,7 @@ def clusters_json(mesh: Any, telemetry: Telemetry | None = None) -> dict[str, An
                 "outlier_detection": {
                     "enabled": outlier is not None,
                     "ejected": sum(1 for h in hosts if h["ejected"]),
+                    "ejections_total": _ejections(view),
                 },
                 "rq_total": sum(h["rq_total"] for h in hosts),
                 "rq_active": sum(h["rq_active"] for h in hosts),
