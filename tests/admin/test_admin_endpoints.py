@@ -123,3 +123,35 @@ def test_prometheus_has_xds_and_is_well_formed(live: Live) -> None:
     }
     assert updates[("Listener", "true")] >= 1 and updates[("Cluster", "true")] >= 1
     assert render_errors(get(live, "/config_dump").json()) == []
+
+
+def test_server_side_metrics_are_in_the_same_scrape(live: Live) -> None:
+    from fastapi import FastAPI
+    from meshlib.integrations import Inbound
+    from meshlib.integrations.asgi import MeshMiddleware
+
+    from tests.support import UvicornThread
+
+    app = FastAPI()
+
+    @app.get("/ratings/{n}")
+    def ratings(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    app.add_middleware(
+        MeshMiddleware, inbound=Inbound(workload="ratings-v1", service="ratings.default.svc")
+    )
+    with UvicornThread(app) as server:
+        for i in range(3):
+            assert httpx.get(f"http://127.0.0.1:{server.port}/ratings/{i}").status_code == 200
+    text = get(live, "/stats/prometheus").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    served = [
+        s
+        for s in families["istio_requests"].samples
+        if s.labels.get("reporter") == "destination"
+        and s.labels.get("destination_workload") == "ratings-v1"
+    ]
+    assert [s.value for s in served] == [3]
+    assert served[0].labels["response_code"] == "200"
+    assert text.count("# TYPE istio_requests_total counter") == 1  # both sides, one family
