@@ -8,7 +8,6 @@ GET only: every other method is answered 405, so nothing can change the mesh rem
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import socket
@@ -18,6 +17,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .._loopback import is_loopback as _is_loopback
 from ..telemetry import StatsRegistry, Telemetry
 from ..telemetry._metrics import process_instruments
 from ._config_dump import TYPES, DumpQueryError, config_dump, xds_client_of
@@ -51,15 +51,6 @@ _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 def _dashboard() -> bytes:
     return resources.files(__package__).joinpath("dashboard.html").read_bytes()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class AdminServer:
@@ -228,8 +219,9 @@ class AdminServer:
         samples = cluster_samples(self.mesh, self.telemetry)
         samples += xds_samples(self.mesh, self.telemetry)
         registry = self.telemetry.stats if self.telemetry is not None else StatsRegistry()
-        inbound = process_instruments().stats
-        also = [inbound] if inbound is not registry else []
+        also = [process_instruments().stats]  # the inbound side's (reporter=destination)
+        if self.telemetry is not None:
+            also.append(self.telemetry.inbound.stats)
         if path == "/stats/prometheus":
             return 200, _PROMETHEUS, registry.prometheus(samples, also).encode()
         lines = filtered(registry.envoy_text(samples, also), query)

@@ -11,7 +11,6 @@ backends on 127.0.0.1, and traffic through ``mesh.httpx_client()``:
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
@@ -25,7 +24,7 @@ from meshlib import Mesh
 from meshlib.admin import AdminServer
 from meshlib.controlplane import CertificateAuthority, ControlPlane
 from tests.admin.test_circuit_breaking_task import DESTINATION_RULE, Httpbin
-from tests.support import UvicornThread
+from tests.support import UvicornThread, workload_yaml
 from tests.test_walking_skeleton import replica_app
 
 SPIFFE = "spiffe://cluster.local/ns/default/sa/productpage"
@@ -93,29 +92,7 @@ spec:
 
 
 def _objects(ports: dict[str, int]) -> str:
-    docs = []
-    for svc in sorted({w.split("-")[0] for w in ports}):
-        port = 8000 if svc == "httpbin" else 9080
-        docs.append(
-            f"apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}}}\n"
-            f"spec: {{ports: [{{name: http, port: {port}}}]}}\n"
-        )
-    for workload, port in sorted(ports.items()):
-        svc, version = workload.split("-", 1)
-        docs.append(
-            textwrap.dedent(
-                f"""\
-                apiVersion: discovery.k8s.io/v1
-                kind: EndpointSlice
-                metadata:
-                  name: {workload}
-                  labels: {{kubernetes.io/service-name: {svc}, version: "{version}"}}
-                addressType: IPv4
-                endpoints: [{{addresses: [127.0.0.1]}}]
-                ports: [{{name: http, port: {port}}}]
-                """
-            )
-        )
+    docs = workload_yaml(ports, lambda svc: 8000 if svc == "httpbin" else 9080)
     return "---\n".join([*docs, ISTIO.strip() + "\n", DESTINATION_RULE.strip() + "\n"])
 
 

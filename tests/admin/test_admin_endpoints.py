@@ -139,7 +139,10 @@ def test_server_side_metrics_are_in_the_same_scrape(live: Live) -> None:
         return {"n": n}
 
     app.add_middleware(
-        MeshMiddleware, inbound=Inbound(workload="ratings-v1", service="ratings.default.svc")
+        MeshMiddleware,
+        inbound=Inbound(
+            workload="ratings-v1", service="ratings.default.svc", telemetry=live.telemetry
+        ),
     )
     with UvicornThread(app) as server:
         for i in range(3):

@@ -10,7 +10,6 @@ refused it, and ``NOT SENT`` when nothing was sent yet.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..._loopback import is_loopback as _is_loopback
 from ._events import AckEvent, EventLog
 
 __all__ = ["SyncServer", "sync_status"]
@@ -82,15 +82,6 @@ def sync_status(servicer: Any, events: EventLog) -> list[dict[str, Any]]:
         )
     out.sort(key=lambda s: s["node_id"])
     return out
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class SyncServer:
