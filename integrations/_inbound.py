@@ -13,13 +13,17 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshlib.context import RequestContext, deadline_from_headers, extract_trace, request_scope
+from meshlib.telemetry._metrics import process_instruments
+
+if TYPE_CHECKING:
+    from meshlib.telemetry import Telemetry
 
 __all__ = [
     "Authorizer",
@@ -112,7 +116,9 @@ class Inbound:
     """Server-side mesh behaviour for one workload.
 
     ``workload``/``namespace``/``service`` label Istio's metrics as the destination;
-    ``authorizer`` (optional) decides before the handler runs.
+    ``authorizer`` (optional) decides before the handler runs. The metrics also go to
+    ``telemetry`` (``mesh.telemetry``: that mesh's admin ``/stats``), or without one to
+    the process's inbound registry, which every admin server renders.
     """
 
     def __init__(
@@ -124,8 +130,10 @@ class Inbound:
         authorizer: Authorizer | None = None,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.workload, self.namespace, self.service = workload, namespace, service
+        self._registry = telemetry.inbound if telemetry is not None else process_instruments()
         self.authorizer = authorizer
         self._tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
         meter = metrics.get_meter(INSTRUMENTATION, meter_provider=meter_provider)
@@ -197,3 +205,4 @@ class Inbound:
             labels["grpc_response_status"] = str(grpc_status)
         self._requests.add(1, labels)
         self._duration.record(elapsed_ms, labels)
+        self._registry.record({k: str(v) for k, v in labels.items()}, elapsed_ms)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cli import Handler, command
+from ._cli_registry import Handler, command
 
 if TYPE_CHECKING:
     from .controlplane._apply import Change

@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 
-from .cli import Handler, command
+from ._cli_registry import Handler, command
+from .admin._config_dump import render_errors
+from .admin._routes import route_rows
 
 __all__ = ["DEFAULT_ADMIN", "config_tables", "status_text", "table"]
 
@@ -51,6 +53,34 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}%"
 
 
+def _breaker_text(cb: dict[str, Any]) -> str:
+    """``max 1 connection, max 1 pending, unlimited requests, max 3 retries; 28 refused``."""
+    if cb.get("max_requests") is None:
+        return "-"
+    text = str(cb.get("summary") or "")
+    refused = int(cb.get("rq_overflow", 0)) + int(cb.get("rq_pending_overflow", 0))
+    if refused:
+        text += f"; {refused} refused"
+    reached = [
+        what
+        for key, what in (
+            ("open", "requests"),
+            ("pending_open", "pending"),
+            ("cx_open", "connections"),
+        )
+        if cb.get(key)
+    ]
+    if reached:
+        text += " (at the limit: " + ", ".join(reached) + ")"
+    return text
+
+
+def _flags_text(by_flag: dict[str, int]) -> str:
+    """``UO 28, FI 3`` (most first)."""
+    ordered = sorted(by_flag.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{flag} {n}" for flag, n in ordered) or "-"
+
+
 def status_text(xds: dict[str, Any], clusters: dict[str, Any]) -> str:
     """The ``meshlib status`` report from ``/xds`` and ``/clusters?format=json``."""
     counts = xds.get("counts", {})
@@ -79,13 +109,8 @@ def status_text(xds: dict[str, Any], clusters: dict[str, Any]) -> str:
     crow, erow = [], []
     for c in clusters.get("cluster_statuses", []):
         cb = c["circuit_breakers"]
-        breaker = (
-            "-"
-            if cb.get("max_requests") is None
-            else f"{cb['active_requests']}/{cb['max_requests']}"
-        )
-        if cb.get("open"):
-            breaker += " OPEN"
+        breaker = _breaker_text(cb)
+        calls = c.get("calls") or {}
         hosts = c["host_statuses"]
         crow.append(
             (
@@ -94,8 +119,9 @@ def status_text(xds: dict[str, Any], clusters: dict[str, Any]) -> str:
                 len(hosts),
                 c["healthy"],
                 c["rq_active"],
-                c["rq_total"],
-                _pct(c["success_rate"]),
+                calls.get("total") or c["rq_total"],  # calls the app made, else attempts
+                _pct(calls["success_rate"] if calls.get("total") else c["success_rate"]),
+                _flags_text(calls.get("by_flag", {})),
                 breaker,
                 c["error"] or "",
             )
@@ -121,8 +147,9 @@ def status_text(xds: dict[str, Any], clusters: dict[str, Any]) -> str:
                 "ENDPOINTS",
                 "HEALTHY",
                 "ACTIVE",
-                "REQUESTS",
+                "CALLS",
                 "SUCCESS",
+                "ERRORS",
                 "BREAKER",
                 "ERROR",
             ),
@@ -186,22 +213,12 @@ def _listener_rows(dump: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 def _route_rows(dump: dict[str, Any]) -> list[tuple[Any, ...]]:
     rows = []
-    for entry in _section(dump, "RoutesConfigDump").get("dynamic_route_configs", []):
-        config = entry.get("route_config", {})
-        for vhost in config.get("virtual_hosts", []):
-            domains = vhost.get("domains", [])
-            shown = ", ".join(domains[:2]) + (
-                f" + {len(domains) - 2} more" if len(domains) > 2 else ""
-            )
-            for route in vhost.get("routes", []):
-                match = route.get("match", {})
-                what = next((f"{k}={v}" for k, v in match.items() if k in ("prefix", "path")), "*")
-                action = route.get("route", {})
-                target = action.get("cluster") or ", ".join(
-                    c.get("name", "")
-                    for c in action.get("weighted_clusters", {}).get("clusters", [])
-                )
-                rows.append((config.get("name", ""), vhost.get("name", ""), shown, what, target))
+    for r in route_rows(dump):
+        domains = r["domains"]
+        shown = ", ".join(domains[:2]) + (f" + {len(domains) - 2} more" if len(domains) > 2 else "")
+        rows.append(
+            (r["route_config"], r["virtual_host"], shown, r["match"], r["targets"], r["fault"])
+        )
     return rows
 
 
@@ -232,7 +249,7 @@ _TABLES = {
         _cluster_rows,
     ),
     "listeners": (("NAME", "ADDRESS", "PORT", "TYPE", "DESTINATION", "STATUS"), _listener_rows),
-    "routes": (("NAME", "VHOST NAME", "DOMAINS", "MATCH", "CLUSTER"), _route_rows),
+    "routes": (("NAME", "VHOST NAME", "DOMAINS", "MATCH", "CLUSTER", "FAULT"), _route_rows),
     "endpoints": (("ENDPOINT", "STATUS", "LOCALITY", "CLUSTER"), _endpoint_rows),
 }
 
@@ -287,6 +304,12 @@ def _config_dump(parser: argparse.ArgumentParser) -> Handler:
             print(json.dumps(dump, indent=2))
         else:
             print(config_tables(dump, types), end="")
-        return 0
+        errors = render_errors(dump)
+        for error in errors:
+            print(f"meshlib: config-dump: {error}", file=sys.stderr)
+        return 1 if errors else 0
 
     return run
+
+
+from . import _cli_proxy_status  # noqa: E402, F401 (registers proxy-status)

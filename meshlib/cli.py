@@ -16,29 +16,16 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
 from . import _cli_args as checked
+from ._cli_registry import COMMANDS as _COMMANDS
+from ._cli_registry import Handler, command
 from .controlplane._workload import ISTIO_CERT_DIR, build_bootstrap
 
 __all__ = ["main"]
-
-
-Handler = Callable[[argparse.Namespace], int]
-Setup = Callable[[argparse.ArgumentParser], Handler]
-_COMMANDS: dict[str, tuple[str, Setup]] = {}
-
-
-def command(name: str, help: str) -> Callable[[Setup], Setup]:
-    """Register a subcommand: the decorated function configures its parser."""
-
-    def register(setup: Setup) -> Setup:
-        _COMMANDS[name] = (help, setup)
-        return setup
-
-    return register
 
 
 @command("control-plane", "run the embedded xDS control plane until SIGINT/SIGTERM")
@@ -59,6 +46,9 @@ def _control_plane(parser: argparse.ArgumentParser) -> Handler:
         type=checked.number(0, 3600, unit="s"),
         default=0.2,
         help="seconds of quiet after an edit before it is pushed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--debug-port", type=int, help="serve /debug/syncz on 127.0.0.1 here (proxy-status)"
     )
     _kubernetes_and_ca_flags(parser)
 
@@ -83,8 +73,13 @@ def _control_plane(parser: argparse.ArgumentParser) -> Handler:
                 debounce=args.debounce,
             ) as cp:
                 print(f"meshlib control plane listening on {cp.address}", flush=True)
+                debug = None if args.debug_port is None else cp.debug_server(port=args.debug_port)
+                if debug is not None:
+                    print(f"meshlib control plane debug on {debug.url}/debug/syncz", flush=True)
                 while not done.wait(0.5):
                     pass
+                if debug is not None:
+                    debug.stop()
             print("meshlib control plane stopped", flush=True)
         finally:
             for sig, handler in previous.items():

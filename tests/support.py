@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +81,27 @@ def write_config(
     path = directory / filename
     path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
     return path
+
+
+def workload_yaml(
+    ports: dict[str, int], service_port: Callable[[str], int] = lambda s: 9080
+) -> list[str]:
+    """YAML documents for loopback workloads named ``<service>-<version>``: one Service
+    per service (on ``service_port(service)``) and one EndpointSlice per workload,
+    labelled ``version: <version>`` (for DestinationRule subsets)."""
+    docs = []
+    for svc in sorted({w.split("-")[0] for w in ports}):
+        docs.append(
+            f"apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}}}\n"
+            f"spec: {{ports: [{{name: http, port: {service_port(svc)}}}]}}\n"
+        )
+    for workload, port in sorted(ports.items()):
+        svc, version = workload.split("-", 1)
+        docs.append(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+            f"metadata:\n  name: {workload}\n"
+            f'  labels: {{kubernetes.io/service-name: {svc}, version: "{version}"}}\n'
+            "addressType: IPv4\nendpoints: [{addresses: [127.0.0.1]}]\n"
+            f"ports: [{{name: http, port: {port}}}]\n"
+        )
+    return docs

@@ -140,6 +140,16 @@ class XdsClient:
             connections = list(self._connections.values())
         return client_config(self.node, connections)
 
+    def update_counts(self) -> dict[tuple[str, bool], int]:
+        """Responses ACKed (``(type_url, True)``) and NACKed (``False``) so far."""
+        with self._lock:
+            connections = list(self._connections.values())
+        out: dict[tuple[str, bool], int] = {}
+        for c in connections:
+            for key, n in list(c.updates.items()):
+                out[key] = out.get(key, 0) + n
+        return out
+
     def servers(self) -> list[ServerConfig | None]:
         """The server each connection's live stream talks to (None: disconnected)."""
         with self._lock:

@@ -84,6 +84,8 @@ class Connection:
         self._hold = 0  # > 0: subscription changes wait for release() (coalesced)
         self._dirty: set[str] = set()
         self._start_pending = False
+        #: Responses applied (ACKed, True) or rejected (NACKed, False), per type URL.
+        self.updates: dict[tuple[str, bool], int] = {}
 
     # -- subscriptions (any thread) ----------------------------------------------------
     def watch(self, rtype: ResourceType[Any], name: str, watcher: ResourceWatcher[Any]) -> None:
@@ -256,6 +258,8 @@ class Connection:
             server = self.server
             ignore = server is not None and server.ignore_resource_deletion
             notify, reply, errors = proto.on_response(self.states, response, ignore_deletion=ignore)
+            key = (response.type_url, not errors)
+            self.updates[key] = self.updates.get(key, 0) + 1
             if errors:
                 log.warning("xDS NACK %s: %s", response.type_url, "; ".join(errors))
             if reply is not None:

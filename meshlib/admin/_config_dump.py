@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from pathlib import Path
 from typing import Any
 
 from envoy.admin.v3 import config_dump_shared_pb2 as shared
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory
 
-__all__ = ["TYPES", "client_dump", "config_dump", "xds_client_of"]
+__all__ = [
+    "TYPES",
+    "DumpQueryError",
+    "client_dump",
+    "config_dump",
+    "render_errors",
+    "to_json",
+    "xds_client_of",
+]
 
 _PREFIX = "type.googleapis.com/envoy.config."
 LISTENER = _PREFIX + "listener.v3.Listener"
@@ -31,33 +40,30 @@ TYPES = {
     "clusters": _DUMP + "ClustersConfigDump",
     "endpoints": _DUMP + "EndpointsConfigDump",
 }
-# Typed configs the proxyless generator and the embedded control plane put in resources:
-# their descriptors must be loaded for JSON rendering of the nested Any fields.
-_TYPED_CONFIG_MODULES = (
-    "envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2",
-    "envoy.extensions.filters.http.router.v3.router_pb2",
-    "envoy.extensions.filters.http.fault.v3.fault_pb2",
-    "envoy.extensions.filters.http.rbac.v3.rbac_pb2",
-    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
-    "envoy.extensions.load_balancing_policies.wrr_locality.v3.wrr_locality_pb2",
-    "envoy.extensions.load_balancing_policies.round_robin.v3.round_robin_pb2",
-    "envoy.extensions.load_balancing_policies.ring_hash.v3.ring_hash_pb2",
-    "envoy.extensions.load_balancing_policies.least_request.v3.least_request_pb2",
-    "envoy.extensions.load_balancing_policies.maglev.v3.maglev_pb2",
-    "envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.client_side_weighted_round_robin_pb2",
-    "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
-)
-_loaded = False
+_MISSING = "Can not find message descriptor by type_url: type.googleapis.com/"
+_imported: set[str] = set()
 
 
-def _load_descriptors() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for name in _TYPED_CONFIG_MODULES:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    _loaded = True
+def _import_package_of(type_name: str) -> bool:
+    """Import every ``*_pb2`` module of the xds-protos package that defines
+    ``type_name`` (e.g. ``envoy.extensions.retry.host.previous_hosts.v3``), so the
+    default descriptor pool knows it; False when no such package exists."""
+    parts = type_name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):  # nested messages: try shorter prefixes
+        package = ".".join(parts[:cut])
+        if package in _imported:
+            return False
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            continue
+        _imported.add(package)
+        for path in getattr(module, "__path__", []):
+            for entry in sorted(Path(path).glob("*_pb2.py")):
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(f"{package}.{entry.stem}")
+        return True
+    return False
 
 
 def xds_client_of(mesh: Any) -> Any:
@@ -149,24 +155,150 @@ def _named_cluster(name: str) -> Any:
     return cluster_pb2.Cluster(name=name)
 
 
-def _to_json(message: Any) -> dict[str, Any]:
+def to_json(message: Any) -> dict[str, Any]:
+    """``message`` as an Any in JSON, every nested typed config rendered: the packages
+    of types the descriptor pool lacks are imported on first sight. A type no installed
+    package defines gives ``{"@type": ..., "error": ...}`` (see ``render_errors``)."""
     packed = any_pb2.Any()
     packed.Pack(message)
-    try:
-        return dict(json_format.MessageToDict(packed, preserving_proto_field_name=True))
-    except (TypeError, KeyError) as exc:  # a typed config whose descriptor is not loaded
-        return {"@type": packed.type_url, "error": f"cannot render as JSON: {exc}"}
+    for _ in range(64):  # each round imports one more package; bounded
+        try:
+            return dict(json_format.MessageToDict(packed, preserving_proto_field_name=True))
+        except (TypeError, KeyError) as exc:
+            text = str(exc)
+            missing = text.partition(_MISSING)[2].strip()
+            if not missing or not _import_package_of(missing):
+                return {"@type": packed.type_url, "error": f"cannot render as JSON: {text}"}
+    return {"@type": packed.type_url, "error": "cannot render as JSON: too many nested types"}
 
 
-def config_dump(mesh: Any, types: set[str] | None = None) -> dict[str, Any]:
+class DumpQueryError(ValueError):
+    """A ``?resource=`` or ``?mask=`` Envoy would refuse: ``status`` is its HTTP code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _mask(message: Any, paths: list[str]) -> Any:
+    """A copy of ``message`` with only the fields ``paths`` name (FieldMask paths, going
+    into ``Any`` fields as Envoy's admin does: ``cluster.name``)."""
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        head, _, rest = path.partition(".")
+        groups.setdefault(head, []).append(rest)
+    if message.DESCRIPTOR.full_name == "google.protobuf.Any":
+        inner = _unpack(message)
+        packed = any_pb2.Any()
+        packed.Pack(_mask(inner, paths))
+        return packed
+    out = type(message)()
+    for name, rests in groups.items():
+        fd = message.DESCRIPTOR.fields_by_name.get(name)
+        if fd is None:
+            raise DumpQueryError(400, f"mask: {message.DESCRIPTOR.full_name} has no field {name!r}")
+        repeated = _repeated(fd)
+        if "" in rests or fd.message_type is None or fd.message_type.GetOptions().map_entry:
+            if repeated:
+                getattr(out, name).extend(getattr(message, name))
+            elif fd.message_type is None:
+                setattr(out, name, getattr(message, name))
+            elif message.HasField(name):
+                getattr(out, name).CopyFrom(getattr(message, name))
+            continue
+        if repeated:
+            for element in getattr(message, name):
+                getattr(out, name).add().CopyFrom(_mask(element, rests))
+        elif message.HasField(name):
+            getattr(out, name).CopyFrom(_mask(getattr(message, name), rests))
+    return out
+
+
+def _repeated(fd: Any) -> bool:
+    is_repeated = getattr(fd, "is_repeated", None)  # protobuf >= 5.28; ``label`` before
+    return bool(is_repeated) if is_repeated is not None else fd.label == fd.LABEL_REPEATED
+
+
+def _unpack(packed: Any) -> Any:
+    type_name = packed.type_url.rpartition("/")[2]
+    pool = descriptor_pool.Default()
+    for _ in range(2):
+        try:
+            cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(type_name))
+            break
+        except KeyError:
+            if not _import_package_of(type_name):
+                raise DumpQueryError(400, f"mask: cannot look into {type_name}") from None
+    else:
+        raise DumpQueryError(400, f"mask: cannot look into {type_name}")
+    inner = cls()
+    packed.Unpack(inner)
+    return inner
+
+
+def config_dump(
+    mesh: Any,
+    types: set[str] | None = None,
+    *,
+    resource: str = "",
+    mask: str = "",
+) -> dict[str, Any]:
     """``{"configs": [...]}`` as Envoy's admin ``/config_dump`` returns it; ``types``
-    (``listeners``, ``routes``, ``clusters``, ``endpoints``) limits the sections."""
-    _load_descriptors()
+    (``listeners``, ``routes``, ``clusters``, ``endpoints``) limits the sections.
+
+    As in Envoy: ``resource`` names a repeated field of one of the sections
+    (``dynamic_active_clusters``, ``dynamic_listeners``...) and the dump is its
+    elements (404 when no section has it, 400 when it is not repeated); ``mask``
+    (comma-separated field paths) is applied to each section, or with ``resource`` to
+    each element (400 when a path does not exist)."""
     dump = client_dump(mesh)
     sections = _from_dump(dump) if dump is not None else _from_snapshot(mesh.snapshot)
     wanted = None if not types else {TYPES[t] for t in types}
-    configs = [_to_json(s) for s in sections]
-    return {"configs": [c for c in configs if wanted is None or c["@type"] in wanted]}
+    sections = [s for s in sections if wanted is None or _DUMP + s.DESCRIPTOR.name in wanted]
+    paths = [p for p in mask.split(",") if p] if mask else []
+    if not resource:
+        if not paths:
+            return {"configs": [to_json(s) for s in sections]}
+        # each section keeps the paths it has; a path no section has is an error
+        masked = []
+        for s in sections:
+            fields = s.DESCRIPTOR.fields_by_name
+            masked.append(_mask(s, [p for p in paths if p.partition(".")[0] in fields]))
+        known = {f for s in sections for f in s.DESCRIPTOR.fields_by_name}
+        unknown = [p for p in paths if p.partition(".")[0] not in known]
+        if unknown:
+            raise DumpQueryError(400, f"mask: no config dump has field {unknown[0]!r}")
+        return {"configs": [to_json(m) for m in masked]}
+    found = False
+    configs = []
+    for section in sections:
+        fd = section.DESCRIPTOR.fields_by_name.get(resource)
+        if fd is None:
+            continue
+        if not _repeated(fd) or fd.message_type is None:
+            raise DumpQueryError(
+                400, f"resource {resource!r} is not a repeated field; use ?mask= for it"
+            )
+        found = True
+        for element in getattr(section, resource):
+            configs.append(to_json(_mask(element, paths) if paths else element))
+    if not found:
+        raise DumpQueryError(404, f"resource {resource!r}: no config dump has such a field")
+    return {"configs": configs}
+
+
+def render_errors(doc: Any) -> list[str]:
+    """The ``error`` strings of entries ``to_json`` could not render, anywhere in ``doc``."""
+    out: list[str] = []
+    if isinstance(doc, dict):
+        if "@type" in doc and isinstance(doc.get("error"), str):
+            out.append(doc["error"])
+        for v in doc.values():
+            out += render_errors(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            out += render_errors(v)
+    return out
 
 
 def resource_status(dump: Any) -> list[dict[str, Any]]:

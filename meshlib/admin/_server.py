@@ -8,10 +8,8 @@ GET only: every other method is answered 405, so nothing can change the mesh rem
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,9 +17,14 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..telemetry import Telemetry
-from ._config_dump import TYPES, config_dump, xds_client_of
-from ._views import clusters_json, clusters_text, ready, snapshot_samples, xds_json
+from .._loopback import is_loopback as _is_loopback
+from ..telemetry import StatsRegistry, Telemetry
+from ..telemetry._metrics import process_instruments
+from ._config_dump import TYPES, DumpQueryError, config_dump, xds_client_of
+from ._info import certs_json, listeners_json, listeners_text, server_info_json
+from ._routes import routes_json
+from ._stats import MAX_PARAMS, FilterError, cluster_samples, compile_filter, filtered, xds_samples
+from ._views import calls_by, clusters_json, clusters_text, ready, xds_json
 
 __all__ = ["ENDPOINTS", "AdminServer"]
 
@@ -30,11 +33,15 @@ log = logging.getLogger("meshlib.admin")
 #: Path -> what it serves (also the ``/help`` text).
 ENDPOINTS = {
     "/": "the dashboard (clusters, endpoints, success rate, latency, breakers, xDS)",
-    "/config_dump": "the xDS config in Envoy's JSON shape (?types=clusters,routes,...)",
+    "/config_dump": "the xDS config in Envoy's JSON shape (?resource=, ?mask=, ?types=)",
     "/clusters": "upstream clusters and endpoints (?format=json)",
     "/stats": "statistics (?format=json, ?filter=REGEX)",
     "/stats/prometheus": "statistics in Prometheus text format",
     "/xds": "xDS connection state and per-resource status (JSON)",
+    "/routes": "every route in words: match, clusters and weights, faults, calls (JSON)",
+    "/listeners": "the listeners (targets) the mesh resolved (?format=json)",
+    "/server_info": "version, state, uptime, node and options (JSON, Envoy's ServerInfo)",
+    "/certs": "workload certificate and CA roots: SPIFFE ID, issuer, serial, expiry (JSON)",
     "/ready": "200 LIVE once every requested target is resolved, else 503",
     "/healthz": "200 OK while the server runs",
     "/help": "this list",
@@ -44,15 +51,6 @@ _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 def _dashboard() -> bytes:
     return resources.files(__package__).joinpath("dashboard.html").read_bytes()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class AdminServer:
@@ -177,38 +175,56 @@ class AdminServer:
             unknown = types - set(TYPES)
             if unknown:
                 return _error(400, f"unknown types {sorted(unknown)}; use {sorted(TYPES)}")
-            return _json(config_dump(self.mesh, types))
+            try:
+                return _json(
+                    config_dump(
+                        self.mesh,
+                        types,
+                        resource=(query.get("resource") or [""])[0],
+                        mask=(query.get("mask") or [""])[0],
+                    )
+                )
+            except DumpQueryError as exc:
+                return _error(exc.status, str(exc))
         if path == "/clusters":
             doc = clusters_json(self.mesh, self.telemetry)
             return _json(doc) if fmt == "json" else (200, "text/plain", clusters_text(doc).encode())
         if path == "/xds":
             return _json(xds_json(self.mesh, self.telemetry))
+        if path == "/routes":
+            dump = config_dump(self.mesh, {"routes"})
+            return _json(routes_json(dump, calls_by(self.telemetry, "route")))
+        if path == "/listeners":
+            doc = listeners_json(self.mesh)
+            return (
+                _json(doc) if fmt == "json" else (200, "text/plain", listeners_text(doc).encode())
+            )
+        if path == "/server_info":
+            return _json(server_info_json(self.mesh, ready(self.mesh)[0]))
+        if path == "/certs":
+            return _json(certs_json(self.mesh))
         if path in ("/stats", "/stats/prometheus"):
-            return self._stats(path, fmt, (query.get("filter") or [""])[0])
+            return self._stats(path, fmt, query)
         if path == "/help":
             text = "".join(f"  {p}: {what}\n" for p, what in ENDPOINTS.items())
             return 200, "text/plain", ("admin commands are:\n" + text).encode()
         return _error(404, f"no admin endpoint {path!r}; see /help")
 
-    def _stats(self, path: str, fmt: str, pattern: str) -> tuple[int, str, bytes]:
-        samples = snapshot_samples(self.mesh)
-        registry = self.telemetry.stats if self.telemetry is not None else None
+    def _stats(self, path: str, fmt: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        try:  # refuse a bad filter before any work
+            if query.get("filter"):
+                compile_filter(query["filter"][0])
+        except FilterError as exc:
+            return _error(400, str(exc))
+        samples = cluster_samples(self.mesh, self.telemetry)
+        samples += xds_samples(self.mesh, self.telemetry)
+        registry = self.telemetry.stats if self.telemetry is not None else StatsRegistry()
+        also = [process_instruments().stats]  # the inbound side's (reporter=destination)
+        if self.telemetry is not None:
+            also.append(self.telemetry.inbound.stats)
         if path == "/stats/prometheus":
-            if registry is None:
-                from ..telemetry import StatsRegistry
-
-                registry = StatsRegistry()
-            return 200, _PROMETHEUS, registry.prometheus(samples).encode()
-        if registry is not None:
-            lines = registry.envoy_text(samples)
-        else:
-            lines = sorted((s.envoy or s.name, str(s.value)) for s in samples)
-        if pattern:
-            try:
-                rx = re.compile(pattern)
-            except re.error as exc:
-                return _error(400, f"filter: invalid regular expression: {exc}")
-            lines = [(n, v) for n, v in lines if rx.search(n)]
+            return 200, _PROMETHEUS, registry.prometheus(samples, also).encode()
+        lines = filtered(registry.envoy_text(samples, also), query)
         if fmt == "json":
             return _json({"stats": [{"name": n, "value": v} for n, v in lines]})
         return 200, "text/plain", "".join(f"{n}: {v}\n" for n, v in lines).encode()
@@ -245,7 +261,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         try:
-            status, ctype, body = self.admin.render(parts.path, parse_qs(parts.query))
+            query = parse_qs(parts.query, errors="strict", max_num_fields=MAX_PARAMS)
+        except UnicodeDecodeError:
+            self._send(*_error(400, "query: not valid UTF-8 once percent-decoded"))
+            return
+        except ValueError:
+            self._send(*_error(400, f"query: more than {MAX_PARAMS} parameters"))
+            return
+        try:
+            status, ctype, body = self.admin.render(parts.path, query)
         except Exception as exc:
             log.exception("admin %s failed", self.path)
             status, ctype, body = _error(500, f"{type(exc).__name__}: {exc}")

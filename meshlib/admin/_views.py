@@ -14,8 +14,17 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from ..telemetry import Sample, Telemetry
 from ._config_dump import ENDPOINTS, client_dump, resource_status, xds_client_of
+from ._stats import cluster_samples
 
-__all__ = ["clusters_json", "clusters_text", "ready", "snapshot_samples", "xds_json"]
+__all__ = [
+    "breaker_words",
+    "calls_by",
+    "clusters_json",
+    "clusters_text",
+    "ready",
+    "snapshot_samples",
+    "xds_json",
+]
 
 _Locality = tuple[str, str, str, int]
 
@@ -89,7 +98,7 @@ def _host(
 def _breaker(view: Any) -> dict[str, Any]:
     breaker = getattr(view, "breaker", None)
     if breaker is None:
-        return {"max_requests": None, "active_requests": 0, "open": False}
+        return {"max_requests": None, "active_requests": 0, "open": False, "summary": "none"}
     t = breaker.thresholds()
     active = breaker.active("requests")
     stats = getattr(breaker, "stats", None)
@@ -107,14 +116,86 @@ def _breaker(view: Any) -> dict[str, Any]:
         "cx_overflow": getattr(stats, "cx_overflow", 0),
         "rq_pending_overflow": getattr(stats, "rq_pending_overflow", 0),
         "rq_drop_overload": getattr(stats, "rq_drop_overload", 0),
+        "rq_pending_total": getattr(stats, "rq_pending_total", 0),
         "open": active >= t.max_requests,
+        "pending_open": breaker.active("pending") >= t.max_pending_requests,
+        "cx_open": breaker.active("connections") >= t.max_connections,
+        "summary": breaker_words(t),
     }
+
+
+UNLIMITED = 0xFFFFFFFF  # Istio's "no limit" (max uint32)
+_LIMIT_WORDS = (
+    ("max_connections", "connection"),
+    ("max_pending_requests", "pending"),
+    ("max_requests", "request"),
+    ("max_retries", "retry"),
+)
+
+
+def _limit(value: int, noun: str) -> str:
+    if value >= UNLIMITED:
+        plural = {"connection": "connections", "request": "requests", "retry": "retries"}
+        return f"unlimited {plural.get(noun, noun)}"
+    if noun == "pending" or value == 1:
+        return f"max {value} {noun}"
+    return f"max {value} {'retries' if noun == 'retry' else noun + 's'}"
+
+
+def breaker_words(t: Any) -> str:
+    """A cluster's thresholds in words: ``max 1 connection, max 1 pending, unlimited
+    requests, max 3 retries`` (a retry budget instead of max_retries when set); ``no
+    limits`` when every threshold is unlimited (istiod's default)."""
+    parts = [_limit(int(getattr(t, attr)), noun) for attr, noun in _LIMIT_WORDS[:3]]
+    budget = getattr(t, "retry_budget", None)
+    if budget is not None:
+        parts.append(
+            f"retries within {budget.budget_percent:g}% of active requests"
+            f" (min {budget.min_retry_concurrency})"
+        )
+    else:
+        parts.append(_limit(int(t.max_retries), "retry"))
+    if all(p.startswith("unlimited") for p in parts):
+        return "no limits"
+    return ", ".join(parts)
+
+
+def _ejections(view: Any) -> int:
+    detector = next((h.outlier for h in view.endpoints if getattr(h, "outlier", None)), None)
+    return int(getattr(detector, "ejections_total", 0))
+
+
+def calls_by(telemetry: Telemetry | None, by: str) -> dict[str, dict[str, Any]]:
+    """Calls per ``cluster``, per ``route`` (keyed ``route name|cluster``: istiod names
+    many routes ``default``) or per ``route_name`` as the application saw them: total, success
+    rate (a status under 500, as Istio counts it), counts by response flag (``HTTP
+    503`` for a 5xx without a flag) and by code (``meshlib_route_requests_total``)."""
+    out: dict[str, dict[str, Any]] = {}
+    if telemetry is None:
+        return out
+    for key, n in telemetry.registry.routes.values.items():
+        code, flag = key[2], key[3]
+        name = key[1] if by == "cluster" else f"{key[0]}|{key[1]}" if by == "route" else key[0]
+        slot = out.setdefault(name, {"total": 0, "ok": 0, "by_flag": {}, "by_code": {}})
+        slot["total"] += int(n)
+        failed = not 0 < int(code) < 500  # Istio's success: a response under 500
+        if not failed:
+            slot["ok"] += int(n)
+        shown = flag if flag != "-" else (f"HTTP {code}" if failed else "")
+        if shown:  # a flag (DI on a success too), or a 5xx the upstream sent
+            slot["by_flag"][shown] = slot["by_flag"].get(shown, 0) + int(n)
+        slot["by_code"][code] = slot["by_code"].get(code, 0) + int(n)
+    for slot in out.values():
+        slot["success_rate"] = _pct(slot["ok"], slot["total"])
+    return out
 
 
 def clusters_json(mesh: Any, telemetry: Telemetry | None = None) -> dict[str, Any]:
     """Envoy's ``/clusters?format=json`` shape (``cluster_statuses``, ``host_statuses``)
-    with meshlib's live figures (success rate, latency, breaker, ejection) added."""
+    with meshlib's live figures (success rate, latency, breaker, ejection, and the calls
+    by response flag) added."""
     snapshot = mesh.snapshot
+    calls = calls_by(telemetry, "cluster")
     localities = _localities(client_dump(mesh))
     statuses = []
     for name in sorted(snapshot.clusters):
@@ -138,12 +219,16 @@ def clusters_json(mesh: Any, telemetry: Telemetry | None = None) -> dict[str, An
                 "outlier_detection": {
                     "enabled": outlier is not None,
                     "ejected": sum(1 for h in hosts if h["ejected"]),
+                    "ejections_total": _ejections(view),
                 },
                 "rq_total": sum(h["rq_total"] for h in hosts),
                 "rq_active": sum(h["rq_active"] for h in hosts),
                 "rq_error": errors,
                 "success_rate": _pct(total - errors, total),
                 "healthy": sum(1 for h in hosts if h["healthy"]),
+                "calls": calls.get(
+                    name, {"total": 0, "ok": 0, "by_flag": {}, "by_code": {}, "success_rate": None}
+                ),
                 "host_statuses": hosts,
             }
         )
@@ -228,42 +313,5 @@ def ready(mesh: Any) -> tuple[bool, str]:
 
 
 def snapshot_samples(mesh: Any) -> list[Sample]:
-    """Envoy's per-cluster statistics, read from live state at scrape time (Prometheus
-    names as Istio exports them, ``envoy_cluster_*{cluster_name=...}``)."""
-    out: list[Sample] = []
-    for name, view in sorted(mesh.snapshot.clusters.items()):
-        hosts = view.endpoints
-        breaker = _breaker(view)
-        values = {
-            "upstream_rq_total": ("counter", sum(h.total_requests for h in hosts)),
-            "upstream_rq_active": ("gauge", sum(h.active_requests for h in hosts)),
-            "upstream_rq_error": ("counter", sum(h.failures for h in hosts)),
-            "upstream_rq_active_overflow": ("counter", breaker.get("rq_overflow", 0)),
-            "upstream_rq_pending_overflow": ("counter", breaker.get("rq_pending_overflow", 0)),
-            "upstream_rq_pending_active": ("gauge", breaker.get("pending_requests", 0)),
-            "upstream_cx_overflow": ("counter", breaker.get("cx_overflow", 0)),
-            "upstream_rq_retry_overflow": ("counter", breaker.get("retry_overflow", 0)),
-            "upstream_rq_drop_overload": ("counter", breaker.get("rq_drop_overload", 0)),
-            "outlier_detection_ejections_active": ("gauge", sum(1 for h in hosts if h.ejected)),
-            "membership_total": ("gauge", len(hosts)),
-            "membership_healthy": (
-                "gauge",
-                sum(1 for h in hosts if h.endpoint.usable and not h.ejected),
-            ),
-            "membership_degraded": (
-                "gauge",
-                sum(1 for h in hosts if h.endpoint.health == "DEGRADED" and not h.ejected),
-            ),
-        }
-        for stat, (kind, value) in values.items():
-            out.append(
-                Sample(
-                    f"envoy_cluster_{stat}",
-                    kind,
-                    (("cluster_name", name),),
-                    float(value),
-                    f"Envoy's cluster.{stat}",
-                    envoy=f"cluster.{name}.{stat}",
-                )
-            )
-    return out
+    """Envoy's per-cluster statistics at scrape time (see ``_stats.cluster_samples``)."""
+    return cluster_samples(mesh)

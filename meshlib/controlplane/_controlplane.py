@@ -19,6 +19,7 @@ from .translate._translate import translate
 from .xds._cache import Snapshot, SnapshotCache, VersionedSnapshotCache
 from .xds._events import AckEvent, EventLog
 from .xds._server import XdsServer
+from .xds._syncz import SyncServer, sync_status
 
 __all__ = ["ControlPlane"]
 
@@ -91,6 +92,16 @@ class ControlPlane:
     def address(self) -> str:
         """``host:port``, usable as a gRPC target and a bootstrap ``server_uri``."""
         return self._server.address
+
+    def sync_status(self) -> list[dict[str, Any]]:
+        """Every connected client: node id, and per type the version sent and the
+        client's ACK or NACK (with its error), as istiod's ``/debug/syncz``."""
+        return sync_status(self._server.servicer, self.events)
+
+    def debug_server(self, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> SyncServer:
+        """A started HTTP server for ``/debug/syncz`` (``meshlib proxy-status`` reads
+        it); loopback only unless ``allow_remote=True``. Stop it when done."""
+        return SyncServer(self.sync_status, host, port, **kwargs).start()
 
     def start(self) -> ControlPlane:
         """Load the configuration, then start serving; returns ``self``."""

@@ -67,7 +67,8 @@ class Admission:
 class BreakerStats:
     """Overflow counters: ``rq_overflow`` (max_requests), ``retry_overflow`` (Envoy's
     ``upstream_rq_retry_overflow``), ``cx_overflow`` (``upstream_cx_overflow``),
-    ``rq_pending_overflow`` (max_pending_requests), and ``rq_drop_overload`` (requests
+    ``rq_pending_overflow`` (max_pending_requests), ``rq_pending_total`` (requests that
+    waited pending), and ``rq_drop_overload`` (requests
     dropped by the EDS drop_overloads, Envoy's ``upstream_rq_drop_overload``; kept here
     because the breaker outlives config pushes)."""
 
@@ -76,6 +77,14 @@ class BreakerStats:
     cx_overflow: int = 0
     rq_pending_overflow: int = 0
     rq_drop_overload: int = 0
+    #: Requests that waited for a connection (admitted pending: Envoy's
+    #: ``upstream_rq_pending_total``). A request that opens its own connection does not
+    #: wait in the queue, so it is not counted.
+    rq_pending_total: int = 0
+    #: Pending requests failed by a connection failure (Envoy's
+    #: ``upstream_rq_pending_failure_eject``): a waiter of meshlib's pools is woken to
+    #: look again when a connection fails, never failed with it, so this stays 0.
+    rq_pending_failure_eject: int = 0
 
 
 class ClusterBreaker:
@@ -167,6 +176,8 @@ class ClusterBreaker:
                 setattr(self.stats, stat, getattr(self.stats, stat) + 1)
             else:
                 self._active[key] = n + 1
+                if kind == "pending":
+                    self.stats.rq_pending_total += 1
         if overflow:
             raise CircuitBreakerOpen(
                 f"{self.cluster}: circuit breaker {limit_name}={limit} reached ({priority})",

@@ -55,6 +55,13 @@ class OutlierDetector:
         self._hosts: tuple[EndpointState, ...] = ()
         self.next_sweep = clock() + config.interval
         self.ejections_total = 0
+        #: Envoy's ``outlier_detection.ejections_{detected,enforced}_<detector>`` counts
+        #: (detector: consecutive_5xx, consecutive_gateway_failure,
+        #: consecutive_local_origin_failure, success_rate, failure_percentage, ...).
+        self.detected: dict[str, int] = {}
+        self.enforced: dict[str, int] = {}
+        #: Ejections refused by max_ejection_percent (Envoy's ``ejections_overflow``).
+        self.ejections_overflow = 0
 
     def configure(self, config: OutlierDetection, hosts: Sequence[EndpointState]) -> None:
         """A new config or endpoint set (on the xDS thread)."""
@@ -113,12 +120,18 @@ class OutlierDetector:
             "gateway": c.enforcing_consecutive_gateway_failure,
             "local": c.enforcing_consecutive_local_origin_failure,
         }
+        names = {
+            "5xx": "consecutive_5xx",
+            "gateway": "consecutive_gateway_failure",
+            "local": "consecutive_local_origin_failure",
+        }
         for d in detectors:
-            if self._eject(state, enforcing[d]):
+            if self._eject(state, enforcing[d], names[d]):
                 self.on_change()
                 return
 
-    def _eject(self, state: EndpointState, enforcing: int) -> bool:
+    def _eject(self, state: EndpointState, enforcing: int, kind: str) -> bool:
+        self.detected[kind] = self.detected.get(kind, 0) + 1
         if enforcing <= 0 or (enforcing < 100 and self._rng.randrange(100) >= enforcing):
             return False
         c = self.config
@@ -128,6 +141,7 @@ class OutlierDetector:
             ejected = sum(1 for h in self._hosts if h.ejected)
             within = 100 * (ejected + 1) <= c.max_ejection_percent * len(self._hosts)
             if not within and not (c.always_eject_one_host and ejected == 0):
+                self.ejections_overflow += 1
                 return False
             s = state.stats
             s.times_ejected += 1
@@ -137,6 +151,7 @@ class OutlierDetector:
             s.ejected_at = self._clock()
             state.ejected = True
             self.ejections_total += 1
+            self.enforced[kind] = self.enforced.get(kind, 0) + 1
         return True
 
     # -- interval sweep (timer thread) --------------------------------------------------
@@ -158,12 +173,19 @@ class OutlierDetector:
                 s.times_ejected -= 1
         with_local = c.split_external_local_origin_errors
         snapshot = [(h, self._interval(h.stats)) for h in self._hosts if not h.ejected]
-        changed |= self._success_rate(snapshot, 0, c.enforcing_success_rate)
-        changed |= self._failure_percentage(snapshot, 0, c.enforcing_failure_percentage)
+        changed |= self._success_rate(snapshot, 0, c.enforcing_success_rate, "success_rate")
+        changed |= self._failure_percentage(
+            snapshot, 0, c.enforcing_failure_percentage, "failure_percentage"
+        )
         if with_local:
-            changed |= self._success_rate(snapshot, 1, c.enforcing_local_origin_success_rate)
+            changed |= self._success_rate(
+                snapshot, 1, c.enforcing_local_origin_success_rate, "local_origin_success_rate"
+            )
             changed |= self._failure_percentage(
-                snapshot, 1, c.enforcing_failure_percentage_local_origin
+                snapshot,
+                1,
+                c.enforcing_failure_percentage_local_origin,
+                "local_origin_failure_percentage",
             )
         for h in self._hosts:
             with h.lock:
@@ -179,6 +201,7 @@ class OutlierDetector:
         hosts: list[tuple[EndpointState, tuple[tuple[int, int], tuple[int, int]]]],
         which: int,
         enforcing: int,
+        kind: str,
     ) -> bool:
         c = self.config
         rates = [
@@ -195,7 +218,7 @@ class OutlierDetector:
         changed = False
         for h, rate in rates:
             if rate < threshold and not math.isclose(rate, threshold):
-                changed |= self._eject(h, enforcing)
+                changed |= self._eject(h, enforcing, kind)
         return changed
 
     def _failure_percentage(
@@ -203,6 +226,7 @@ class OutlierDetector:
         hosts: list[tuple[EndpointState, tuple[tuple[int, int], tuple[int, int]]]],
         which: int,
         enforcing: int,
+        kind: str,
     ) -> bool:
         c = self.config
         eligible = [
@@ -215,7 +239,7 @@ class OutlierDetector:
         changed = False
         for h, pct in eligible:
             if pct >= c.failure_percentage_threshold:
-                changed |= self._eject(h, enforcing)
+                changed |= self._eject(h, enforcing, kind)
         return changed
 
 

@@ -6,13 +6,15 @@ cluster statistics for the rest:
 ===================================== ========= ===========================================
 name                                  kind      labels
 ===================================== ========= ===========================================
-istio_requests_total                  counter   ISTIO_LABELS (one per call)
+istio_requests_total                  counter   ISTIO_LABELS (one per call; reporter=source,
+                                                and reporter=destination from the inbound side)
 istio_request_duration_milliseconds   histogram ISTIO_LABELS (ms, one per call)
+meshlib_route_requests_total          counter   route, cluster, response_code, response_flags
 meshlib_upstream_rq_total             counter   cluster, endpoint, outcome, response_code
 meshlib_upstream_rq_time              histogram cluster, endpoint (ms, one per attempt)
 meshlib_upstream_rq_active            updown    cluster
 meshlib_upstream_rq_retry_total       counter   cluster, reason
-meshlib_upstream_cx_overflow_total    counter   cluster
+meshlib_upstream_rq_overflow_total    counter   cluster (calls refused by its circuit breaker)
 meshlib_outlier_ejections_active      updown    cluster
 meshlib_outlier_ejections_total       counter   cluster
 meshlib_xds_updates_total             counter   type, accepted
@@ -22,6 +24,7 @@ meshlib_xds_connected                 gauge     (none)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from opentelemetry import metrics
@@ -29,7 +32,15 @@ from opentelemetry import metrics
 from ._registry import StatsRegistry
 from ._semconv import Destination, destination_of
 
-__all__ = ["ISTIO_LABELS", "OtelInstruments", "RegistryInstruments", "otel_meter"]
+__all__ = [
+    "INBOUND_LABELS",
+    "ISTIO_LABELS",
+    "InboundInstruments",
+    "OtelInstruments",
+    "RegistryInstruments",
+    "otel_meter",
+    "process_instruments",
+]
 
 ISTIO_LABELS = (
     "reporter",
@@ -39,6 +50,22 @@ ISTIO_LABELS = (
     "destination_service_name",
     "destination_service_namespace",
     "destination_version",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+)
+#: Istio's labels of the server side (reporter=destination), as the inbound middleware
+#: records them (:func:`process_instruments`).
+INBOUND_LABELS = (
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_service",
     "request_protocol",
     "response_code",
     "grpc_response_status",
@@ -90,9 +117,14 @@ class RegistryInstruments:
         self.retries = stats.counter(
             "meshlib_upstream_rq_retry_total", "Retries", ("cluster", "reason")
         )
+        self.routes = stats.counter(
+            "meshlib_route_requests_total",
+            "Calls per route and cluster, by response code and Envoy response flag",
+            ("route", "cluster", "response_code", "response_flags"),
+        )
         self.overflow = stats.counter(
-            "meshlib_upstream_cx_overflow_total",
-            "Requests refused by the cluster circuit breaker",
+            "meshlib_upstream_rq_overflow_total",
+            "Calls refused by the cluster circuit breaker (max_requests, max_pending_requests)",
             ("cluster",),
         )
         self.ejections_active = stats.gauge(
@@ -107,6 +139,7 @@ class RegistryInstruments:
         self.xds_connected = stats.gauge(
             "meshlib_xds_connected", "1 while the ADS stream is connected", ()
         )
+        self.stats, self._lock = stats, stats.lock
         self._destinations: dict[tuple[str, str], Destination] = {}
         self._keys: dict[tuple[object, ...], tuple[str, ...]] = {}
 
@@ -155,6 +188,41 @@ class RegistryInstruments:
         return dest
 
 
+class InboundInstruments:
+    """Istio's server-side metrics (reporter=destination) in their own registry: one per
+    process (:func:`process_instruments`), which every AdminServer renders along with its
+    mesh's, so ``/stats/prometheus`` has both sides."""
+
+    def __init__(self, stats: StatsRegistry) -> None:
+        self.stats = stats
+        self.requests = stats.counter(
+            "istio_requests_total", "Requests (reporter=destination: served)", INBOUND_LABELS
+        )
+        self.duration = stats.histogram(
+            "istio_request_duration_milliseconds", "Request duration in ms", INBOUND_LABELS
+        )
+
+    def record(self, labels: dict[str, str], elapsed_ms: float) -> None:
+        """One request served; ``labels`` has INBOUND_LABELS' keys (missing: empty)."""
+        key = tuple(labels.get(k, "") for k in INBOUND_LABELS)
+        with self.stats.lock:
+            self.requests.add_locked(key)
+            self.duration.observe_locked(key, elapsed_ms)
+
+
+_process: InboundInstruments | None = None
+_process_lock = threading.Lock()
+
+
+def process_instruments() -> InboundInstruments:
+    """The process's server-side instruments (created on first use)."""
+    global _process
+    with _process_lock:
+        if _process is None:
+            _process = InboundInstruments(StatsRegistry())
+        return _process
+
+
 class OtelInstruments:
     """The OpenTelemetry instruments and a cache of attribute dictionaries."""
 
@@ -178,9 +246,9 @@ class OtelInstruments:
             "meshlib_upstream_rq_retry_total", unit="1", description="Retries"
         )
         self.overflow = meter.create_counter(
-            "meshlib_upstream_cx_overflow_total",
+            "meshlib_upstream_rq_overflow_total",
             unit="1",
-            description="Requests refused by the cluster circuit breaker",
+            description="Calls refused by the cluster circuit breaker",
         )
         self.ejections_active = meter.create_up_down_counter(
             "meshlib_outlier_ejections_active", unit="1", description="Endpoints ejected now"

@@ -141,7 +141,7 @@ class CallRecord:
         calls.append(
             (
                 self.cluster, self.call.authority, self.protocol, self.status,
-                self.grpc_status, self.flags, self.elapsed,
+                self.grpc_status, self.flags, self.elapsed, self.route_name,
             )
         )  # fmt: skip
         if len(calls) >= BACKLOG:

@@ -225,51 +225,67 @@ class StatsRegistry:
         return sorted(self._metrics.values(), key=lambda m: m.name)
 
     # -- rendering ----------------------------------------------------------------------
-    def prometheus(self, extra: Iterable[Sample] = ()) -> str:
-        """Prometheus text exposition format 0.0.4 (``extra``: samples computed at scrape)."""
-        self.flush()
-        out: list[str] = []
-        for m in self.metrics():
-            out.append(f"# HELP {m.name} {_help(m.help)}")
-            out.append(f"# TYPE {m.name} {m.kind}")
-            with self.lock:
-                if isinstance(m, Histogram):
-                    rows = [(k, list(v)) for k, v in sorted(m._series.items())]
-                else:
-                    assert isinstance(m, Counter)
-                    items = sorted(m._values.items())
-            if isinstance(m, Histogram):
-                for key, row in rows:
-                    base = list(zip(m.labels, key, strict=True))
-                    cumulative = 0.0
-                    for bound, n in zip((*m.bounds, math.inf), row, strict=False):
-                        cumulative += n
-                        le = "+Inf" if bound == math.inf else _num(bound)
-                        out.append(
-                            f"{m.name}_bucket{_labels([*base, ('le', le)])} {_num(cumulative)}"
-                        )
-                    out.append(f"{m.name}_sum{_labels(base)} {_num(row[-2])}")
-                    out.append(f"{m.name}_count{_labels(base)} {_num(row[-1])}")
-            else:
-                for key, value in items:
-                    out.append(f"{m.name}{_labels(zip(m.labels, key, strict=True))} {_num(value)}")
-        by_name: dict[str, list[Sample]] = {}
+    def prometheus(self, extra: Iterable[Sample] = (), also: Iterable[StatsRegistry] = ()) -> str:
+        """Prometheus text exposition format 0.0.4 (``extra``: samples computed at scrape;
+        ``also``: other registries whose series join this one's, one family per name)."""
+        families: dict[str, tuple[str, str, list[str]]] = {}
+        for registry in (self, *also):
+            registry.flush()
+            for m in registry.metrics():
+                kind, help_, lines = families.setdefault(m.name, (m.kind, m.help, []))
+                if kind == m.kind:
+                    lines.extend(registry._series_lines(m))
         for s in extra:
-            by_name.setdefault(s.name, []).append(s)
-        for name in sorted(by_name):
-            samples = by_name[name]
-            out.append(f"# HELP {name} {_help(samples[0].help)}")
-            out.append(f"# TYPE {name} {samples[0].kind}")
-            out.extend(f"{name}{_labels(s.labels)} {_num(s.value)}" for s in samples)
+            kind, help_, lines = families.setdefault(s.name, (s.kind, s.help, []))
+            if kind == s.kind:
+                lines.append(f"{s.name}{_labels(s.labels)} {_num(s.value)}")
+        out: list[str] = []
+        for name in sorted(families):
+            kind, help_, lines = families[name]
+            out.append(f"# HELP {name} {_help(help_)}")
+            out.append(f"# TYPE {name} {kind}")
+            out.extend(lines)
         return "\n".join(out) + "\n"
 
-    def envoy_text(self, extra: Iterable[Sample] = ()) -> list[tuple[str, str]]:
+    def _series_lines(self, m: _Metric) -> list[str]:
+        out: list[str] = []
+        with self.lock:
+            if isinstance(m, Histogram):
+                rows = [(k, list(v)) for k, v in sorted(m._series.items())]
+            else:
+                assert isinstance(m, Counter)
+                items = sorted(m._values.items())
+        if isinstance(m, Histogram):
+            for key, row in rows:
+                base = list(zip(m.labels, key, strict=True))
+                cumulative = 0.0
+                for bound, n in zip((*m.bounds, math.inf), row, strict=False):
+                    cumulative += n
+                    le = "+Inf" if bound == math.inf else _num(bound)
+                    out.append(f"{m.name}_bucket{_labels([*base, ('le', le)])} {_num(cumulative)}")
+                out.append(f"{m.name}_sum{_labels(base)} {_num(row[-2])}")
+                out.append(f"{m.name}_count{_labels(base)} {_num(row[-1])}")
+        else:
+            for key, value in items:
+                out.append(f"{m.name}{_labels(zip(m.labels, key, strict=True))} {_num(value)}")
+        return out
+
+    def envoy_text(
+        self, extra: Iterable[Sample] = (), also: Iterable[StatsRegistry] = ()
+    ) -> list[tuple[str, str]]:
         """``(name, value)`` lines in the spirit of Envoy's ``/stats``: counters and gauges
         as numbers, histograms as ``P50(...) P90(...) P99(...) count(...)``."""
-        self.flush()
         lines: list[tuple[str, str]] = []
         for s in extra:
             lines.append((s.envoy or _flat(s.name, s.labels), _num(s.value)))
+        for registry in (self, *also):
+            lines += registry._envoy_lines()
+        lines.sort()
+        return lines
+
+    def _envoy_lines(self) -> list[tuple[str, str]]:
+        self.flush()
+        lines: list[tuple[str, str]] = []
         for m in self.metrics():
             with self.lock:
                 if isinstance(m, Histogram):
@@ -288,7 +304,6 @@ class StatsRegistry:
             else:
                 for key, value in plain:
                     lines.append((_flat(m.name, zip(m.labels, key, strict=True)), _num(value)))
-        lines.sort()
         return lines
 
 

@@ -10,8 +10,9 @@ them into series values, grouped by their labels, when the registry is read
 - ``started``: an attempt's cluster, when it starts (``upstream_rq_active`` + 1);
 - ``attempts``: ``(cluster, address, outcome kind, status, latency s)`` when it ends
   (``upstream_rq_active`` - 1, ``upstream_rq_total``, ``upstream_rq_time``);
-- ``calls``: ``(cluster, authority, protocol, status, grpc_status, flags, elapsed s)``
-  when a call ends (``istio_requests_total``, ``istio_request_duration_milliseconds``).
+- ``calls``: ``(cluster, authority, protocol, status, grpc_status, flags, elapsed s
+  [, route])`` when a call ends (``istio_requests_total``,
+  ``istio_request_duration_milliseconds``, ``meshlib_route_requests_total``).
 
 A fold takes the ended attempts before the started ones, so every end it counts has its
 start counted too (``upstream_rq_active`` never dips below zero).
@@ -64,7 +65,7 @@ class Tally:
         self._t = telemetry
         self.started: list[str] = []
         self.attempts: list[tuple[str, str, str, int | None, float]] = []
-        self.calls: list[tuple[str, str, str, int | None, int | None, str | None, float]] = []
+        self.calls: list[tuple[Any, ...]] = []
         telemetry.stats.on_read(self.fold)
 
     def fold(self) -> None:
@@ -85,8 +86,11 @@ class Tally:
         for cluster, address, kind, status, latency in attempts:
             by_attempt[cluster, address, kind, status].append(latency)
         by_call: defaultdict[tuple[Any, ...], list[float]] = defaultdict(list)
-        for cluster, authority, protocol, status, grpc, flags, elapsed in calls:
+        by_route: Counter[tuple[str, str, int | None, int | None, str | None]] = Counter()
+        for row in calls:
+            cluster, authority, protocol, status, grpc, flags, elapsed = row[:7]
             by_call[cluster, authority, protocol, status, grpc, flags].append(elapsed)
+            by_route[row[7] if len(row) > 7 else "", cluster, status, grpc, flags] += 1
         reg = t.registry
         active, rq, requests = reg.active._values, reg.upstream_rq._values, reg.requests._values
         for cluster, n in Counter(started).items():
@@ -107,6 +111,11 @@ class Tally:
             )  # fmt: skip
             requests[key] = requests.get(key, 0.0) + len(durations)
             _observe(reg.duration, key, durations)
+        routes = reg.routes._values
+        for (route, cluster, status, grpc, flags), n in by_route.items():
+            code, _, flag = call_labels(status, grpc, flags)
+            key = (route, cluster, str(code), flag)
+            routes[key] = routes.get(key, 0.0) + n
 
 
 def _take(queue: list[Any]) -> list[Any]:

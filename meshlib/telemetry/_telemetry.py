@@ -25,7 +25,7 @@ import time
 from opentelemetry import metrics, trace
 
 from .._call import Call
-from ._metrics import OtelInstruments, RegistryInstruments, otel_meter
+from ._metrics import InboundInstruments, OtelInstruments, RegistryInstruments, otel_meter
 from ._records import CallRecord
 from ._registry import StatsRegistry
 from ._tally import Tally
@@ -69,6 +69,8 @@ class Telemetry:
         self.workload = workload
         self.namespace = namespace
         self.registry = RegistryInstruments(self.stats)
+        #: Server-side metrics (reporter=destination) of ``Inbound(telemetry=self)``.
+        self.inbound = InboundInstruments(StatsRegistry())
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._tracer: trace.Tracer | None = None

@@ -29,6 +29,7 @@ class Live:
     admin: AdminServer
     telemetry: Telemetry
     backends: list[UvicornThread]
+    config: Path
 
     @property
     def addresses(self) -> list[str]:
@@ -53,7 +54,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             for i in range(REQUESTS):
                 assert client.get(f"{URL}/reviews/{i}").status_code == 200
             with AdminServer(mesh, telemetry=telemetry, grpc_port=0) as admin:
-                yield Live(mesh, admin, telemetry, backends)
+                yield Live(mesh, admin, telemetry, backends, Path(config))
     finally:
         for b in backends:
             b.stop()

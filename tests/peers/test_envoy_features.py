@@ -21,6 +21,7 @@ import pytest
 
 from meshlib.controlplane import ControlPlane
 from meshlib.controlplane.ca._authority import CertificateAuthority
+from tests.support import workload_yaml
 
 from .peer_support import EnvoyProcess, Seen, TlsUvicornThread, backend_app, http_backends
 
@@ -123,30 +124,7 @@ spec:
 
 
 def _objects(ports: dict[str, int]) -> str:
-    docs = []
-    services = {w.split("-")[0] for w in ports}
-    for svc in sorted(services):
-        docs.append(
-            f"apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}}}\n"
-            f"spec: {{ports: [{{name: http, port: 9080}}]}}\n"
-        )
-    for workload, port in sorted(ports.items()):
-        svc, version = workload.split("-", 1)
-        docs.append(
-            textwrap.dedent(
-                f"""\
-                apiVersion: discovery.k8s.io/v1
-                kind: EndpointSlice
-                metadata:
-                  name: {workload}
-                  labels: {{kubernetes.io/service-name: {svc}, version: "{version}"}}
-                addressType: IPv4
-                endpoints: [{{addresses: [127.0.0.1]}}]
-                ports: [{{name: http, port: {port}}}]
-                """
-            )
-        )
-    return "---\n".join([*docs, VS])
+    return "---\n".join([*workload_yaml(ports), VS])
 
 
 class Mesh:

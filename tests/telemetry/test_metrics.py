@@ -90,7 +90,8 @@ def test_meshlib_cluster_and_endpoint_metrics(otel: Otel) -> None:
     (retry,) = otel.points("meshlib_upstream_rq_retry_total")
     assert dict(retry.attributes) == {"cluster": CLUSTER, "reason": "5xx"}
     assert retry.value == 1
-    (overflow,) = otel.points("meshlib_upstream_cx_overflow_total")
+    # calls refused by the breaker (meshlib_upstream_cx_overflow_total counts connections)
+    (overflow,) = otel.points("meshlib_upstream_rq_overflow_total")
     assert overflow.value == 1 and dict(overflow.attributes) == {"cluster": CLUSTER}
     (ejected,) = otel.points("meshlib_outlier_ejections_active")
     assert ejected.value == 1

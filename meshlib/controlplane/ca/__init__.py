@@ -1,2 +1,1 @@
-"""The mesh certificate authority: root and SPIFFE workload certificates.
-"""
+"""The mesh certificate authority: root and SPIFFE workload certificates."""

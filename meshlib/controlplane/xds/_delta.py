@@ -51,6 +51,10 @@ class DeltaStreamState:
     _node_seen: bool = False
     _subs: dict[str, _DeltaSubscription] = field(default_factory=dict)
 
+    def sent(self) -> dict[str, tuple[str, str]]:
+        """type_url -> (version, nonce) of the last response sent (``""``: none yet)."""
+        return {t: (s.version, s.nonce) for t, s in list(self._subs.items())}
+
     def on_request(
         self, request: discovery_pb2.DeltaDiscoveryRequest
     ) -> list[discovery_pb2.DeltaDiscoveryResponse]:

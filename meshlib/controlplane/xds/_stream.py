@@ -71,6 +71,10 @@ class StreamState:
         """type_url -> subscribed names, or ``None`` for a wildcard subscription."""
         return {t: (None if s.wildcard else s.names) for t, s in self._subs.items()}
 
+    def sent(self) -> dict[str, tuple[str, str]]:
+        """type_url -> (version, nonce) of the last response sent (``""``: none yet)."""
+        return {t: (s.version, s.nonce) for t, s in list(self._subs.items())}
+
     def on_request(
         self, request: discovery_pb2.DiscoveryRequest
     ) -> list[discovery_pb2.DiscoveryResponse]:
