@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from ..._log_limit import LogLimiter
 from ...security._ca_messages import (
     CA_METHOD,
     CA_SERVICE,
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_refusals = LogLimiter(log)  # one line per reason per interval, not per refused call
 
 _MIN_TTL, _MAX_TTL = 60, 7 * 24 * 3600
 
@@ -123,7 +125,7 @@ class CertificateService:
             identity = self.authenticator.identify_context(context)
         except AuthenticationError as err:
             self.refused += 1
-            log.warning("CSR from %s refused: %s", peer, err)
+            _refusals.warning(("anonymous", str(err)), "CSR from %s refused: %s", peer, err)
             return self._abort(context, grpc.StatusCode.UNAUTHENTICATED, str(err))
         ttl = float(request.validity_duration) or self.default_ttl
         ttl = min(max(ttl, _MIN_TTL), self.max_ttl)
@@ -131,7 +133,9 @@ class CertificateService:
             leaf = self.ca.sign_csr(request.csr.encode(), identity, ttl)
         except CertificateError as err:
             self.refused += 1
-            log.warning("CSR from %s (%s) refused: %s", peer, identity, err)
+            _refusals.warning(
+                (identity, str(err)), "CSR from %s (%s) refused: %s", peer, identity, err
+            )
             code = (
                 grpc.StatusCode.PERMISSION_DENIED
                 if "authenticated as" in str(err)
