@@ -17,6 +17,7 @@ from tests.httpx.mesh_xds import Upstream, mesh_resources, serving
 from tests.httpx.servers import EchoApp
 from tests.support import UvicornThread
 
+from .istio import route_reviews, write_reviews
 from .load import Load
 
 pytestmark = pytest.mark.chaos
@@ -72,38 +73,10 @@ def test_istio_default_route_moves_v1_to_v3(tmp_path: Path) -> None:
     servers = {v: UvicornThread(app).start() for v, app in apps.items()}
     try:
         config = tmp_path / "config"
-        config.mkdir()
-        objects = [
-            "apiVersion: v1\nkind: Service\nmetadata: {name: reviews}\n"
-            "spec: {ports: [{name: http, port: 9080}]}\n"
-        ]
-        for v, server in servers.items():
-            pod = f"reviews-{v}"
-            objects.append(
-                f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, labels: {{version: {v}}}}}\n"
-                "spec: {}\n"
-            )
-            objects.append(
-                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
-                f"metadata: {{name: {pod}, labels: {{kubernetes.io/service-name: reviews}}}}\n"
-                "addressType: IPv4\n"
-                f"endpoints: [{{addresses: [127.0.0.1], targetRef: {{kind: Pod, name: {pod}}}}}]\n"
-                f"ports: [{{name: http, port: {server.port}}}]\n"
-            )
-        objects.append(
-            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\n"
-            "spec:\n  host: reviews\n  subsets:\n"
-            + "".join(f"  - {{name: {v}, labels: {{version: {v}}}}}\n" for v in servers)
-        )
-        (config / "reviews.yaml").write_text("---\n".join(objects))
+        write_reviews(config, {v: s.port for v, s in servers.items()})
 
         def route(v: str) -> None:
-            (config / "vs.yaml").write_text(
-                "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
-                "metadata: {name: reviews}\n"
-                "spec: {hosts: [reviews], http: [{route: [{destination: "
-                f"{{host: reviews, subset: {v}}}}}]}}]}}\n"
-            )
+            route_reviews(config, v)
 
         route("v1")
         with (
