@@ -285,7 +285,9 @@ def served_secrets(
     metadata = [("authorization", f"Bearer {token}")] if token else []
     with channel:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        call = stub.StreamAggregatedResources(iter(requests.get, None), metadata=metadata)
+        call = stub.StreamAggregatedResources(
+            iter(requests.get, None), metadata=metadata, timeout=10
+        )
         response = next(call)
         call.cancel()
     out = {}
