@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck clean
+.PHONY: demo test soak bench lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The chaos suite's long variants: MESHLIB_SOAK_SECONDS (default 90) per soak test.
+soak: $(STAMP)
+	MESHLIB_SOAK=1 MESHLIB_SOAK_SECONDS=$${MESHLIB_SOAK_SECONDS:-90} \
+		$(BIN)/python -m pytest -q -s -m "chaos or soak" -p no:cacheprovider --timeout 1800
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

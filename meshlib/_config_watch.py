@@ -16,6 +16,13 @@ children depth-first, at most ``MAX_DEPTH`` levels, no loops), subscribes to eve
 cluster in it and to its leaves' endpoints, counts a target settled only when the whole
 tree is; ``ClusterViews`` publishes an ``AggregateView`` under the aggregate's name next
 to its children's views.
+
+Route moves: once a target has been published, a new route configuration naming a cluster
+that is not settled yet (no Cluster, or no endpoints for it) does not replace the last
+settled one: the target keeps its last settled view (and the watcher its clusters'
+subscriptions) until every cluster the new one can reach has arrived or failed, as gRPC
+keeps calls off a cluster whose policy is still connecting (gRFC A28/A31) rather than
+failing them. A cluster that never arrives fails once its does-not-exist timer fires.
 """
 
 from __future__ import annotations
@@ -115,6 +122,8 @@ class ConfigWatcher:
         self._targets: dict[str, threading.Event] = {}
         self._slots: dict[_Key, _Slot] = {}
         self._tables: dict[str, tuple[RouteConfigResource, RouteTable, ListenerResource]] = {}
+        #: The last settled view of each published target and the clusters it reaches.
+        self._held: dict[str, tuple[ListenerView, frozenset[str]]] = {}
         self._views = ClusterViews(
             self._value,
             self._error,
@@ -184,6 +193,12 @@ class ConfigWatcher:
                         cluster: ClusterResource | None = self._value(CLUSTER, tname)
                         if cluster is not None and cluster.discovery_type == "EDS":
                             need.add((ENDPOINTS.type_url, cluster.eds_service_name))
+            for _, held_names in self._held.values():  # still served until a move settles
+                for tname in held_names:
+                    need.add((CLUSTER.type_url, tname))
+                    held: ClusterResource | None = self._value(CLUSTER, tname)
+                    if held is not None and held.discovery_type == "EDS":
+                        need.add((ENDPOINTS.type_url, held.eds_service_name))
             return need
 
     def _reconcile(self) -> None:
@@ -221,18 +236,27 @@ class ConfigWatcher:
             cluster_names: set[str] = set()
             ready: list[threading.Event] = []
             viewed: set[str] = set()
+            released = False
             for target, event in self._targets.items():
                 view, names, settled = self._listener_view(target)
                 if view is not None:
                     viewed.add(target)
-                    # A target is published once every cluster it can reach is settled, so
-                    # the first calls never see a route to a cluster still resolving; after
-                    # that, updates publish at once (the control plane orders pushes).
-                    if settled or event.is_set():
-                        listeners[target] = view
+                held = self._held.get(target)
+                if settled and view is not None:
+                    # Published once every cluster it can reach is settled, so no call
+                    # sees a route to a cluster still resolving.
+                    listeners[target] = view
+                    frozen = frozenset(names)
+                    released |= held is not None and not held[1] <= frozen
+                    self._held[target] = (view, frozen)
+                elif held is not None:  # a move still resolving: keep the last settled one
+                    listeners[target] = held[0]
+                    names |= held[1]
                 cluster_names |= names
                 if settled:
                     ready.append(event)
+            if released:  # drop the subscriptions only the replaced views needed
+                self._dirty = True
             clusters = self._views.build(cluster_names)
             self._tables = {k: v for k, v in self._tables.items() if k in viewed}
             self._version += 1

@@ -201,6 +201,9 @@ def _bootstrap(parser: argparse.ArgumentParser) -> Handler:
     )
     _init_ca_flag(parser)
     parser.add_argument(
+        "--token-file", help="get the certificate by a CSR to --xds with this bootstrap token"
+    )
+    parser.add_argument(
         "--cert-ttl",
         type=checked.number(0, checked.MAX_CERT_TTL, low_inclusive=False, unit="s"),
         default=86400.0,
@@ -237,13 +240,17 @@ def _bootstrap(parser: argparse.ArgumentParser) -> Handler:
             identity = spiffe_id(namespace, args.service_account, args.trust_domain)
             files = ca.write_workload_files(identity, args.cert_dir, ttl=args.cert_ttl)
             print(f"meshlib: wrote {identity} certificate to {files.cert_chain}", file=sys.stderr)
+        elif args.token_file:
+            from ._cli_ca import certificate_by_csr
+
+            certificate_by_csr(parser, args, bootstrap)
         print(json.dumps(bootstrap, indent=2))
         return 0
 
     return run
 
 
-from . import _cli_status  # noqa: E402, F401 (registers status, config-dump)
+from . import _cli_ca, _cli_status  # noqa: E402, F401 (registers token, status, config-dump)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ._apply import write_status
 from ._workload import build_bootstrap
+from .ca._serving import ca_serving
 from .objects._fields import ConfigError
 from .objects._kubernetes import MeshObjects
 from .sources._files import STATE_DIR, FileSource, LoadResult, Source, assemble
@@ -40,7 +41,10 @@ class ControlPlane:
     With ``watch=True`` the source's files are polled every ``poll_interval`` seconds;
     an edit is applied once the files have been quiet for ``debounce`` seconds (so a
     burst of writes is one push). ``ca`` (a ``CertificateAuthority``) lets Envoy nodes
-    fetch SDS certificates.
+    fetch SDS certificates, and serves the CA's ``CreateCertificate`` to authenticated
+    callers (see :mod:`meshlib.controlplane.ca`); ``token_authenticators`` check bootstrap
+    tokens (default: the control plane's own :class:`BootstrapTokens`, ``cp.tokens``);
+    ``secure_port`` (0 picks one) adds an mTLS port, :attr:`secure_address`.
     """
 
     def __init__(
@@ -54,6 +58,8 @@ class ControlPlane:
         watch: bool = False,
         poll_interval: float = 0.05,
         debounce: float = 0.1,
+        token_authenticators: Any = None,
+        secure_port: int | None = None,
     ) -> None:
         self.source: Source = (
             FileSource(config) if isinstance(config, str | os.PathLike) else config
@@ -65,7 +71,19 @@ class ControlPlane:
         #: Problems of the last load or translation (rejected objects, unknown hosts).
         self.problems: tuple[str, ...] = ()
         self._good: dict[str, Any] = {}
-        self._server = XdsServer(self.cache, self.events, host=host, port=port)
+        serving = ca_serving(ca, token_authenticators) if ca is not None else None
+        #: The bootstrap-token issuer of the embedded file mode (None without a CA).
+        self.tokens = serving.tokens if serving is not None else None
+        self._server = XdsServer(
+            self.cache,
+            self.events,
+            host=host,
+            port=port,
+            authenticator=serving.authenticator if serving else None,
+            handlers=(serving.service.handler(),) if serving else (),
+            secure_port=secure_port if serving else None,
+            credentials=serving.credentials if serving and secure_port is not None else None,
+        )
         self._started = False
         self._watch = watch
         self._poll_interval = poll_interval
@@ -102,6 +120,11 @@ class ControlPlane:
         """A started HTTP server for ``/debug/syncz`` (``meshlib proxy-status`` reads
         it); loopback only unless ``allow_remote=True``. Stop it when done."""
         return SyncServer(self.sync_status, host, port, **kwargs).start()
+
+    @property
+    def secure_address(self) -> str | None:
+        """``host:port`` of the mTLS port (``secure_port``), else None."""
+        return self._server.secure_address
 
     def start(self) -> ControlPlane:
         """Load the configuration, then start serving; returns ``self``."""

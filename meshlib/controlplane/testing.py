@@ -8,7 +8,10 @@ newline-delimited JSON events (``ADDED``, ``MODIFIED``, ``DELETED``, ``BOOKMARK`
 ``Status`` objects for errors. Tests change objects with :meth:`~FakeKubernetesAPI.apply`
 and :meth:`~FakeKubernetesAPI.delete` and break connections with
 :meth:`~FakeKubernetesAPI.drop_watches`, :meth:`~FakeKubernetesAPI.expire_watches` and
-:meth:`~FakeKubernetesAPI.partition`::
+:meth:`~FakeKubernetesAPI.partition`. ``POST
+/apis/authentication.k8s.io/v1/tokenreviews`` reviews the service-account tokens made by
+:meth:`~FakeKubernetesAPI.service_account_token` as the API server does (audiences
+intersected, ``system:serviceaccount:NS:SA`` users, ``status.error`` when refused)::
 
     with FakeKubernetesAPI() as api:
         api.apply({"apiVersion": "v1", "kind": "Service", "metadata": {...}, "spec": {...}})
@@ -81,7 +84,8 @@ class FakeKubernetesAPI:
         self._refusing = False
         self._closed = False
         self._sockets: set[socket.socket] = set()
-        #: Every request served, as ``(verb, path, query)``; verb is ``list`` or ``watch``.
+        self._tokens: dict[str, tuple[str, str, tuple[str, ...], float]] = {}
+        #: Every request served, as ``(verb, path, query)``: ``list``, ``watch`` or ``create``.
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
@@ -135,6 +139,69 @@ class FakeKubernetesAPI:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # service-account tokens -----------------------------------------------------------
+
+    def service_account_token(
+        self,
+        namespace: str,
+        service_account: str,
+        *,
+        audiences: tuple[str, ...] = ("istio-ca",),
+        ttl: float = 3600.0,
+    ) -> str:
+        """A token for ``namespace/service_account`` that TokenReview accepts until ``ttl``."""
+        token = f"fake-sa-{uuid.uuid4().hex}"
+        with self._cond:
+            self._tokens[token] = (namespace, service_account, audiences, time.time() + ttl)
+        return token
+
+    def revoke_token(self, token: str) -> None:
+        """TokenReview refuses ``token`` from now on (its pod or secret was deleted)."""
+        with self._cond:
+            self._tokens.pop(token, None)
+
+    def _token_review(self, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        spec = body.get("spec")
+        if body.get("kind") != "TokenReview" or not isinstance(spec, Mapping):
+            return 400, _status(400, "BadRequest", "the body is not a TokenReview")
+        token = spec.get("token")
+        asked = tuple(spec.get("audiences") or ())
+        with self._cond:
+            found = self._tokens.get(str(token)) if token else None
+        status: dict[str, Any] = {"user": {}}
+        if found is None or found[3] <= time.time():
+            status["error"] = "[invalid bearer token, Token has been invalidated]"
+        else:
+            namespace, account, audiences, _ = found
+            granted = [a for a in (asked or audiences) if a in audiences]
+            if not granted:
+                status["error"] = (
+                    f"[invalid bearer token, token audiences {list(audiences)} is invalid "
+                    f"for the target audiences {list(asked)}]"
+                )
+            else:
+                status = {
+                    "authenticated": True,
+                    "user": {
+                        "username": f"system:serviceaccount:{namespace}:{account}",
+                        "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{account}")),
+                        "groups": [
+                            "system:serviceaccounts",
+                            f"system:serviceaccounts:{namespace}",
+                            "system:authenticated",
+                        ],
+                    },
+                    "audiences": granted,
+                }
+        review = {
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": dict(spec),
+            "status": status,
+        }
+        return 201, review
 
     # objects -----------------------------------------------------------------------------
 
@@ -365,6 +432,23 @@ def _handler(api: FakeKubernetesAPI) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            url = urlsplit(self.path)
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with api._cond:
+                api.requests.append(("create", url.path, {}))
+            if url.path.rstrip("/") != "/apis/authentication.k8s.io/v1/tokenreviews":
+                message = "the server does not allow this method on the requested resource"
+                self._send_json(405, _status(405, "MethodNotAllowed", message))
+                return
+            try:
+                body = json.loads(raw)
+            except ValueError as err:
+                self._send_json(400, _status(400, "BadRequest", f"cannot decode the body: {err}"))
+                return
+            code, answer = api._token_review(body if isinstance(body, dict) else {})
+            self._send_json(code, answer)
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)

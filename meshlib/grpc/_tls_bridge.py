@@ -33,6 +33,7 @@ import h2.exceptions
 
 from xds_client.resources import UpstreamTls
 
+from .._log_limit import limited
 from ..security import CertificateProviders, RotatingClientContext, upstream_context
 from ..security import UpstreamTlsError as _UpstreamTlsError
 
@@ -159,7 +160,7 @@ class TlsBridge:
                 if isinstance(exc, TimeoutError):
                     problem = f"TLS connection timed out after {connect_timeout:g}s"
                 message = f"cluster {cluster}: upstream TLS to {address} failed: {problem}"
-                log.warning("%s", message)
+                limited(log).warning((cluster, address), "%s", message)
                 await _refuse(reader, writer, message)
                 return
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))

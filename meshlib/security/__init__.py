@@ -1,5 +1,7 @@
-"""Mesh security: certificate providers, mTLS contexts, SPIFFE identity checks."""
+"""Mesh security: the certificate agent, certificate providers, mTLS contexts and SPIFFE
+identity checks."""
 
+from ._agent import AgentError, CertificateAgent, IssuedCertificate
 from ._contexts import client_context, server_context
 from ._provider import CertificateFiles, FileWatcherProvider, provider_from_config
 from ._spiffe import SanMatcher, identity_mismatch, peer_sans, peer_spiffe_id
@@ -12,9 +14,12 @@ from ._upstream import (
 )
 
 __all__ = [
+    "AgentError",
+    "CertificateAgent",
     "CertificateFiles",
     "CertificateProviders",
     "FileWatcherProvider",
+    "IssuedCertificate",
     "RotatingClientContext",
     "SanMatcher",
     "UpstreamTlsError",

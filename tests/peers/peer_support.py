@@ -32,7 +32,7 @@ import grpc
 import httpx
 import uvicorn
 
-from meshlib.controlplane import ControlPlane
+from meshlib.controlplane import ControlPlane, spiffe_id
 from tests.support import UvicornThread
 
 ENVOY = Path(sys.executable).parent / "envoy"
@@ -212,9 +212,16 @@ def envoy_bootstrap(
     *,
     namespace: str = "default",
     delta: bool = False,
+    token: str | None = None,
 ) -> dict[str, Any]:
-    """An Envoy bootstrap: ADS to ``cp``, sidecar node metadata, admin on 127.0.0.1."""
+    """An Envoy bootstrap: ADS to ``cp``, sidecar node metadata, admin on 127.0.0.1.
+
+    ``token`` (a bootstrap token) authenticates the ADS stream, as its SDS secrets need.
+    """
     ads = {"ads": {}, "resource_api_version": "V3"}
+    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": "xds"}}
+    if token is not None:
+        grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
     return {
         "node": {
             "id": node_id,
@@ -229,7 +236,7 @@ def envoy_bootstrap(
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
+                "grpc_services": [grpc_service],
             },
             "cds_config": ads,
             "lds_config": ads,
@@ -286,7 +293,9 @@ class EnvoyProcess:
     ) -> None:
         self.node_id = node_id
         self.listener_ports = {p: free_port() for p in service_ports}
-        boot = envoy_bootstrap(cp, node_id, self.listener_ports, delta=delta)
+        # A control plane with a CA serves SDS secrets only to an authenticated stream.
+        token = cp.tokens.issue(spiffe_id("default", "default")) if cp.tokens else None
+        boot = envoy_bootstrap(cp, node_id, self.listener_ports, delta=delta, token=token)
         directory = tmp_path / f"envoy-{time.monotonic_ns()}"
         directory.mkdir()
         (directory / "bootstrap.json").write_text(json.dumps(boot))

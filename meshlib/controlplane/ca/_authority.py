@@ -14,17 +14,18 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ...security._atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +95,6 @@ class WorkloadFiles:
     cert_chain: Path
     key: Path
     root_cert: Path
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``.
-
-    A reader sees either the old file or the new one, never a partial write.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _now() -> dt.datetime:
@@ -243,18 +226,66 @@ class CertificateAuthority:
             raise CertificateError(f"spiffe_id: {identity!r} has an invalid path")
         return identity
 
-    def issue(self, spiffe_id: str, ttl: float = 3600) -> WorkloadCertificate:
+    def issue(
+        self, spiffe_id: str, ttl: float = 3600, *, dns_names: Sequence[str] = ()
+    ) -> WorkloadCertificate:
         """A new key and a certificate for ``spiffe_id`` valid for ``ttl`` seconds.
 
-        The lifetime never extends past the root's own expiry.
+        The lifetime never extends past the root's own expiry. ``dns_names`` are added as
+        DNS SANs (a server's, such as the control plane's own).
         """
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert, now = self._sign(key.public_key(), spiffe_id, ttl, dns_names)
+        return WorkloadCertificate(
+            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+            key_pem=_pem_key(key),
+            not_after=cert.not_valid_after_utc,
+            spiffe_id=spiffe_id,
+            issued_at=now,
+        )
+
+    def sign_csr(self, csr_pem: bytes, spiffe_id: str, ttl: float = 3600) -> bytes:
+        """Sign a PKCS#10 CSR for ``spiffe_id`` (the caller's authenticated identity).
+
+        The CSR's signature must be valid (its maker holds the private key); URI SANs it
+        asks for must all be ``spiffe_id``. Only its public key is used: the certificate
+        is built as :meth:`issue` builds one. Returns the certificate (PEM).
+        """
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as err:
+            raise CertificateError(f"csr: not a PEM certificate request: {err}") from None
+        if not csr.is_signature_valid:
+            raise CertificateError("csr: signature does not match its public key")
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            asked = set(san.get_values_for_type(x509.UniformResourceIdentifier))
+        except x509.ExtensionNotFound:
+            asked = set()
+        if asked - {spiffe_id}:
+            raise CertificateError(
+                f"csr: asks for {sorted(asked)}, the caller is authenticated as {spiffe_id}"
+            )
+        public = csr.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise CertificateError("csr: the public key must be EC or RSA")
+        if isinstance(public, rsa.RSAPublicKey) and public.key_size < 2048:
+            raise CertificateError("csr: an RSA key must have at least 2048 bits")
+        cert, _ = self._sign(public, spiffe_id, ttl)
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def _sign(
+        self,
+        public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+        spiffe_id: str,
+        ttl: float,
+        dns_names: Sequence[str] = (),
+    ) -> tuple[x509.Certificate, dt.datetime]:
         self.check_spiffe_id(spiffe_id)
         if not ttl > 0:
             raise CertificateError(f"ttl: must be positive, got {ttl}")
-        key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         not_after = min(now + dt.timedelta(seconds=ttl), self._cert.not_valid_after_utc)
-        public = key.public_key()
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
@@ -276,7 +307,10 @@ class CertificateAuthority:
             )
             # An empty subject makes the SAN the identity, so it must be critical (RFC 5280).
             .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(spiffe_id)]
+                    + [x509.DNSName(name) for name in dns_names]
+                ),
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
@@ -287,13 +321,7 @@ class CertificateAuthority:
         )
         with self._lock:
             cert = builder.sign(self._key, hashes.SHA256())
-        return WorkloadCertificate(
-            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-            key_pem=_pem_key(key),
-            not_after=cert.not_valid_after_utc,
-            spiffe_id=spiffe_id,
-            issued_at=now,
-        )
+        return cert, now
 
     def verify(self, cert_pem: bytes) -> str:
         """Check ``cert_pem`` was signed by this root and is valid now; return its SPIFFE ID."""

@@ -19,6 +19,7 @@ from google.protobuf import any_pb2
 
 from ._cache import CLUSTER_TYPE, PUSH_ORDER, Snapshot
 from ._events import EventLog
+from ._guard import SECRET_TYPE, authorized_secrets
 from ._stream import WILDCARD_TYPES, next_nonce, record_verdict
 from ._views import NodeView, node_namespace, node_view
 
@@ -48,7 +49,10 @@ class DeltaStreamState:
     node_id: str = ""
     namespace: str = "default"
     view: NodeView = field(default_factory=NodeView)
+    #: The SPIFFE ID the stream was authenticated as (None: anonymous), see _guard.
+    identity: str | None = None
     _node_seen: bool = False
+    _warned: set[str] = field(default_factory=set)
     _subs: dict[str, _DeltaSubscription] = field(default_factory=dict)
 
     def sent(self) -> dict[str, tuple[str, str]]:
@@ -124,6 +128,10 @@ class DeltaStreamState:
         keep_removed: bool = False,
     ) -> discovery_pb2.DeltaDiscoveryResponse | None:
         available = self.snapshot.resources_for(self.view, type_url)
+        if type_url == SECRET_TYPE:
+            available = authorized_secrets(
+                available, self.view, self.identity, self.node_id, warned=self._warned
+            )
         wanted = set(available) if sub.wildcard else set(sub.names) & set(available)
         if sub.wildcard:
             wanted |= set(sub.names) & set(available)

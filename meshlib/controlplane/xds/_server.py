@@ -37,9 +37,11 @@ _State = StreamState | DeltaStreamState
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """ADS, state of the world and delta, over a :class:`SnapshotCache`."""
 
-    def __init__(self, cache: SnapshotCache, events: EventLog) -> None:
+    def __init__(self, cache: SnapshotCache, events: EventLog, authenticator: Any = None) -> None:
         self._cache = cache
         self._events = events
+        #: A ``CallerAuthenticator``: who each stream is (for SDS secrets); None: nobody.
+        self.authenticator = authenticator
         self._queues: set[asyncio.Queue[_Item]] = set()
         self._states: set[_State] = set()
 
@@ -59,6 +61,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         """Serve one state-of-the-world ADS stream until the client or the server ends it."""
         state = StreamState(snapshot=self._cache.snapshot(), events=self._events)
+        state.identity = self._identify(context)
         async for response in self._serve(state, request_iterator):
             yield response
 
@@ -69,8 +72,19 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
         """Serve one incremental (delta) ADS stream until the client or the server ends it."""
         state = DeltaStreamState(snapshot=self._cache.snapshot(), events=self._events)
+        state.identity = self._identify(context)
         async for response in self._serve(state, request_iterator):
             yield response
+
+    def _identify(self, context: grpc.aio.ServicerContext) -> str | None:
+        if self.authenticator is None:
+            return None
+        try:
+            identity: str = self.authenticator.identify_context(context)
+        except Exception as err:  # AuthenticationError: an anonymous stream
+            log.debug("ADS stream from %s is anonymous: %s", context.peer(), err)
+            return None
+        return identity
 
     async def _serve(
         self, state: _State, request_iterator: AsyncIterator[Any]
@@ -136,11 +150,26 @@ class XdsServer:
     """Runs an :class:`AdsServicer` on ``host:port`` in a background thread."""
 
     def __init__(
-        self, cache: SnapshotCache, events: EventLog, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        cache: SnapshotCache,
+        events: EventLog,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        authenticator: Any = None,
+        handlers: tuple[grpc.GenericRpcHandler, ...] = (),
+        secure_port: int | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
-        self.servicer = AdsServicer(cache, events)
+        self.servicer = AdsServicer(cache, events, authenticator)
         self.host = host
         self.port = port
+        #: More services on the same server (the CA's ``CreateCertificate``).
+        self.handlers = handlers
+        #: With ``credentials``: a second, TLS port serving the same services (as istiod's
+        #: 15012 beside 15010); the real port once started.
+        self.secure_port = secure_port
+        self._credentials = credentials
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -149,8 +178,16 @@ class XdsServer:
     @property
     def address(self) -> str:
         """``host:port`` as a gRPC target (IPv6 hosts in brackets)."""
+        return self._target(self.port)
+
+    @property
+    def secure_address(self) -> str | None:
+        """``host:secure_port``, or None without a TLS port."""
+        return self._target(self.secure_port) if self._credentials is not None else None
+
+    def _target(self, port: int | None) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return f"{host}:{port}"
 
     def start(self, timeout: float = 10.0) -> None:
         """Bind and start serving; returns once the port is bound."""
@@ -202,12 +239,23 @@ class XdsServer:
         # No SO_REUSEPORT: a second control plane on the same port must fail, not share it.
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, server)
+        if self.handlers:
+            server.add_generic_rpc_handlers(self.handlers)
         try:
             port = server.add_insecure_port(self.address)
         except RuntimeError:
             port = 0
         if port == 0:
             raise OSError(f"cannot listen on {self.address} (address in use?)")
+        if self._credentials is not None:
+            target = self._target(self.secure_port or 0)
+            try:
+                secure = server.add_secure_port(target, self._credentials)
+            except RuntimeError:
+                secure = 0
+            if secure == 0:
+                raise OSError(f"cannot listen on {target} (address in use?)")
+            self.secure_port = secure
         await server.start()
         self.port = port
         ready.set_result(port)

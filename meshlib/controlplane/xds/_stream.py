@@ -21,6 +21,7 @@ from google.protobuf import any_pb2
 
 from ._cache import CLUSTER_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE, Snapshot
 from ._events import AckEvent, EventLog
+from ._guard import SECRET_TYPE, authorized_secrets
 from ._views import NodeView, node_namespace, node_view
 
 __all__ = [
@@ -64,7 +65,10 @@ class StreamState:
     node_id: str = ""
     namespace: str = "default"
     view: NodeView = field(default_factory=NodeView)
+    #: The SPIFFE ID the stream was authenticated as (None: anonymous), see _guard.
+    identity: str | None = None
     _node_seen: bool = False
+    _warned: set[str] = field(default_factory=set)
     _subs: dict[str, _Subscription] = field(default_factory=dict)
 
     def subscriptions(self) -> dict[str, frozenset[str] | None]:
@@ -145,6 +149,10 @@ class StreamState:
 
     def _select(self, type_url: str, sub: _Subscription) -> dict[str, any_pb2.Any]:
         available = self.snapshot.resources_for(self.view, type_url)
+        if type_url == SECRET_TYPE:
+            available = authorized_secrets(
+                available, self.view, self.identity, self.node_id, warned=self._warned
+            )
         if sub.wildcard:
             return available
         names = sub.names

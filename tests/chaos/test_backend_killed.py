@@ -1,10 +1,11 @@
 """A backend killed in the middle of 2,000 requests: with retries on, no idempotent
-request fails (async, 20 in flight; sync, 4 threads)."""
+request fails (async, 20 in flight; sync, 4 threads). (The seed of the chaos suite.)"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,17 @@ from tests.support import UvicornThread
 HOST = "chaos.test"
 TOTAL = 2000
 KILL_AFTER = 300
+pytestmark = pytest.mark.chaos
+
+
+def report(name: str, statuses: list[int], failures: list[BaseException], start: float) -> str:
+    line = (
+        f"[chaos] {name}: {len(statuses) + len(failures)} sent, "
+        f"{len(failures) + sum(s != 200 for s in statuses)} failed, "
+        f"{time.monotonic() - start:.2f} s"
+    )
+    print(line, flush=True)
+    return line
 
 
 @pytest.fixture
@@ -50,6 +62,7 @@ def test_async_backend_killed_mid_load(world: tuple[Mesh, UvicornThread, EchoApp
     mesh, victim_server, victim = world
     failures: list[BaseException] = []
     statuses: list[int] = []
+    start = time.monotonic()
 
     async def main() -> None:
         limits = httpx.Limits(max_connections=20)
@@ -74,8 +87,9 @@ def test_async_backend_killed_mid_load(world: tuple[Mesh, UvicornThread, EchoApp
             await asyncio.gather(*(worker() for _ in range(20)))
 
     asyncio.run(main())
-    assert not failures, failures[:3]
-    assert len(statuses) == TOTAL and set(statuses) == {200}
+    line = report("backend killed (async, 20 in flight)", statuses, failures, start)
+    assert not failures, (line, failures[:3])
+    assert len(statuses) == TOTAL and set(statuses) == {200}, line
     assert 0 < sum(victim.hits.values()) < TOTAL  # the victim served until it died
 
 
@@ -85,6 +99,7 @@ def test_sync_backend_killed_mid_load(world: tuple[Mesh, UvicornThread, EchoApp]
     statuses: list[int] = []
     lock = threading.Lock()
     counter = iter(range(TOTAL))
+    start = time.monotonic()
 
     def worker(client: httpx.Client) -> None:
         for i in counter:  # shared: TOTAL requests across the threads
@@ -100,8 +115,9 @@ def test_sync_backend_killed_mid_load(world: tuple[Mesh, UvicornThread, EchoApp]
     with mesh.httpx_client(timeout=10) as client, ThreadPoolExecutor(4) as pool:
         for f in [pool.submit(worker, client) for _ in range(4)]:
             f.result()
-    assert not failures, failures[:3]
-    assert len(statuses) == TOTAL and set(statuses) == {200}
+    line = report("backend killed (sync, 4 threads)", statuses, failures, start)
+    assert not failures, (line, failures[:3])
+    assert len(statuses) == TOTAL and set(statuses) == {200}, line
     assert 0 < sum(victim.hits.values()) < TOTAL
 
 
