@@ -9,11 +9,11 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,kubernetes]"
+	$(BIN)/python -m pip install -q -e ".[dev,kubernetes,demo]"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.demo.run
+	$(BIN)/python -m meshlib.demo $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

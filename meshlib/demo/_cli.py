@@ -1,0 +1,54 @@
+"""The demo's command line, shared by ``meshlib demo`` and ``python -m meshlib.demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["add_arguments", "main", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's flags, on ``parser``."""
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--serve", action="store_true",
+                      help="leave BookInfo running and print its URLs (Ctrl-C stops it)")
+    mode.add_argument("--fast", action="store_true",
+                      help="the tour with delays and timeouts x 0.2 and fewer requests (CI)")
+    parser.add_argument("--xds", metavar="ADDR",
+                        help="with --serve: use this running control plane (e.g. "
+                        "`meshlib control-plane --config examples/bookinfo/`) instead of one's own")
+    parser.add_argument("--ca-dir", help="with --xds: that control plane's --ca-dir")
+    parser.add_argument("--ingress-port", type=int, default=8080,
+                        help="with --serve: the browser's port (default %(default)s)")
+    parser.add_argument("--admin-port", type=int, default=15000,
+                        help="with --serve: productpage's admin port (default %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the tour or, with ``--serve``, BookInfo until interrupted."""
+    try:
+        from ._serve import serve
+        from ._tour import run_tour
+    except ImportError as err:  # the demo's own dependencies are an extra
+        print(f"meshlib demo needs {err.name}: pip install 'meshlib-proxyless[demo]'",
+              file=sys.stderr)
+        return 2
+    if (args.xds or args.ca_dir) and not args.serve:
+        print("meshlib demo: --xds and --ca-dir go with --serve", file=sys.stderr)
+        return 2
+    if bool(args.xds) != bool(args.ca_dir):
+        print("meshlib demo: give --xds and --ca-dir together", file=sys.stderr)
+        return 2
+    if args.serve:
+        return serve(xds=args.xds, ca_dir=args.ca_dir, ingress_port=args.ingress_port,
+                     admin_port=args.admin_port)
+    return run_tour(fast=args.fast)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m meshlib.demo``."""
+    parser = argparse.ArgumentParser(prog="meshlib demo", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

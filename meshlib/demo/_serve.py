@@ -1,0 +1,123 @@
+"""``meshlib demo --serve``: BookInfo left running, for a browser and for your own code.
+
+A browser has no mesh certificate, so as in Istio it comes in through an ingress
+gateway: a plain HTTP server on loopback that forwards every request to productpage
+through the mesh (its own mesh client, ``istio-ingressgateway``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from ._bookinfo import BookInfo
+from ._platform import DEFAULT_PORTS, SERVICE_PORT, istio_file, istio_files
+from ._servers import WerkzeugServer
+
+__all__ = ["ingress_app", "serve"]
+
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade",
+    "content-length", "content-encoding", "host",
+}
+
+
+def ingress_app(client: httpx.Client, upstream: str = f"http://productpage:{SERVICE_PORT}") -> Any:
+    """A WSGI app forwarding every request to ``upstream`` with ``client``."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        query = environ.get("QUERY_STRING", "")
+        url = upstream + environ.get("PATH_INFO", "/") + (f"?{query}" if query else "")
+        headers = {
+            key[5:].replace("_", "-").lower(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_") and key[5:].replace("_", "-").lower() not in _HOP_BY_HOP
+        }
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        try:
+            r = client.request(environ["REQUEST_METHOD"], url, headers=headers, content=body)
+        except Exception as exc:  # the mesh refused: say so, as a gateway would
+            message = f"ingress: {type(exc).__name__}: {exc}\n".encode()
+            start_response("503 Service Unavailable", [("content-type", "text/plain")])
+            return [message]
+        out = [(k, v) for k, v in r.headers.multi_items() if k.lower() not in _HOP_BY_HOP]
+        out.append(("content-length", str(len(r.content))))
+        start_response(f"{r.status_code} {r.reason_phrase}", out)
+        return [r.content]
+
+    return app
+
+
+def serve(
+    *,
+    xds: str | None = None,
+    ca_dir: str | Path | None = None,
+    ingress_port: int = 8080,
+    admin_port: int = 15000,
+    ports: Mapping[str, int] | None = None,
+    console: Console | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run BookInfo until SIGINT/SIGTERM (or ``stop`` is set), on examples/bookinfo's ports
+    unless ``ports`` says otherwise."""
+    console = console or Console()
+    done = stop or threading.Event()
+    bookinfo = BookInfo(
+        ports=ports or DEFAULT_PORTS,
+        xds=xds,
+        ca_dir=ca_dir,
+        admin_ports={"productpage-v1": admin_port},
+    )
+    with console.status("starting BookInfo"):
+        bookinfo.start()
+    ingress = None
+    previous: dict[int, Any] = {}
+    try:
+        if bookinfo.control_plane is not None:
+            for name in ("destination-rule-all.yaml", "virtual-service-all-v1.yaml"):
+                bookinfo.apply(istio_file(name))
+        client = bookinfo.client(timeout=30, follow_redirects=False)
+        ingress = WerkzeugServer(ingress_app(client), ingress_port)
+        ingress.start(None)
+        _banner(console, bookinfo, ingress.port)
+        if stop is None:
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                done.set()
+
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        while not done.wait(0.5):
+            pass
+        console.print("stopping BookInfo")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if ingress is not None:
+            ingress.stop()
+        bookinfo.stop()
+    return 0
+
+
+def _banner(console: Console, bookinfo: BookInfo, ingress_port: int) -> None:
+    admins = {name: pod.admin.url for name, pod in bookinfo.pods.items() if pod.admin}
+    console.print(f"[bold]BookInfo is running[/] (control plane {bookinfo.xds})")
+    console.print(f"  productpage      http://127.0.0.1:{ingress_port}/productpage"
+                  "   (sign in as jason to see routing by user)")
+    console.print(f"  admin dashboard  {admins['productpage-v1']}/   (productpage's mesh)")
+    for name, url in admins.items():
+        if name != "productpage-v1":
+            console.print(f"                   {url}/   ({name})", style="dim")
+    if bookinfo.control_plane is not None:
+        console.print(f"  config folder    {bookinfo.config_dir}  (watched; one file per object)")
+    console.print(f"  Istio's tour files: {istio_files()}")
+    console.print("Ctrl-C stops it.")
