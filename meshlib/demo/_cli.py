@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --serve: use this running control plane (e.g. "
                         "`meshlib control-plane --config examples/bookinfo/`) instead of one's own")
     parser.add_argument("--ca-dir", help="with --xds: that control plane's --ca-dir")
+    parser.add_argument("--config", metavar="DIR",
+                        help="with --xds: listen where that control plane's --config puts "
+                        "BookInfo's pods (default: examples/bookinfo's ports)")
     parser.add_argument("--ingress-port", type=int, default=8080,
                         help="with --serve: the browser's port (default %(default)s)")
     parser.add_argument("--admin-port", type=int, default=15000,
@@ -35,15 +38,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"meshlib demo needs {err.name}: pip install 'meshlib-proxyless[demo]'",
               file=sys.stderr)
         return 2
-    if (args.xds or args.ca_dir) and not args.serve:
-        print("meshlib demo: --xds and --ca-dir go with --serve", file=sys.stderr)
+    if (args.xds or args.ca_dir or args.config) and not args.serve:
+        print("meshlib demo: --xds, --ca-dir and --config go with --serve", file=sys.stderr)
+        return 2
+    if args.config and not args.xds:
+        print("meshlib demo: --config goes with --xds", file=sys.stderr)
         return 2
     if bool(args.xds) != bool(args.ca_dir):
         print("meshlib demo: give --xds and --ca-dir together", file=sys.stderr)
         return 2
     if args.serve:
+        from pathlib import Path
+
+        from ._platform import read_ports
+
+        try:
+            ports = read_ports(Path(args.config)) if args.config else None
+        except (OSError, ValueError) as err:
+            print(f"meshlib demo: --config: {err}", file=sys.stderr)
+            return 2
         return serve(xds=args.xds, ca_dir=args.ca_dir, ingress_port=args.ingress_port,
-                     admin_port=args.admin_port)
+                     admin_port=args.admin_port, ports=ports)
     return run_tour(fast=args.fast)
 
 

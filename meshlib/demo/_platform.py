@@ -27,6 +27,7 @@ __all__ = [
     "istio_file",
     "istio_files",
     "platform_objects",
+    "read_ports",
     "write_platform",
 ]
 
@@ -146,6 +147,24 @@ def write_platform(
         for name in ("destination-rule-all.yaml", "virtual-service-all-v1.yaml"):
             shutil.copyfile(istio_file(name), directory / name)
     return directory
+
+
+def read_ports(config: Path) -> dict[str, int]:
+    """Pod name -> port, from the EndpointSlices of BookInfo's pods under ``config`` (a
+    file or folder, as the control plane reads it)."""
+    files = sorted(config.rglob("*.y*ml")) if config.is_dir() else [config]
+    pods = {w.pod for w in WORKLOADS}
+    ports: dict[str, int] = {}
+    for file in files:
+        for doc in yaml.safe_load_all(file.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "EndpointSlice":
+                name = doc.get("metadata", {}).get("name")
+                if name in pods and doc.get("ports"):
+                    ports[name] = int(doc["ports"][0]["port"])
+    missing = sorted(pods - set(ports))
+    if missing:
+        raise ValueError(f"{config}: no EndpointSlice for BookInfo pods {', '.join(missing)}")
+    return ports
 
 
 def istio_files() -> Path:

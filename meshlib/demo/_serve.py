@@ -65,11 +65,13 @@ def serve(
     ingress_port: int = 8080,
     admin_port: int = 15000,
     ports: Mapping[str, int] | None = None,
+    ready: Callable[[BookInfo, str], None] | None = None,
     console: Console | None = None,
     stop: threading.Event | None = None,
 ) -> int:
     """Run BookInfo until SIGINT/SIGTERM (or ``stop`` is set), on examples/bookinfo's ports
-    unless ``ports`` says otherwise."""
+    unless ``ports`` says otherwise. ``ready(bookinfo, productpage_url)`` is called once
+    everything serves."""
     console = console or Console()
     done = stop or threading.Event()
     bookinfo = BookInfo(
@@ -90,6 +92,8 @@ def serve(
         ingress = WerkzeugServer(ingress_app(client), ingress_port)
         ingress.start(None)
         _banner(console, bookinfo, ingress.port)
+        if ready is not None:
+            ready(bookinfo, f"http://127.0.0.1:{ingress.port}/productpage")
         if stop is None:
 
             def on_signal(signum: int, frame: FrameType | None) -> None:
