@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .bookinfo import WORKLOADS, write_config
 from meshlib.controlplane import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -24,6 +23,7 @@ from meshlib.controlplane import (
     ControlPlane,
 )
 
+from .bookinfo import WORKLOADS, write_config
 from .peer_support import EnvoyProcess, GrpcXdsClient, grpc_backends, http_backends
 
 pytestmark = pytest.mark.timeout(60)
