@@ -20,7 +20,9 @@ from ._errors import (
     TargetNotResolved,
     UpstreamTimeout,
 )
-from ._httpx_transport import (
+from ._mesh import Mesh
+from ._snapshot import Snapshot
+from .httpx import (
     AsyncMeshTransport,
     CircuitBreakerOverflowError,
     MeshConnectError,
@@ -29,8 +31,6 @@ from ._httpx_transport import (
     NoHealthyUpstreamError,
     UpstreamTlsConfigError,
 )
-from ._mesh import Mesh
-from ._snapshot import Snapshot
 
 __all__ = [
     "AsyncMeshTransport",

@@ -51,15 +51,15 @@ from collections.abc import Callable
 
 from ._call import Call
 from ._config_watch import ConfigWatcher
-from ._endpoints import EndpointState
-from ._errors import MeshError, NoHealthyUpstream, RouteNotFound, TargetNotResolved
+from ._errors import MeshError, RouteNotFound, TargetNotResolved
 from ._snapshot import ListenerView, Snapshot
+from .cluster._endpoints import EndpointState
 from .resilience.fault import FaultDecision
 from .resilience.mirror import MirrorTarget
 from .resilience.retry import AttemptLoop
 from .routing import RoutePlan
 
-__all__ = ["STACK", "Engine", "Pick"]
+__all__ = ["STACK", "Engine"]
 
 STACK = (
     ("logical", "resolve target -> listener -> route table; route, rewrites, header mutations"),
@@ -69,16 +69,6 @@ STACK = (
     ("concrete", "cluster -> admission (circuit breaker) -> load-balancer pick"),
     ("endpoint", "one attempt on a pooled connection to the endpoint"),
 )
-
-
-class Pick:
-    """Where one attempt goes (kept for adapters that do a single attempt)."""
-
-    __slots__ = ("endpoint", "plan")
-
-    def __init__(self, plan: RoutePlan, endpoint: EndpointState) -> None:
-        self.plan = plan
-        self.endpoint = endpoint
 
 
 class Engine:
@@ -163,19 +153,6 @@ class Engine:
             return cluster.pick(call)
         except MeshError:
             return None
-
-    # concrete layer --------------------------------------------------------------------
-    def pick(self, plan: RoutePlan, call: Call) -> Pick:
-        """One endpoint for ``plan`` without the attempt loop (no retries)."""
-        cluster = self.snapshot.clusters.get(plan.cluster)
-        if cluster is None:
-            raise NoHealthyUpstream(
-                f"{plan.cluster}: no healthy upstream (unknown cluster)",
-                target=call.authority,
-                cluster=plan.cluster,
-                reason="no_healthy_upstream",
-            )
-        return Pick(plan, cluster.pick(call))
 
     def describe(self) -> str:
         """The client stack, outermost first."""

@@ -8,9 +8,9 @@ import httpcore
 import httpx
 
 from .._call import authority_of
-from .._endpoints import EndpointState
 from .._errors import CircuitBreakerOpen, MeshError
 from .._snapshot import ClusterView, ListenerView
+from ..cluster._endpoints import EndpointState
 from ._base import TransportBase
 from ._connections import AsyncEndpointPool, Retired
 from ._exchange import Exchange, Shadow, mesh_error

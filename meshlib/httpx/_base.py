@@ -8,9 +8,9 @@ from typing import Any, Generic, TypeVar
 import httpcore
 import httpx
 
-from .._endpoints import EndpointState
 from .._engine import Engine
 from .._snapshot import ClusterView, ListenerView
+from ..cluster._endpoints import EndpointState
 from ..telemetry import Telemetry
 from ._body import DEFAULT_RETRY_BUFFER
 from ._connections import AsyncEndpointPool, EndpointPool, PoolCore

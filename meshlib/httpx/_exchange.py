@@ -14,12 +14,12 @@ import httpcore
 import httpx
 
 from .._call import Call, authority_of
-from .._context import inject_outbound
-from .._endpoints import EndpointState
 from .._engine import Engine
 from .._errors import MeshError
 from .._outcome import Outcome, OutcomeKind, refused_stream
 from .._snapshot import ClusterView, ListenerView
+from ..cluster._endpoints import EndpointState
+from ..context import inject_outbound
 from ..resilience.fault import FaultDecision
 from ..resilience.retry import Attempt, AttemptLoop
 from ..routing import RoutePlan

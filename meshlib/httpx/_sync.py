@@ -10,9 +10,9 @@ import httpcore
 import httpx
 
 from .._call import authority_of
-from .._endpoints import EndpointState
 from .._errors import CircuitBreakerOpen, MeshError
 from .._snapshot import ClusterView, ListenerView
+from ..cluster._endpoints import EndpointState
 from ._base import TransportBase, UnknownHostPolicy, check_policy
 from ._connections import EndpointPool, Retired
 from ._exchange import Exchange, Shadow, mesh_error

@@ -1,0 +1,2 @@
+"""The mesh certificate authority: root and SPIFFE workload certificates.
+"""
