@@ -21,7 +21,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from flask import Flask, jsonify, make_response, redirect, render_template_string, request
 
-from meshlib._context import current_request
+from meshlib.context import current_request
 
 from ._outcomes import Outcome, timed
 from ._platform import SERVICE_PORT, Workload

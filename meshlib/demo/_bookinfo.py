@@ -35,7 +35,7 @@ from ._apps import (
 from ._platform import CLIENTS, DEFAULT_PORTS, NAMESPACE, WORKLOADS, Workload, write_platform
 from ._servers import FollowingServer, UvicornServer, WerkzeugServer
 
-__all__ = ["BookInfo", "Pod", "free_ports", "scale_durations"]
+__all__ = ["BookInfo", "Pod", "free_ports", "scale_durations", "start_pod"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -192,37 +192,10 @@ class BookInfo:
         return out
 
     def _workload(self, w: Workload) -> Pod:
-        from meshlib.integrations import MeshInbound
-
         mesh = self._mesh(w.pod, w.service_account, w.labels)
-        port = self.ports[w.pod]
-        out = Pod(w.pod, mesh, WorkloadState(w), port=port)
-        out.admin = mesh.admin(port=self.admin_ports.get(w.pod, 0))
-        inbound = MeshInbound.for_mesh(mesh, port, workload=w.pod)
-        out.closers.append(inbound.close)
-        client = mesh.httpx_client()
-        out.closers.append(client.close)
-        assert out.state is not None
-        server: UvicornServer | WerkzeugServer
-        if w.service == "productpage":
-            from meshlib.integrations.flask import MeshFlask
-
-            flask_app = productpage_app(out.state, client, self.timing)
-            MeshFlask(flask_app, inbound=inbound)
-            server = WerkzeugServer(flask_app, port)
-        else:
-            from meshlib.integrations.asgi import MeshMiddleware
-
-            if w.service == "reviews":
-                app = reviews_app(out.state, client, self.timing)
-            elif w.service == "details":
-                app = details_app(out.state)
-            else:
-                app = ratings_app(out.state)
-            app.add_middleware(MeshMiddleware, inbound=inbound)
-            server = UvicornServer(app, port)
-        out.server = FollowingServer(server, inbound).start()
-        return out
+        pod = start_pod(w, mesh, self.ports[w.pod], self.timing)
+        pod.admin = mesh.admin(port=self.admin_ports.get(w.pod, 0))
+        return pod
 
     def state(self, pod: str) -> WorkloadState:
         """The served-request counters and fault switch of ``pod``."""
@@ -296,6 +269,48 @@ class BookInfo:
             if (state.mode == "STRICT") != pod.server.tls:
                 return False
         return True
+
+
+def start_pod(
+    w: Workload,
+    mesh: Mesh,
+    port: int,
+    timing: Timing,
+    *,
+    address: str = "127.0.0.1",
+    listen: str | None = None,
+) -> Pod:
+    """Serve workload ``w`` with ``mesh`` on ``listen`` (default ``address``):``port``, behind
+    the inbound side of its server listener for ``address:port``."""
+    from meshlib.integrations import MeshInbound
+
+    out = Pod(w.pod, mesh, WorkloadState(w), port=port)
+    inbound = MeshInbound.for_mesh(mesh, port, host=address, workload=w.pod)
+    out.closers.append(inbound.close)
+    client = mesh.httpx_client()
+    out.closers.append(client.close)
+    assert out.state is not None
+    bind = listen or address
+    server: UvicornServer | WerkzeugServer
+    if w.service == "productpage":
+        from meshlib.integrations.flask import MeshFlask
+
+        flask_app = productpage_app(out.state, client, timing)
+        MeshFlask(flask_app, inbound=inbound)
+        server = WerkzeugServer(flask_app, port, bind)
+    else:
+        from meshlib.integrations.asgi import MeshMiddleware
+
+        if w.service == "reviews":
+            app = reviews_app(out.state, client, timing)
+        elif w.service == "details":
+            app = details_app(out.state)
+        else:
+            app = ratings_app(out.state)
+        app.add_middleware(MeshMiddleware, inbound=inbound)
+        server = UvicornServer(app, port, bind)
+    out.server = FollowingServer(server, inbound).start()
+    return out
 
 
 def _start_order(w: Workload) -> int:

@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="leave BookInfo running and print its URLs (Ctrl-C stops it)")
     mode.add_argument("--fast", action="store_true",
                       help="the tour with delays and timeouts x 0.2 and fewer requests (CI)")
+    mode.add_argument("--workload", metavar="NAME",
+                      help="run one workload (productpage-v1, reviews-v2...) as a Kubernetes "
+                      "pod: bootstrap from GRPC_XDS_BOOTSTRAP, serving 0.0.0.0:9080")
     parser.add_argument("--xds", metavar="ADDR",
                         help="with --serve: use this running control plane (e.g. "
                         "`meshlib control-plane --config examples/bookinfo/`) instead of one's own")
@@ -47,6 +50,14 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.xds) != bool(args.ca_dir):
         print("meshlib demo: give --xds and --ca-dir together", file=sys.stderr)
         return 2
+    if args.workload:
+        from ._serve import run_pod
+
+        try:
+            return run_pod(args.workload, admin_port=args.admin_port)
+        except ValueError as err:
+            print(f"meshlib demo: {err}", file=sys.stderr)
+            return 2
     if args.serve:
         from pathlib import Path
 

@@ -17,11 +17,14 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from ._bookinfo import BookInfo
-from ._platform import DEFAULT_PORTS, SERVICE_PORT, istio_file, istio_files
+from meshlib import Mesh
+
+from ._apps import Timing
+from ._bookinfo import BookInfo, start_pod
+from ._platform import DEFAULT_PORTS, SERVICE_PORT, WORKLOADS, istio_file, istio_files
 from ._servers import WerkzeugServer
 
-__all__ = ["ingress_app", "serve"]
+__all__ = ["ingress_app", "run_pod", "serve"]
 
 _HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade",
@@ -58,6 +61,56 @@ def ingress_app(client: httpx.Client, upstream: str = f"http://productpage:{SERV
     return app
 
 
+def _until_signalled(done: threading.Event) -> None:
+    previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_pod(
+    workload: str,
+    *,
+    port: int = SERVICE_PORT,
+    listen: str = "0.0.0.0",
+    admin_port: int = 15000,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run one BookInfo workload (``reviews-v2``...) as a pod does on Kubernetes: the
+    bootstrap from ``GRPC_XDS_BOOTSTRAP`` (istio-agent's grpc-agent template writes it),
+    its server listener for the pod's IP (``INSTANCE_IPS``), serving on ``listen:port``."""
+    kinds = {f"{w.service}-{w.version}": w for w in reversed(WORKLOADS)}
+    if workload not in kinds:
+        raise ValueError(f"--workload {workload!r}: one of {', '.join(sorted(kinds))}")
+    mesh = Mesh()
+    address = str(mesh.bootstrap.node.metadata.get("INSTANCE_IPS", "127.0.0.1")).split(",")[0]
+    pod = start_pod(kinds[workload], mesh, port, Timing(), address=address, listen=listen)
+    admin = mesh.admin(port=admin_port)
+    print(f"meshlib demo: {workload} serving {listen}:{port} as {address}:{port}; "
+          f"admin {admin.url}", flush=True)
+    try:
+        if stop is None:
+            _until_signalled(threading.Event())
+        else:
+            stop.wait()
+    finally:
+        assert pod.server is not None
+        pod.server.stop()
+        for close in pod.closers:
+            close()
+        admin.stop()
+        mesh.close()
+    return 0
+
+
 def serve(
     *,
     xds: str | None = None,
@@ -83,7 +136,6 @@ def serve(
     with console.status("starting BookInfo"):
         bookinfo.start()
     ingress = None
-    previous: dict[int, Any] = {}
     try:
         if bookinfo.control_plane is not None:
             for name in ("destination-rule-all.yaml", "virtual-service-all-v1.yaml"):
@@ -95,17 +147,11 @@ def serve(
         if ready is not None:
             ready(bookinfo, f"http://127.0.0.1:{ingress.port}/productpage")
         if stop is None:
-
-            def on_signal(signum: int, frame: FrameType | None) -> None:
-                done.set()
-
-            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        while not done.wait(0.5):
-            pass
+            _until_signalled(done)
+        else:
+            done.wait()
         console.print("stopping BookInfo")
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if ingress is not None:
             ingress.stop()
         bookinfo.stop()
