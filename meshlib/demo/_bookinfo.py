@@ -207,10 +207,12 @@ class BookInfo:
         """An httpx client through ``pod``'s mesh (the ingress gateway by default)."""
         return self.pods[pod].mesh.httpx_client(**kwargs)
 
-    def stats(self, pod: str) -> dict[str, int]:
-        """``pod``'s Envoy-style counters (``/stats?format=json``) by name."""
+    def stats(self, pod: str, pattern: str = "") -> dict[str, int]:
+        """``pod``'s Envoy-style counters (``/stats?format=json``, names matching the
+        regular expression ``pattern``) by name."""
         admin = self.pods[pod].admin
-        doc = httpx.get(f"{admin.url}/stats?format=json", timeout=5).json()
+        params = {"format": "json", **({"filter": pattern} if pattern else {})}
+        doc = httpx.get(f"{admin.url}/stats", params=params, timeout=5).json()
         out: dict[str, int] = {}
         for item in doc.get("stats", []):
             value = str(item.get("value", ""))

@@ -77,12 +77,12 @@ def classify(result: httpx.Response | BaseException, elapsed: float = 0.0) -> Ou
                 "UT" if isinstance(result, httpx.TimeoutException) else "-",
             )
         return Outcome(None, flag, name, elapsed)
-    flag = result.headers.get("x-meshlib-response-flags", "-")
-    if flag == "-":
-        if result.headers.get("x-envoy-overloaded") == "true":
-            flag = "UO"
-        elif result.status_code >= 400 and "x-meshlib-workload" not in result.headers:
-            flag = _BODIES.get(result.text.strip(), "-")
+    flag = "-"
+    if result.headers.get("x-envoy-overloaded") == "true":
+        flag = "UO"
+    elif result.status_code >= 400 and "x-meshlib-workload" not in result.headers:
+        # not from a BookInfo app: the mesh's own reply, known by Envoy's bodies
+        flag = _BODIES.get(result.text.strip(), "-")
     return Outcome(result.status_code, flag, "", elapsed)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from ._tally import DETAILS, INGRESS, RATINGS, REVIEWS, Tally, render, run_traff
 __all__ = ["STEPS", "Step", "Tour", "run_tour"]
 
 PRODUCTPAGE_SA = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
+LEGACY = "plain HTTP → productpage"
 
 
 @dataclass
@@ -81,11 +84,13 @@ class Tour:
         url: str,
         n: int,
         concurrency: int = 1,
+        hop: str = "",
         **kwargs: Any,
     ) -> Tally:
-        """``n`` GETs of ``url`` with ``client``, counted by the pod that answered."""
+        """``n`` GETs of ``url`` with ``client``, counted by the pod that answered, under
+        ``hop`` (default ``→ host``)."""
         tally = Tally(who)
-        host = url.split("/")[2].split(":")[0]
+        hop = hop or f"→ {url.split('/')[2].split(':')[0]}"
 
         def one() -> tuple[Outcome, str | None]:
             response, outcome = timed(lambda: client.get(url, **kwargs))
@@ -93,16 +98,26 @@ class Tour:
             return outcome, pod
 
         for outcome, pod in run_traffic(self.console, who, [one] * n, concurrency):
-            tally.add(f"→ {host}", outcome, pod)
+            tally.add(hop, outcome, pod)
         return tally
 
     def counters(self, pod: str, *needles: str) -> int:
         """The sum of ``pod``'s stats whose name contains any of ``needles``."""
-        total = 0
-        for name, value in self.bookinfo.stats(pod).items():
-            if any(n in name for n in needles):
-                total += value
-        return total
+        pattern = "|".join(re.escape(n) for n in needles)
+        return sum(self.bookinfo.stats(pod, pattern).values())
+
+    def mesh_counters(self) -> tuple[int, int]:
+        """Retries and ejected endpoints now, summed over every pod's mesh."""
+        retries = ejected = 0
+        pattern = r"\.(upstream_rq_retry|outlier_detection_ejections_active)$"
+        for pod in self.bookinfo.pods:
+            stats = self.bookinfo.stats(pod, pattern)
+            for name, value in stats.items():
+                if name.endswith(".upstream_rq_retry"):
+                    retries += value
+                else:
+                    ejected += value
+        return retries, ejected
 
 
 @dataclass(frozen=True)
@@ -135,20 +150,21 @@ def step_all_v1(tour: Tour) -> None:
 def step_mtls(tour: Tour) -> None:
     port = tour.bookinfo.ports["productpage-v1"]
     url = f"http://127.0.0.1:{port}/api/v1/products/0/view"
+    hop = LEGACY
     with httpx.Client(timeout=10, headers={"host": "productpage"}) as legacy:
-        before = tour.direct("legacy (no mesh), PERMISSIVE", legacy, url, 5)
+        before = tour.direct("legacy (no mesh), PERMISSIVE", legacy, url, 5, hop=hop)
         tour.apply("peer-authentication-mesh-strict.yaml", "destination-rule-all-mtls.yaml")
-        after = tour.direct("legacy (no mesh), STRICT", legacy, url, 5)
+        after = tour.direct("legacy (no mesh), STRICT", legacy, url, 5, hop=hop)
     mesh = tour.views("mesh (ingress gateway), STRICT", tour.n(20, 10))
     tour.console.print(
-        render("Mutual TLS: STRICT for the whole mesh", (before, after), ("→ 127.0.0.1",))
+        render("Mutual TLS: STRICT for the whole mesh", (before, after), (LEGACY,))
     )
     _chain_table(tour, "... while mesh traffic goes on over mTLS", mesh, hops=(DETAILS, REVIEWS))
     tour.console.print(f"  reviews saw callers: {dict(mesh.peers)}")
     tour.check("a caller without a mesh certificate got 200 under PERMISSIVE",
-               before.labels("→ 127.0.0.1") == {"200": before.requests})
+               before.labels(LEGACY) == {"200": before.requests})
     tour.check("... and is refused under STRICT",
-               not any(label.startswith("200") for label in after.labels("→ 127.0.0.1")))
+               not any(label.startswith("200") for label in after.labels(LEGACY)))
     tour.check("mesh callers still get 200", mesh.labels(REVIEWS) == {"200": mesh.requests})
     tour.check("reviews saw productpage's SPIFFE ID", set(mesh.peers) == {PRODUCTPAGE_SA})
 
@@ -307,7 +323,7 @@ STEPS: tuple[Step, ...] = (
 
 def run_tour(*, fast: bool = False, console: Console | None = None) -> int:
     """Run every step on a fresh BookInfo; 0 if every check held, else 1."""
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
     scale = 0.2 if fast else 1.0
     started = time.monotonic()
     failed: collections.Counter[str] = collections.Counter()
@@ -323,11 +339,15 @@ def run_tour(*, fast: bool = False, console: Console | None = None) -> int:
         for i, step in enumerate(STEPS, 1):
             console.rule(f"[bold]{i}. {step.title}", align="left")
             begin = len(tour.checks)
+            retries, ejected = tour.mesh_counters()
             try:
                 step.run(tour)
             except Exception as exc:  # a step that cannot run has failed; go on
                 console.print_exception(max_frames=5)
                 tour.check(f"step ran ({type(exc).__name__}: {exc})", False)
+            now_retries, now_ejected = tour.mesh_counters()
+            console.print(f"  [dim]mesh: {now_retries - retries} retries, "
+                          f"{now_ejected} endpoints ejected ({now_ejected - ejected:+d})[/]")
             failed.update(step.title for _, ok in tour.checks[begin:] if not ok)
         cp = bookinfo.control_plane
         problems, nacks = (cp.problems, cp.nacks()) if cp is not None else ((), [])
