@@ -24,13 +24,17 @@ class _Server(Protocol):
     def stop(self) -> None: ...
 
 
-class UvicornServer:
-    """An ASGI app under uvicorn on ``host:port``, in a thread."""
+class _Threaded:
+    """An app served on ``host:port`` from a thread; :meth:`start` again after :meth:`stop`."""
 
     def __init__(self, app: Any, port: int, host: str = "127.0.0.1") -> None:
         self.app, self.port, self.host = app, port, host
         self._server: Any = None
         self._thread: threading.Thread | None = None
+
+
+class UvicornServer(_Threaded):
+    """An ASGI app under uvicorn on ``host:port``, in a thread."""
 
     def start(self, ssl_context: ssl.SSLContext | None) -> None:
         import uvicorn
@@ -68,13 +72,8 @@ class UvicornServer:
             self._server = self._thread = None
 
 
-class WerkzeugServer:
+class WerkzeugServer(_Threaded):
     """A WSGI app under werkzeug's threaded server on ``host:port``, in a thread."""
-
-    def __init__(self, app: Any, port: int, host: str = "127.0.0.1") -> None:
-        self.app, self.port, self.host = app, port, host
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
 
     def start(self, ssl_context: ssl.SSLContext | None) -> None:
         from werkzeug.serving import make_server
