@@ -7,6 +7,7 @@ through the mesh (its own mesh client, ``istio-ingressgateway``).
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -91,10 +92,14 @@ def run_pod(
     if workload not in kinds:
         raise ValueError(f"--workload {workload!r}: one of {', '.join(sorted(kinds))}")
     mesh = Mesh()
-    address = str(mesh.bootstrap.node.metadata.get("INSTANCE_IPS", "127.0.0.1")).split(",")[0]
-    pod = start_pod(kinds[workload], mesh, port, Timing(), address=address, listen=listen)
+    node = mesh.bootstrap.node
+    address = str(node.metadata.get("INSTANCE_IPS", "127.0.0.1")).split(",")[0]
+    parts = node.id.split("~")  # sidecar~IP~POD.NS~NS.svc.cluster.local
+    name = parts[2].split(".")[0] if len(parts) == 4 else workload
+    w = dataclasses.replace(kinds[workload], pod=name)
+    pod = start_pod(w, mesh, port, Timing(), address=address, listen=listen)
     admin = mesh.admin(port=admin_port)
-    print(f"meshlib demo: {workload} serving {listen}:{port} as {address}:{port}; "
+    print(f"meshlib demo: {name} ({workload}) serving {listen}:{port} as {address}:{port}; "
           f"admin {admin.url}", flush=True)
     try:
         if stop is None:
