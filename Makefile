@@ -6,14 +6,17 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test soak bench lint typecheck clean
 
+# The distribution was called meshlib before (PyPI gives that name to another project):
+# an older .venv drops it before installing meshlib-proxyless.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,kubernetes]"
+	$(BIN)/python -m pip uninstall -q -y meshlib 2>/dev/null || true
+	$(BIN)/python -m pip install -q -e ".[dev,kubernetes,demo]"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.demo.run
+	$(BIN)/python -m meshlib.demo $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

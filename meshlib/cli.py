@@ -253,6 +253,14 @@ def _bootstrap(parser: argparse.ArgumentParser) -> Handler:
 from . import _cli_ca, _cli_status  # noqa: E402, F401 (registers token, status, config-dump)
 
 
+@command("demo", "BookInfo: Istio's tour on loopback (--serve: leave it running)")
+def _demo(parser: argparse.ArgumentParser) -> Handler:
+    from .demo._cli import add_arguments, run
+
+    add_arguments(parser)
+    return run
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     """The top-level parser and each subcommand's handler."""
     parser = argparse.ArgumentParser(prog="meshlib", description="A proxyless service mesh.")

@@ -138,7 +138,7 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    wheel = next((tmp_path / "dist").glob("meshlib-*.whl"))
+    wheel = next((tmp_path / "dist").glob("meshlib_proxyless-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
@@ -162,3 +162,13 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(tmp_path: Path) -> None:
         [str(env_dir / "bin" / "meshlib"), "--help"], capture_output=True, text=True, cwd=tmp_path
     )
     assert entry.returncode == 0 and "control-plane" in entry.stdout
+    assert "demo" in entry.stdout
+    # the demo's Istio files and page ship in the wheel, for `meshlib demo` after pip install
+    data = subprocess.run(
+        [str(py), "-c", "import meshlib.demo as d, importlib.resources as r;"
+         "print(d.istio_file('virtual-service-reviews-test-v2.yaml'));"
+         "print(len((r.files('meshlib.demo') / 'productpage.html').read_text()))"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )
+    path, size = data.stdout.split()
+    assert Path(path).is_relative_to(site) and int(size) > 1000

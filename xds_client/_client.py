@@ -236,6 +236,6 @@ def _version() -> str:
     try:
         from importlib.metadata import version
 
-        return version("meshlib")
+        return version("meshlib-proxyless")
     except Exception:
         return "0"

@@ -1,6 +1,6 @@
 """BookInfo through three clients of the control plane: grpcio, meshlib and Envoy.
 
-The config is ``examples/bookinfo`` (Istio's sample routing: reviews split 50/50
+The config is ``tests/peers/bookinfo_config`` (Istio's sample routing: reviews split 50/50
 between v1 and v3, user "jason" to reviews v2 and to a 100% abort from ratings). Each
 client must ACK everything (zero NACKs recorded at the control plane) and its traffic
 must follow the config. Split counts are checked within binomial bounds (n=200,
@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from examples.bookinfo import WORKLOADS, write_config
 from meshlib.controlplane import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -24,6 +23,7 @@ from meshlib.controlplane import (
     ControlPlane,
 )
 
+from .bookinfo import WORKLOADS, write_config
 from .peer_support import EnvoyProcess, GrpcXdsClient, grpc_backends, http_backends
 
 pytestmark = pytest.mark.timeout(60)

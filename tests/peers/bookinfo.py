@@ -1,6 +1,6 @@
 """BookInfo, Istio's sample application, as a meshlib control-plane config.
 
-``config/`` holds the Services, DestinationRules and VirtualServices; the endpoints
+``bookinfo_config/`` holds the Services, DestinationRules and VirtualServices; the endpoints
 depend on where the workloads listen, so :func:`write_config` copies the config and
 adds one EndpointSlice per workload (labelled ``app`` and ``version``, as the
 subsets select) on the ports given::
@@ -18,7 +18,7 @@ import yaml
 
 __all__ = ["CONFIG", "WORKLOADS", "endpoint_slices", "write_config"]
 
-CONFIG = Path(__file__).parent / "config"
+CONFIG = Path(__file__).parent / "bookinfo_config"
 #: workload name -> (service, version)
 WORKLOADS: dict[str, tuple[str, str]] = {
     "productpage-v1": ("productpage", "v1"),
@@ -65,7 +65,7 @@ def endpoint_slices(
 
 
 def write_config(directory: Path, ports: Mapping[str, int], address: str = "127.0.0.1") -> Path:
-    """Copy ``config/`` to ``directory`` and add ``endpoints.yaml`` for ``ports``."""
+    """Copy ``bookinfo_config/`` to ``directory`` and add ``endpoints.yaml`` for ``ports``."""
     directory.mkdir(parents=True, exist_ok=True)
     for file in sorted(CONFIG.glob("*.yaml")):
         shutil.copy(file, directory / file.name)

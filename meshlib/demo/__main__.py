@@ -1,0 +1,7 @@
+"""``python -m meshlib.demo [--fast|--serve]``."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
