@@ -190,7 +190,6 @@ def test_connection_overflow_is_one_figure_under_both_names(task: Task) -> None:
     )
 
 
-@pytest.mark.xfail(strict=False, reason="needs local replies from core")
 def test_refused_calls_are_503_with_x_envoy_overloaded(task: Task) -> None:
     refused = [
         o for o in task.outcomes if not isinstance(o, httpx.Response) or o.status_code != 200

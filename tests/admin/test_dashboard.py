@@ -144,7 +144,6 @@ def test_dashboard_shows_breakers_faults_routes_and_certs(
         shutil.copy(shot, DOCS_SHOT)
 
 
-@pytest.mark.xfail(strict=False, reason="needs local replies from core")
 def test_dashboard_names_the_fault_flags(busy: Scenario, chromium: str, tmp_path: Path) -> None:
     html = run_chromium(chromium, tmp_path / "p", "--dump-dom", busy.admin.url + "/").stdout
     assert 'data-flag="FI"' in html and ">FI 12 · fault injected<" in html

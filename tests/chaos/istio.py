@@ -20,7 +20,7 @@ def write_reviews(config: Path, ports: Mapping[str, int], *, extra: str = "") ->
         pod = f"reviews-{v}"
         objects.append(
             f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, labels: {{version: {v}}}}}\n"
-            "spec: {}\n"
+            f"spec: {{containers: [{{name: reviews, image: reviews-{v}}}]}}\n"
         )
         objects.append(
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"

@@ -3,7 +3,7 @@
 Object level: invalid xDS resources (a Cluster with a negative connect_timeout, a route
 with a broken regex) are NACKed by the client; an invalid Istio object is rejected by the
 control plane. File level: a YAML file that no longer parses keeps its objects' last good
-versions (helper "config"'s fix: xfail until it lands).
+versions.
 """
 
 from __future__ import annotations
@@ -117,7 +117,6 @@ def test_invalid_istio_object_pushed_under_load(tmp_path: Path) -> None:
     assert any("spec.http[0].timeout" in p for p in problems), (figures, problems)
 
 
-@pytest.mark.xfail(strict=False, reason="file-level rejection keeps last good: helper config")
 def test_unparsable_file_pushed_under_load(tmp_path: Path) -> None:
     original: list[str] = []
 
