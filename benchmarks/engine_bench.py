@@ -32,17 +32,15 @@ from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401 (re
 from google.protobuf import json_format
 
 from meshlib import Call, Mesh
-from meshlib._endpoints import EndpointState
-from meshlib._outcome import Outcome, OutcomeKind
-from meshlib._snapshot import ListenerView
 from meshlib.balancing.maglev import build_table
 from meshlib.balancing.ring_hash import normalized_weights
-from meshlib.controlplane import ControlPlane
-from meshlib.controlplane._cache import (
+from meshlib.cluster import EndpointState, Outcome, OutcomeKind
+from meshlib.controlplane import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
+    ControlPlane,
     Resources,
     VersionedSnapshotCache,
 )
@@ -197,7 +195,7 @@ def run(quick: bool = False) -> list[Row]:
 def _measure(mesh: Mesh, port: int, n: int, rounds: int) -> list[Row]:
     engine = mesh._engine
     found = engine.listener("svc50.bench:80")
-    if not isinstance(found, ListenerView):
+    if isinstance(found, threading.Event):
         found.wait(20)
     view = engine.resolved("svc50.bench:80")
     # the worst case: the last route of a virtual host in the middle of the table

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from meshlib import Call
-from meshlib._outcome import Outcome, OutcomeKind
+from meshlib.cluster import Outcome, OutcomeKind
 from meshlib.telemetry import Telemetry
 
 from ._harness import Row, check, row

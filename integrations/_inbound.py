@@ -19,7 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from meshlib._context import RequestContext, deadline_from_headers, extract_trace, request_scope
+from meshlib.context import RequestContext, deadline_from_headers, extract_trace, request_scope
 
 __all__ = [
     "Authorizer",

@@ -19,10 +19,9 @@ from typing import Any
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 
-from meshlib._call import Call
-from meshlib.routing._matchers import compile_header, compile_string
-from xds_client.resources import ResourceError
-from xds_client.resources._matchers import decode_header_matcher, decode_string_matcher
+from meshlib import Call
+from meshlib.routing import compile_header, compile_string
+from xds_client.resources import ResourceError, decode_header_matcher, decode_string_matcher
 
 from ._inbound import AuthzDecision, InboundRequest
 

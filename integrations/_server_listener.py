@@ -24,8 +24,7 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from meshlib import Mesh
 from meshlib.security import provider_from_config
 from xds_client import Bootstrap, XdsClient
-from xds_client.resources import LISTENER, ListenerResource, ResourceError
-from xds_client.resources._hcm import RbacConfig
+from xds_client.resources import LISTENER, ListenerResource, RbacConfig, ResourceError
 from xds_client.resources.listener import FilterChain
 
 from ._inbound import AuthzDecision, Inbound, InboundRequest

@@ -21,22 +21,20 @@ from ._errors import (
     TargetNotResolved,
     UpstreamTimeout,
 )
-from ._httpx_transport import (
+from ._mesh import Mesh
+from ._snapshot import Snapshot
+from .httpx import (
     AsyncMeshTransport,
     CircuitBreakerOverflowError,
+    MeshClosedError,
     MeshConnectError,
     MeshTimeoutError,
     MeshTransport,
     NoHealthyUpstreamError,
-    UpstreamTlsConfigError,
-)
-from ._mesh import Mesh
-from ._snapshot import Snapshot
-from .httpx import (
-    MeshClosedError,
     RouteNotFoundError,
     UpstreamConnectError,
     UpstreamResetError,
+    UpstreamTlsConfigError,
 )
 from .local_reply import LocalReply
 

@@ -7,7 +7,7 @@ Runs on the xDS client's thread, except ``request`` which any thread may call.
 
 Cluster views, and the per-cluster state that outlives a push (endpoint states,
 breakers, outlier detection, slow start), are built by ``ClusterViews``
-(``_cluster_views``). With a local cluster (``local_cluster``, default the bootstrap's
+(``meshlib.cluster``). With a local cluster (``local_cluster``, default the bootstrap's
 ``cluster_manager.local_cluster_name``) the watcher also subscribes to it, for
 zone-aware routing.
 
@@ -30,6 +30,7 @@ from xds_client import ResourceDoesNotExist, XdsClient
 from xds_client.resources import (
     CLUSTER,
     ENDPOINTS,
+    FAULT_TYPE,
     LISTENER,
     ROUTE_CONFIG,
     ClusterResource,
@@ -38,12 +39,11 @@ from xds_client.resources import (
     ResourceType,
     RouteConfigResource,
 )
-from xds_client.resources._hcm import FAULT_TYPE
 
-from ._cluster_views import ClusterViews
-from ._routing import RouteTable
 from ._snapshot import ListenerView, Snapshot
+from .cluster._cluster_views import ClusterViews
 from .resilience.endpoint_breaker import EndpointBreakers
+from .routing import RouteTable
 
 __all__ = ["ConfigWatcher"]
 

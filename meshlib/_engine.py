@@ -12,14 +12,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from ._call import Call
 from ._config_watch import ConfigWatcher
-from ._endpoints import EndpointState
-from ._errors import MeshClosed, NoHealthyUpstream, TargetNotResolved
+from ._errors import MeshClosed, TargetNotResolved
 from ._snapshot import ListenerView, Snapshot
-from .routing import RoutePlan
 
-__all__ = ["STACK", "Engine", "Pick"]
+__all__ = ["STACK", "Engine"]
 
 STACK = (
     ("logical", "resolve target -> listener -> route table; route, rewrites, header mutations"),
@@ -29,16 +26,6 @@ STACK = (
     ("concrete", "cluster -> admission (circuit breaker) -> load-balancer pick"),
     ("endpoint", "one attempt on a pooled connection to the endpoint"),
 )
-
-
-class Pick:
-    """Where one attempt goes (kept for adapters that do a single attempt)."""
-
-    __slots__ = ("endpoint", "plan")
-
-    def __init__(self, plan: RoutePlan, endpoint: EndpointState) -> None:
-        self.plan = plan
-        self.endpoint = endpoint
 
 
 class Engine:
@@ -103,19 +90,6 @@ class Engine:
                 reason="resolve_timeout",
             )
         return view
-
-    # concrete layer --------------------------------------------------------------------
-    def pick(self, plan: RoutePlan, call: Call) -> Pick:
-        """One endpoint for ``plan`` without the attempt loop (no retries)."""
-        cluster = self.snapshot.clusters.get(plan.cluster)
-        if cluster is None:
-            raise NoHealthyUpstream(
-                f"{plan.cluster}: no healthy upstream (unknown cluster)",
-                target=call.authority,
-                cluster=plan.cluster,
-                reason="no_healthy_upstream",
-            )
-        return Pick(plan, cluster.pick(call))
 
     def describe(self) -> str:
         """The client stack, outermost first."""

@@ -12,9 +12,14 @@ from xds_client import Bootstrap, XdsClient, load_bootstrap
 
 from ._config_watch import ConfigWatcher
 from ._engine import Engine
-from ._httpx_transport import AsyncMeshTransport, MeshTransport, UnknownHostPolicy
 from ._snapshot import Snapshot
-from .httpx import DEFAULT_RETRY_BUFFER, Connectors
+from .httpx import (
+    DEFAULT_RETRY_BUFFER,
+    AsyncMeshTransport,
+    Connectors,
+    MeshTransport,
+    UnknownHostPolicy,
+)
 from .httpx._sync import check_policy
 from .local_reply import check_local_replies
 from .resilience.endpoint_breaker import EndpointBreakers

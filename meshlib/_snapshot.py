@@ -26,11 +26,11 @@ from xds_client.resources import ClusterResource, LbConfig
 from xds_client.resources.endpoints import DropOverload
 
 from ._call import Call
-from ._endpoints import EndpointState
 from ._errors import NoHealthyUpstream, RequestDropped
-from ._routing import RouteTable
 from .balancing import Balancer, LocalCluster, LocalityGroup
+from .cluster._endpoints import EndpointState
 from .resilience.breakers import Admission, ClusterBreaker
+from .routing import RouteTable
 
 __all__ = [
     "MAX_RESELECTIONS",

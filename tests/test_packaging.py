@@ -76,6 +76,52 @@ def test_public_names() -> None:
             assert hasattr(module, name), name
 
 
+def test_subpackage_public_names() -> None:
+    """What integrations, benchmarks and users import lives behind these ``__all__``."""
+    import meshlib.cluster
+    import meshlib.context
+    import meshlib.resilience
+    import meshlib.routing
+    import xds_client.resources
+
+    assert set(meshlib.cluster.__all__) == {
+        "MAX_DEPTH",
+        "AggregateBalancer",
+        "AggregateView",
+        "Child",
+        "ClusterTree",
+        "ClusterViews",
+        "EndpointRegistry",
+        "EndpointState",
+        "HostStats",
+        "Outcome",
+        "OutcomeKind",
+        "OutcomeSink",
+        "ProbeGate",
+        "cluster_tree",
+    }
+    assert set(meshlib.resilience.__all__) == {"EndpointBreaker", "EndpointBreakers"}
+    assert {"RoutePlan", "RouteTable", "compile_header", "compile_string"} <= set(
+        meshlib.routing.__all__
+    )
+    assert {"RequestContext", "current_request", "request_scope", "extract_trace"} <= set(
+        meshlib.context.__all__
+    )
+    assert {"FAULT_TYPE", "decode_header_matcher", "decode_string_matcher"} <= set(
+        xds_client.resources.__all__
+    )
+    modules = (
+        meshlib.cluster,
+        meshlib.context,
+        meshlib.resilience,
+        meshlib.routing,
+        xds_client.resources,
+    )
+    for module in modules:
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+
+
 @pytest.mark.timeout(300)
 def test_wheel_installs_and_imports_in_a_fresh_venv(tmp_path: Path) -> None:
     subprocess.run(

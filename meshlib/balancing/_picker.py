@@ -17,7 +17,7 @@ from typing import Protocol
 from xds_client.resources import LbConfig
 
 from .._call import Call
-from .._endpoints import EndpointState
+from ..cluster._endpoints import EndpointState
 
 __all__ = ["Picker", "PickerFactory"]
 

@@ -39,7 +39,7 @@ from typing import Any
 from xds_client.resources import LbConfig
 
 from .._call import Call
-from .._endpoints import EndpointState
+from ..cluster._endpoints import EndpointState
 from ._picker import Picker
 from .least_request import LeastRequestPicker
 from .maglev import MaglevPicker

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from xds_client.resources import LbConfig
 
 from .._call import Call
-from .._endpoints import EndpointState
+from ..cluster._endpoints import EndpointState
 from ._hashing import xxhash64
 from .ring_hash import normalized_weights
 

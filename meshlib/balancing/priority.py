@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .._endpoints import EndpointState
+from ..cluster._endpoints import EndpointState
 
 __all__ = [
     "LevelHealth",
@@ -101,10 +101,6 @@ class PriorityLoads:
     healthy: tuple[int, ...]
     degraded: tuple[int, ...]
     panic: tuple[bool, ...]
-
-    @property
-    def total_panic(self) -> bool:
-        return bool(self.panic) and all(self.panic)
 
 
 def _assign(values: Sequence[int], total: int, remaining: int) -> tuple[list[int], int]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from xds_client.resources import LbConfig
 
 from .._call import Call
-from .._endpoints import EndpointState
+from ..cluster._endpoints import EndpointState
 
 __all__ = ["RandomPicker"]
 

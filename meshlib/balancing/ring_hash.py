@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from xds_client.resources import LbConfig
 
 from .._call import Call
-from .._endpoints import EndpointState
+from ..cluster._endpoints import EndpointState
 from ._hashing import murmur_hash2, xxhash64
 
 __all__ = ["RingHashPicker", "build_ring", "normalized_weights"]

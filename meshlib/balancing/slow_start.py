@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 
 from xds_client.resources.cluster import SlowStart
 
-from .._endpoints import EndpointState
 from .._timer import TimerThread
+from ..cluster._endpoints import EndpointState
 
 __all__ = ["STEPS", "RampTimer", "ramp_weights", "slow_start_factor"]
 

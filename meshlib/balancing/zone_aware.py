@@ -31,7 +31,7 @@ from xds_client.resources import LocalityEndpoints
 from xds_client.resources.cluster import ZoneAware
 
 from .._call import Call
-from .._endpoints import EndpointState
+from ..cluster._endpoints import EndpointState
 from ._picker import Picker
 
 __all__ = ["ZONE_AWARE_POLICIES", "LocalCluster", "Locality", "ZonePicker", "ZonePlan", "zone_plan"]

@@ -8,7 +8,8 @@ API listeners to proxyless clients (gRPC's xDS client, meshlib's ``xds_client``)
 socket listeners, clusters, routes and SDS secrets to Envoy.
 """
 
-from ._ca import (
+from ._controlplane import ControlPlane
+from .ca._authority import (
     CertificateAuthority,
     CertificateError,
     WorkloadCertificate,
@@ -16,36 +17,16 @@ from ._ca import (
     WorkloadFiles,
     spiffe_id,
 )
-from ._cache import (
-    CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
-    Resources,
-    Snapshot,
-    SnapshotCache,
-    VersionedSnapshotCache,
-)
-from ._controlplane import ControlPlane
-from ._events import AckEvent
-from ._istio_mesh import (
+from .objects._istio_mesh import (
     AuthorizationPolicy,
     PeerAuthentication,
     ServiceEntry,
     Sidecar,
     WorkloadEntry,
 )
-from ._istio_networking import VirtualService
-from ._istio_policy import DestinationRule
-from ._kubernetes import (
-    RESOURCE_KINDS,
-    Backoff,
-    KubernetesError,
-    KubernetesSource,
-    LiveSource,
-    ResourceKind,
-)
-from ._objects import (
+from .objects._istio_networking import VirtualService
+from .objects._istio_policy import DestinationRule
+from .objects._kubernetes import (
     ConfigError,
     Endpoint,
     EndpointConditions,
@@ -57,10 +38,29 @@ from ._objects import (
     Service,
     ServicePort,
 )
-from ._sources import FileSource, LoadResult, Source
-from ._translate import cluster_name, translate
-from ._translate_tls import SECRET_TYPE
-from ._views import NodeView, node_view
+from .sources._files import FileSource, LoadResult, Source
+from .sources._live import (
+    RESOURCE_KINDS,
+    Backoff,
+    KubernetesError,
+    KubernetesSource,
+    LiveSource,
+    ResourceKind,
+)
+from .translate._tls import SECRET_TYPE
+from .translate._translate import cluster_name, translate
+from .xds._cache import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    Resources,
+    Snapshot,
+    SnapshotCache,
+    VersionedSnapshotCache,
+)
+from .xds._events import AckEvent
+from .xds._views import NodeView, node_view
 
 __all__ = [
     "CLUSTER_TYPE",

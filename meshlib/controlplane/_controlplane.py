@@ -10,14 +10,14 @@ import time
 from types import TracebackType
 from typing import Any
 
-from ._cache import Snapshot, SnapshotCache, VersionedSnapshotCache
-from ._events import AckEvent, EventLog
-from ._fields import ConfigError
-from ._objects import MeshObjects
-from ._server import XdsServer
-from ._sources import FileSource, LoadResult, Source, assemble
-from ._translate import translate
 from ._workload import build_bootstrap
+from .objects._fields import ConfigError
+from .objects._kubernetes import MeshObjects
+from .sources._files import FileSource, LoadResult, Source, assemble
+from .translate._translate import translate
+from .xds._cache import Snapshot, SnapshotCache, VersionedSnapshotCache
+from .xds._events import AckEvent, EventLog
+from .xds._server import XdsServer
 
 __all__ = ["ControlPlane"]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ._kubernetes import RESOURCE_KINDS, ResourceKind
+from .sources._live import RESOURCE_KINDS, ResourceKind
 
 __all__ = ["RESOURCE_KINDS", "FakeKubernetesAPI", "ResourceKind"]
 

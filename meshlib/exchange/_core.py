@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .._call import Call
-    from .._endpoints import EndpointState
     from .._snapshot import ClusterView, ListenerView, Snapshot
+    from ..cluster._endpoints import EndpointState
     from ..resilience.fault import FaultDecision
     from ..resilience.mirror import MirrorTarget
     from ..routing import RoutePlan

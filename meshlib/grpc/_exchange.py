@@ -26,11 +26,11 @@ import grpc.aio
 from opentelemetry import context as otel_context
 
 from .._call import Call
-from .._context import current_request, inject_outbound
 from .._engine import Engine
 from .._errors import MeshError
 from .._outcome import Outcome, OutcomeKind
 from .._snapshot import ListenerView
+from ..context import current_request, inject_outbound
 from ..exchange import ExchangeCore, Send, Sleep, open_exchange
 from ..local_reply import LocalReply
 from ..resilience.retry import Attempt
@@ -38,7 +38,7 @@ from ..resilience.timeouts import format_grpc_timeout
 from ._status import MeshRpcError, code_of, mesh_rpc_error, outcome_of
 
 if TYPE_CHECKING:
-    from .._endpoints import EndpointState
+    from ..cluster._endpoints import EndpointState
     from ..telemetry import AttemptRecord, Telemetry
 
 __all__ = ["Metadata", "RpcExchange", "Shadow", "Try"]

@@ -22,7 +22,7 @@ from ..exchange import MAX_SHADOWS_IN_FLIGHT, ShadowSlots
 from ._exchange import RpcExchange, Shadow, Try
 
 if TYPE_CHECKING:
-    from .._endpoints import EndpointState
+    from ..cluster._endpoints import EndpointState
     from ._router import Router
     from ._subchannels import SubchannelPool
 

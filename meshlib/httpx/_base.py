@@ -10,10 +10,10 @@ import httpcore
 import httpx
 
 from .._call import Call, authority_of
-from .._endpoints import EndpointState
 from .._engine import Engine
 from .._errors import MeshClosed, MeshError, TargetNotResolved
 from .._snapshot import ClusterView, ListenerView, Snapshot
+from ..cluster._endpoints import EndpointState
 from ..local_reply import check_local_replies
 from ..telemetry import Telemetry
 from ._body import DEFAULT_RETRY_BUFFER

@@ -19,11 +19,11 @@ import httpcore
 import httpx
 
 from .._call import Call, authority_of
-from .._context import inject_outbound
-from .._endpoints import EndpointState
 from .._errors import MeshError
 from .._outcome import Outcome, OutcomeKind, refused_stream
 from .._snapshot import ClusterView, ListenerView, Snapshot
+from ..cluster._endpoints import EndpointState
+from ..context import inject_outbound
 from ..exchange import DONE, Done, ExchangeCore, Send, Sleep, open_exchange
 from ..local_reply import LocalReply
 from ..telemetry import Telemetry

@@ -20,9 +20,9 @@ from typing import Generic, Protocol, TypeVar
 
 from xds_client.resources import ClusterResource, UpstreamTls
 
-from .._endpoints import EndpointState
 from .._errors import MeshError
 from .._snapshot import ClusterView, Snapshot
+from ..cluster._endpoints import EndpointState
 from ..security import CertificateProviders, UpstreamTlsError, upstream_context
 
 __all__ = ["DEFAULT_LIMITS", "Connector", "Connectors", "EndpointPools", "Retirable"]

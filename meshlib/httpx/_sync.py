@@ -10,9 +10,9 @@ import httpcore
 import httpx
 
 from .._call import authority_of
-from .._endpoints import EndpointState
 from .._errors import CircuitBreakerOpen, MeshError
 from .._snapshot import ClusterView, ListenerView, Snapshot
+from ..cluster._endpoints import EndpointState
 from ..exchange import DONE, MAX_SHADOWS_IN_FLIGHT, Send, ShadowSlots, Sleep
 from ..local_reply import LocalReply
 from ._base import TransportBase, UnknownHostPolicy, check_policy

@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 
 from xds_client.resources import OutlierDetection
 
-from .._endpoints import EndpointState, HostStats
 from .._outcome import Outcome
 from .._timer import TimerThread
+from ..cluster._endpoints import EndpointState, HostStats
 
 __all__ = ["OutlierDetector", "OutlierSweeper"]
 

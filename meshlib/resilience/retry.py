@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import tenacity
 
 from .._call import Call
-from .._endpoints import EndpointState
 from .._errors import NoHealthyUpstream, UpstreamTimeout
 from .._outcome import Outcome, OutcomeKind
+from ..cluster._endpoints import EndpointState
 from .retry_policy import GRPC_RETRY_CODES, CompiledRetry, Result
 from .timeouts import Deadline, per_try_timeout
 

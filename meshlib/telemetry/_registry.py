@@ -7,7 +7,7 @@ every update, which is a handful of dictionary operations.
 
 Per-request facts are not added here one by one: the data path queues them and a
 *flusher* (see :meth:`StatsRegistry.on_read`) folds them in whenever the registry is
-read, so every read (``get``, ``values``, ``series``, ``quantile``, the renderings)
+read, so every read (``get``, ``values``, ``snapshot``, ``quantile``, the renderings)
 first calls :meth:`StatsRegistry.flush`.
 """
 
@@ -119,12 +119,6 @@ class Histogram(_Metric):
         self.bounds = tuple(bounds)
         # per series: [bucket counts (len(bounds) + 1, the last is +Inf)..., sum, count]
         self._series: dict[Labels, list[float]] = {}
-
-    @property
-    def series(self) -> dict[Labels, list[float]]:
-        """Every series' row (after folding in queued facts); read, do not modify."""
-        self._registry.flush()
-        return self._series
 
     def observe(self, key: Labels, value: float) -> None:
         with self._lock:

@@ -17,18 +17,13 @@ from typing import Any
 import grpc
 import grpc.aio
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
 from meshlib.controlplane import (
     CLUSTER_TYPE,
@@ -38,6 +33,7 @@ from meshlib.controlplane import (
     Resources,
     VersionedSnapshotCache,
 )
+from xds_client import builders as b
 
 SERVICE = "test.Echo"
 
@@ -246,39 +242,12 @@ class AioBackend:
 # -- hand-built xDS --------------------------------------------------------------------
 
 
-def _pack(msg: Any) -> any_pb2.Any:
-    out = any_pb2.Any()
-    out.Pack(msg)
-    return out
-
-
-def _ads() -> config_source_pb2.ConfigSource:
-    return config_source_pb2.ConfigSource(
-        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
-    )
-
-
 def listener(name: str, route_config: str) -> listener_pb2.Listener:
-    hcm = hcm_pb2.HttpConnectionManager(
-        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
-        http_filters=[
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.fault", typed_config=_pack(fault_pb2.HTTPFault())
-            ),
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())
-            ),
-        ],
-    )
-    return listener_pb2.Listener(
-        name=name, api_listener=api_listener_pb2.ApiListener(api_listener=_pack(hcm))
-    )
+    """A client API listener over RDS ``route_config``: fault, then router."""
+    return b.api_listener(name, route_config)
 
 
-def seconds(value: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(value * 1e9))
-    return d
+seconds = b.duration
 
 
 def route(
@@ -317,7 +286,7 @@ def route(
         action.request_mirror_policies.add(cluster=name)
     out = rc.Route(match=match, route=action)
     if fault is not None:
-        out.typed_per_filter_config["envoy.filters.http.fault"].CopyFrom(_pack(fault))
+        out.typed_per_filter_config["envoy.filters.http.fault"].CopyFrom(b.pack(fault))
     return out
 
 
@@ -354,39 +323,15 @@ def route_config(name: str, domains: Iterable[str], routes: Iterable[rc.Route]) 
 def cluster(
     name: str, lb_policy: str = "ROUND_ROBIN", max_requests: int | None = None
 ) -> cluster_pb2.Cluster:
-    out = cluster_pb2.Cluster(
-        name=name,
-        type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
-        connect_timeout=seconds(5),
-        lb_policy=cluster_pb2.Cluster.LbPolicy.Value(lb_policy),
-    )
+    fields: dict[str, Any] = {"lb_policy": lb_policy, "connect_timeout": "5s"}
     if max_requests is not None:
-        out.circuit_breakers.thresholds.add(
-            max_requests=wrappers_pb2.UInt32Value(value=max_requests)
-        )
-    return out
+        fields["circuit_breakers"] = {"thresholds": [{"max_requests": max_requests}]}
+    return b.cluster(name, **fields)
 
 
 def endpoints(name: str, addresses: Iterable[str]) -> endpoint_pb2.ClusterLoadAssignment:
-    lbs = []
-    for address in addresses:
-        host, port = address.rsplit(":", 1)
-        sa = address_pb2.SocketAddress(address=host, port_value=int(port))
-        lbs.append(
-            endpoint_components_pb2.LbEndpoint(
-                endpoint=endpoint_components_pb2.Endpoint(
-                    address=address_pb2.Address(socket_address=sa)
-                ),
-                load_balancing_weight=wrappers_pb2.UInt32Value(value=1),
-            )
-        )
-    locality = endpoint_components_pb2.LocalityLbEndpoints(
-        locality=base_pb2.Locality(region="r", zone="z"),
-        lb_endpoints=lbs,
-        load_balancing_weight=wrappers_pb2.UInt32Value(value=1),
-    )
-    return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[locality])
+    hosts = [(host, int(port)) for host, _, port in (a.rpartition(":") for a in addresses)]
+    return b.endpoints(name, hosts, zone="z", region="r")
 
 
 def service(

@@ -22,7 +22,7 @@ from meshlib.integrations.grpc_server import mesh_server_credentials, peer_ident
 
 from meshlib import Mesh
 from meshlib.controlplane import ControlPlane
-from meshlib.controlplane._cache import CLUSTER_TYPE
+from meshlib.controlplane.xds._cache import CLUSTER_TYPE
 from meshlib.security import FileWatcherProvider
 from tests.httpx.mesh_xds import CLIENT_ID, SERVER_ID, Pki, make_pki, mtls_socket, providers
 

@@ -11,20 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
-from google.protobuf import json_format
 
 from meshlib import Mesh
-from meshlib.controlplane import CertificateAuthority, ControlPlane
-from meshlib.controlplane._ca import WorkloadFiles, spiffe_id
-from meshlib.controlplane._cache import (
+from meshlib.controlplane import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
+    CertificateAuthority,
+    ControlPlane,
     Resources,
     VersionedSnapshotCache,
+    WorkloadFiles,
+    spiffe_id,
 )
 from tests.meshlib.xds_builders import api_listener, load_assignment, route_config
+from xds_client import builders as b
 
 TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 HPO = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -82,18 +84,12 @@ class Upstream:
 
 
 def build_cluster(name: str, up: Upstream) -> cluster_pb2.Cluster:
-    spec: dict[str, Any] = {
-        "name": name,
-        "type": "EDS",
-        "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
-        "connect_timeout": "1s",
-        **up.extra,
-    }
+    fields: dict[str, Any] = dict(up.extra)
     if up.tls is not None:
-        spec["transport_socket"] = up.tls
+        fields["transport_socket"] = up.tls
     if up.http2:
-        spec["typed_extension_protocol_options"] = HTTP2
-    return json_format.ParseDict(spec, cluster_pb2.Cluster())
+        fields["typed_extension_protocol_options"] = HTTP2
+    return b.cluster(name, **fields)
 
 
 def mesh_resources(

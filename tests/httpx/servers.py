@@ -18,7 +18,7 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from meshlib._context import current_request
+from meshlib.context import current_request
 
 _VERBS = ("flaky", "slow", "stream", "whoami", "echo")
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from meshlib import Mesh
-from meshlib._context import RequestContext, request_scope
+from meshlib.context import RequestContext, request_scope
 from meshlib.telemetry import Telemetry
 from tests.httpx.mesh_xds import Served, Upstream, mesh_resources, serving
 from tests.httpx.servers import EchoApp

@@ -17,7 +17,7 @@ from meshlib.integrations.tls import mesh_server_context
 from meshlib.integrations.uvicorn import MeshH11Protocol
 
 from meshlib import Mesh
-from meshlib.controlplane._ca import spiffe_id
+from meshlib.controlplane.ca._authority import spiffe_id
 from meshlib.httpx import UpstreamTlsConfigError
 from meshlib.security import FileWatcherProvider
 from tests.httpx.mesh_xds import (

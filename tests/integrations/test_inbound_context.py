@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from werkzeug.serving import make_server
 
-from meshlib._context import current_request, deadline_from_headers, inject_outbound
+from meshlib.context import current_request, deadline_from_headers, inject_outbound
 from tests.support import UvicornThread
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -18,10 +18,10 @@ from meshlib.integrations.asgi import MeshMiddleware
 from meshlib.integrations.uvicorn import MeshH11Protocol
 
 from meshlib import Mesh
-from meshlib._context import current_request
 from meshlib.cli import build_bootstrap
+from meshlib.context import current_request
 from meshlib.controlplane import CertificateAuthority, ControlPlane
-from meshlib.controlplane._ca import spiffe_id
+from meshlib.controlplane.ca._authority import spiffe_id
 from meshlib.security import FileWatcherProvider, SanMatcher, client_context
 from tests.support import UvicornThread, service_objects
 

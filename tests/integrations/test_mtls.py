@@ -17,9 +17,9 @@ from meshlib.integrations.tls import mesh_server_context
 from meshlib.integrations.uvicorn import MeshH11Protocol
 from werkzeug.serving import make_server
 
-from meshlib._context import current_request
+from meshlib.context import current_request
 from meshlib.controlplane import CertificateAuthority
-from meshlib.controlplane._ca import spiffe_id
+from meshlib.controlplane.ca._authority import spiffe_id
 from meshlib.security import FileWatcherProvider, SanMatcher, client_context
 from tests.support import UvicornThread
 

@@ -16,7 +16,7 @@ from meshlib.integrations._rbac import RbacAuthorizer, compile_rbac
 from meshlib.integrations.asgi import MeshMiddleware
 
 from meshlib.controlplane import FileSource
-from meshlib.controlplane._translate_inbound import rbac_filters
+from meshlib.controlplane.translate._inbound import rbac_filters
 from tests.support import UvicornThread
 from xds_client.resources import ResourceError
 

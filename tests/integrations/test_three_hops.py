@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 from werkzeug.serving import make_server
 
 from meshlib import Mesh
-from meshlib._context import current_request
+from meshlib.context import current_request
 from meshlib.controlplane import ControlPlane
 from meshlib.telemetry import Telemetry
 from tests.support import UvicornThread, service_objects, write_config

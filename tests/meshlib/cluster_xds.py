@@ -1,4 +1,5 @@
-"""Hand-built xDS resources served through the real control plane, and test backends.
+"""xDS resources (from ``xds_client.builders``) served through the real control plane, and
+test backends.
 
 ``FixedCache`` is a SnapshotCache that ignores what the control plane translates and
 serves the resources a test installs; meshlib (API listener ``host:port``) and Envoy
@@ -17,29 +18,16 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401  (registers type)
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2,  # noqa: F401  (registers type)
-)
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from meshlib.controlplane import ControlPlane
-from meshlib.controlplane._cache import (
-    CLUSTER_TYPE,
+from meshlib.controlplane import (
     ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
+    ControlPlane,
     Resources,
     Snapshot,
     VersionedSnapshotCache,
 )
-
-HCM = (
-    "type.googleapis.com/"
-    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-)
-ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+from xds_client import builders as b
 
 
 class FixedCache(VersionedSnapshotCache):
@@ -69,24 +57,13 @@ def control_plane(tmp: Path) -> tuple[ControlPlane, FixedCache]:
 
 
 def cluster(name: str, **fields: Any) -> cluster_pb2.Cluster:
-    spec: dict[str, Any] = {
-        "name": name,
-        "type": "EDS",
-        "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
-        "connect_timeout": "1s",
-    }
-    spec.update(fields)
-    return json_format.ParseDict(spec, cluster_pb2.Cluster())
+    """An EDS cluster over ADS; ``fields`` (Envoy JSON) add to it."""
+    return b.cluster(name, **fields)
 
 
 def cla(name: str, ports: Iterable[int], **extra: Any) -> endpoint_pb2.ClusterLoadAssignment:
-    eps = [
-        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
-        for p in ports
-    ]
-    spec = {"cluster_name": name, "endpoints": [{"locality": {"zone": "z"}, "lb_endpoints": eps}]}
-    spec.update(extra)
-    return json_format.ParseDict(spec, endpoint_pb2.ClusterLoadAssignment())
+    """Endpoints on 127.0.0.1 in one locality (zone ``z``), weights left unset."""
+    return b.endpoints(name, [("127.0.0.1", p) for p in ports], zone="z", weight=None, **extra)
 
 
 def routes(
@@ -97,43 +74,16 @@ def routes(
         {"match": {"prefix": prefix}, "route": {"cluster": c, "timeout": "10s", **extra}}
         for prefix, c, extra in entries
     ]
-    spec = {"name": name, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": rs}]}
-    return json_format.ParseDict(spec, route_pb2.RouteConfiguration())
-
-
-def _hcm(route_name: str) -> dict[str, Any]:
-    return {
-        "@type": HCM,
-        "stat_prefix": "diff",
-        "rds": {
-            "config_source": {"ads": {}, "resource_api_version": "V3"},
-            "route_config_name": route_name,
-        },
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
-    }
+    return b.virtual_hosts(name, [{"name": "all", "domains": ["*"], "routes": rs}])
 
 
 def api_listener(name: str, route_name: str) -> listener_pb2.Listener:
-    spec = {"name": name, "api_listener": {"api_listener": _hcm(route_name)}}
-    return json_format.ParseDict(spec, listener_pb2.Listener())
+    return b.api_listener(name, route_name, fault=False, stat_prefix="diff")
 
 
 def socket_listener(name: str, route_name: str) -> listener_pb2.Listener:
-    spec = {
-        "name": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-        "filter_chains": [
-            {
-                "filters": [
-                    {
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": _hcm(route_name),
-                    }
-                ]
-            }
-        ],
-    }
-    return json_format.ParseDict(spec, listener_pb2.Listener())
+    """Envoy's listener on 127.0.0.1 (ephemeral port) with the same HCM."""
+    return b.socket_listener(name, route_name, fault=False, stat_prefix="diff")
 
 
 class Backend:
@@ -167,6 +117,3 @@ class Backend:
             await send({"type": "http.response.body", "body": body})
         finally:
             self.in_flight -= 1
-
-
-TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)

@@ -9,17 +9,17 @@ import random
 import pytest
 
 from meshlib import Call
-from meshlib._aggregate import (
+from meshlib._errors import NoHealthyUpstream
+from meshlib._snapshot import ClusterView, LiveBalancer
+from meshlib.balancing import Balancer, LevelHealth, LocalityGroup, priority_loads
+from meshlib.cluster import (
     MAX_DEPTH,
     AggregateBalancer,
     AggregateView,
     Child,
+    EndpointState,
     cluster_tree,
 )
-from meshlib._endpoints import EndpointState
-from meshlib._errors import NoHealthyUpstream
-from meshlib._snapshot import ClusterView, LiveBalancer
-from meshlib.balancing import Balancer, LevelHealth, LocalityGroup, priority_loads
 from xds_client.resources import ClusterResource, Endpoint, LbConfig
 
 CALL = Call("svc:80", "GET", "/")

@@ -16,10 +16,10 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import json_format
 
 from meshlib import Mesh
-from meshlib._aggregate import AggregateView
 from meshlib._cli_status import config_tables, status_text
 from meshlib.admin import clusters_json, config_dump, xds_json
 from meshlib.admin._views import snapshot_samples
+from meshlib.cluster import AggregateView
 from tests.meshlib.cluster_xds import Backend, api_listener, cla, cluster, control_plane, routes
 from tests.meshlib.test_cluster_e2e import port_of, wait_for
 from tests.support import UvicornThread

@@ -9,7 +9,6 @@ import random
 import pytest
 
 from meshlib import Call
-from meshlib._endpoints import EndpointState
 from meshlib.balancing import (
     LeastRequestPicker,
     PeakEwmaPicker,
@@ -18,6 +17,7 @@ from meshlib.balancing import (
     RoundRobinPicker,
 )
 from meshlib.balancing.round_robin import smooth_schedule
+from meshlib.cluster import EndpointState
 from xds_client.resources import Endpoint, LbConfig
 
 CALL = Call("svc:80", "GET", "/")

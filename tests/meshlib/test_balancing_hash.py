@@ -8,9 +8,9 @@ import random
 import pytest
 
 from meshlib import Call
-from meshlib._endpoints import EndpointState
 from meshlib.balancing import MaglevPicker, RingHashPicker, murmur_hash2, xxhash64
 from meshlib.balancing.maglev import build_table
+from meshlib.cluster import EndpointState
 from xds_client.resources import Endpoint, LbConfig
 
 CALL = Call("svc:80", "GET", "/")

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from meshlib import Call
-from meshlib._endpoints import EndpointState
 from meshlib.balancing import Balancer, LocalityGroup
+from meshlib.cluster import EndpointState
 from xds_client.resources import Endpoint, LbConfig
 
 CALL = Call("svc:80", "GET", "/")

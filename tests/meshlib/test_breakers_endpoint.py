@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from meshlib._endpoints import EndpointState
 from meshlib._outcome import Outcome, OutcomeKind
+from meshlib.cluster import EndpointState
 from meshlib.resilience.endpoint_breaker import EndpointBreakers
 from xds_client.resources import Endpoint
 

@@ -18,8 +18,8 @@ import pytest
 from meshlib import Call, Mesh
 from meshlib._config_watch import ConfigWatcher
 from meshlib._engine import Engine
-from meshlib._httpx_transport import MeshTransport
 from meshlib.balancing import xxhash64
+from meshlib.httpx import MeshTransport
 from meshlib.resilience.endpoint_breaker import EndpointBreakers
 from tests.meshlib.cluster_xds import Backend, api_listener, cla, cluster, control_plane, routes
 from tests.support import UvicornThread

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from meshlib import Call, Mesh
-from meshlib._aggregate import Child
-from meshlib._endpoints import EndpointState
 from meshlib._snapshot import ClusterView, LiveBalancer
 from meshlib.admin import clusters_json
 from meshlib.admin._views import snapshot_samples
 from meshlib.balancing import Balancer, LevelHealth, LocalityGroup, priority_loads
+from meshlib.cluster import Child, EndpointState
 from meshlib.controlplane import ControlPlane
 from tests.meshlib.cluster_xds import (
     Backend,

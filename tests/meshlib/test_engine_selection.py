@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from meshlib import Call, Mesh, NoHealthyUpstream
-from meshlib._endpoints import EndpointState
 from meshlib._errors import RequestDropped
 from meshlib._snapshot import ClusterView, LiveBalancer
 from meshlib.balancing import LocalityGroup
+from meshlib.cluster import EndpointState
 from tests.meshlib.cluster_xds import Backend, api_listener, cla, cluster, control_plane, routes
 from tests.support import UvicornThread
 from xds_client.resources import Endpoint, LbConfig

@@ -212,6 +212,9 @@ def test_listener_level_fault_applies_unless_overridden() -> None:
 def test_listener_fault_filter_config_reaches_the_request_path(tmp_path: Any) -> None:
     """The HCM's own fault filter config (not a route override) aborts calls end to end."""
     from envoy.extensions.filters.http.fault.v3 import fault_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
 
     from tests.meshlib import xds_builders as xb
     from tests.support import UvicornThread
@@ -219,7 +222,7 @@ def test_listener_fault_filter_config_reaches_the_request_path(tmp_path: Any) ->
     backend = xb.Backend("b")
     with UvicornThread(backend) as server:
         listener = xb.api_listener("svc:80")
-        hcm = xb.hcm_pb2.HttpConnectionManager()
+        hcm = hcm_pb2.HttpConnectionManager()
         listener.api_listener.api_listener.Unpack(hcm)
         fault = fault_pb2.HTTPFault()
         fault.abort.http_status = 418

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from meshlib._endpoints import EndpointState
 from meshlib.balancing import xxhash64
 from meshlib.balancing.maglev import build_table
 from meshlib.balancing.ring_hash import normalized_weights
+from meshlib.cluster import EndpointState
 from xds_client.resources import Endpoint
 
 

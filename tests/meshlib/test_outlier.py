@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from meshlib._endpoints import EndpointState
 from meshlib._outcome import Outcome, OutcomeKind
+from meshlib.cluster import EndpointState
 from meshlib.resilience.outlier import OutlierDetector, OutlierSweeper
 from xds_client.resources import Endpoint, OutlierDetection
 

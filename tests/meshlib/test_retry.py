@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from meshlib import Call, UpstreamTimeout
-from meshlib._endpoints import EndpointState
 from meshlib._errors import RequestDropped
 from meshlib._outcome import Outcome, OutcomeKind
+from meshlib.cluster import EndpointState
 from meshlib.resilience.retry import AttemptLoop
 from meshlib.routing import RoutePlan
 from tests.meshlib.xds_builders import table

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from meshlib import Call
-from meshlib._routing import DEFAULT_ROUTE_TIMEOUT, RouteTable
+from meshlib.resilience.timeouts import DEFAULT_ROUTE_TIMEOUT
+from meshlib.routing import RouteTable
 from xds_client.resources import (
     ClusterWeight,
     RouteAction,

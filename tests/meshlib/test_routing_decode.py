@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from meshlib._snapshot import ListenerView
-from meshlib.controlplane._cache import ROUTE_TYPE
+from meshlib.controlplane.xds._cache import ROUTE_TYPE
 from tests.meshlib.xds_builders import (
     api_listener,
     mesh_for,

@@ -15,8 +15,8 @@ from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_localit
 from google.protobuf import json_format
 
 from meshlib import Call
-from meshlib._endpoints import EndpointRegistry, EndpointState
 from meshlib.balancing import Balancer, LocalityGroup, RampTimer, slow_start_factor
+from meshlib.cluster import EndpointRegistry, EndpointState
 from tests.meshlib.test_cluster_decode import cluster, lbp
 from xds_client.resources import CLUSTER, Endpoint, LbConfig, ResourceError
 from xds_client.resources.cluster import SlowStart

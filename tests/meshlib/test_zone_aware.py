@@ -16,8 +16,8 @@ from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_
 from google.protobuf import json_format
 
 from meshlib import Call, Mesh
-from meshlib._endpoints import EndpointState
 from meshlib.balancing import Balancer, LocalCluster, LocalityGroup, ZonePlan, zone_plan
+from meshlib.cluster import EndpointState
 from tests.meshlib.cluster_xds import Backend, api_listener, cluster, control_plane, routes
 from tests.meshlib.test_cluster_decode import cluster as cluster_any
 from tests.meshlib.test_cluster_decode import lbp

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meshlib.controlplane._cache import LISTENER_TYPE, Resources
+from meshlib.controlplane.xds._cache import LISTENER_TYPE, Resources
 from tests.meshlib.xds_builders import (
     Backend,
     api_listener,

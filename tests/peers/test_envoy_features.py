@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from meshlib.controlplane import ControlPlane
-from meshlib.controlplane._ca import CertificateAuthority
+from meshlib.controlplane.ca._authority import CertificateAuthority
 
 from .peer_support import EnvoyProcess, Seen, TlsUvicornThread, backend_app, http_backends
 

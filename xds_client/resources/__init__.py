@@ -1,6 +1,8 @@
 """Resource types: decode and validate xDS resources into immutable, typed models."""
 
 from ._base import ResourceError, ResourceType
+from ._hcm import FAULT_TYPE
+from ._matchers import decode_header_matcher, decode_string_matcher
 from ._tls import (
     CertificateProviderInstance,
     DataSource,
@@ -59,6 +61,7 @@ SECRET = SecretType()
 __all__ = [
     "CLUSTER",
     "ENDPOINTS",
+    "FAULT_TYPE",
     "LISTENER",
     "PEAK_EWMA_TYPE_URL",
     "ROUTE_CONFIG",
@@ -103,4 +106,6 @@ __all__ = [
     "ValidationContext",
     "VirtualHost",
     "ZoneAware",
+    "decode_header_matcher",
+    "decode_string_matcher",
 ]

@@ -19,9 +19,9 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, struct_pb2, wrappers_pb2
 
-from ._istio_mesh import PeerAuthentication
-from ._istio_policy import Subset, TlsSettings, TrafficPolicy
-from ._objects import MeshObjects
+from ..objects._istio_mesh import PeerAuthentication
+from ..objects._istio_policy import Subset, TlsSettings, TrafficPolicy
+from ..objects._kubernetes import MeshObjects
 from ._rules import RuleIndex, subset_instances
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def downstream_tls(*, envoy: bool, require_client_cert: bool = True) -> base_pb2
 def secrets_for(ca: Any, identity: str, ttl: float = 3600.0) -> dict[str, secret_pb2.Secret]:
     """SDS secrets ``default`` (a certificate for ``identity``) and ``ROOTCA``.
 
-    ``ca`` is a :class:`~meshlib.controlplane._ca.CertificateAuthority` (``issue`` and
+    ``ca`` is a :class:`~meshlib.controlplane.ca._authority.CertificateAuthority` (``issue`` and
     ``root_pem``).
     """
     cert = ca.issue(identity, ttl)

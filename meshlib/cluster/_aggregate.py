@@ -31,11 +31,10 @@ from dataclasses import dataclass
 
 from xds_client.resources import ClusterResource
 
-from ._call import Call
-from ._endpoints import EndpointState
-from ._errors import NoHealthyUpstream
-from ._snapshot import MAX_SELECTIONS, ClusterView, LiveBalancer
-from .balancing import (
+from .._call import Call
+from .._errors import NoHealthyUpstream
+from .._snapshot import MAX_SELECTIONS, ClusterView, LiveBalancer
+from ..balancing import (
     LevelHealth,
     LocalCluster,
     LocalityGroup,
@@ -43,6 +42,7 @@ from .balancing import (
     is_host,
     priority_loads,
 )
+from ._endpoints import EndpointState
 
 __all__ = [
     "MAX_DEPTH",

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from ._fields import ConfigError, object_id
-from ._istio_mesh import (
+from ..objects._fields import ConfigError, object_id
+from ..objects._istio_mesh import (
     AuthorizationPolicy,
     PeerAuthentication,
     ServiceEntry,
@@ -30,9 +30,9 @@ from ._istio_mesh import (
     parse_sidecar,
     parse_workload_entry,
 )
-from ._istio_networking import VirtualService, parse_virtual_service
-from ._istio_policy import DestinationRule, parse_destination_rule
-from ._objects import (
+from ..objects._istio_networking import VirtualService, parse_virtual_service
+from ..objects._istio_policy import DestinationRule, parse_destination_rule
+from ..objects._kubernetes import (
     EndpointSlice,
     MeshObjects,
     Pod,

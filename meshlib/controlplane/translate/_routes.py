@@ -27,7 +27,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from ._istio_networking import (
+from ..objects._istio_networking import (
     GRPC_CODES,
     Destination,
     HeaderOps,

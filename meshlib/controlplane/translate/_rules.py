@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from ._istio_networking import VirtualService
-from ._istio_policy import DestinationRule, Subset, TrafficPolicy, effective_policy
+from ..objects._istio_networking import VirtualService
+from ..objects._istio_policy import DestinationRule, Subset, TrafficPolicy, effective_policy
 from ._registry import Instance, MeshService, Registry
 
 __all__ = ["RuleIndex", "cluster_name", "subset_instances"]

@@ -23,8 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ._fields import ConfigError
-from ._kubernetes_watch import (
+from ..objects._fields import ConfigError
+from ..objects._kubernetes import MeshObjects
+from ._files import _PARSERS, LoadResult, Source, assemble
+from ._watch import (
     RESOURCE_KINDS,
     Backoff,
     KubernetesError,
@@ -32,8 +34,6 @@ from ._kubernetes_watch import (
     ResourceKind,
     make_api_client,
 )
-from ._objects import MeshObjects
-from ._sources import _PARSERS, LoadResult, Source, assemble
 
 __all__ = [
     "RESOURCE_KINDS",

@@ -19,15 +19,15 @@ from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 
-from ._cache import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-from ._istio_mesh import Sidecar
+from ..objects._istio_mesh import Sidecar
+from ..xds._cache import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from ..xds._views import GRPC, NodeView
+from ._clusters import apply_locality
+from ._envoy import SecretStore, envoy_tables
 from ._registry import MeshService
+from ._routes import route_clusters
 from ._rules import RuleIndex
-from ._translate_clusters import apply_locality
-from ._translate_envoy import SecretStore, envoy_tables
-from ._translate_routes import route_clusters
-from ._translate_tls import ROOT_NAMESPACE
-from ._views import GRPC, NodeView
+from ._tls import ROOT_NAMESPACE
 
 __all__ = ["Renderer", "sidecar_for"]
 

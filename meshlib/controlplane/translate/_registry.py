@@ -19,8 +19,8 @@ from functools import lru_cache
 
 from envoy.config.core.v3 import health_check_pb2
 
-from ._istio_mesh import ServiceEntry, WorkloadEntry
-from ._objects import EndpointSlice, MeshObjects, Pod, Service, ServicePort
+from ..objects._istio_mesh import ServiceEntry, WorkloadEntry
+from ..objects._kubernetes import EndpointSlice, MeshObjects, Pod, Service, ServicePort
 
 __all__ = [
     "TLS_MODE_LABEL",

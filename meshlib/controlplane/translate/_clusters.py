@@ -19,11 +19,11 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from google.protobuf import any_pb2, struct_pb2, wrappers_pb2
 
-from ._istio_policy import Subset, TrafficPolicy, Warmup
+from ..objects._istio_policy import Subset, TrafficPolicy, Warmup
 from ._registry import Instance, MeshService
+from ._routes import duration
 from ._rules import RuleIndex, cluster_name, subset_instances
-from ._translate_routes import duration
-from ._translate_tls import upstream_tls
+from ._tls import upstream_tls
 
 __all__ = [
     "HTTP_PROTOCOL_OPTIONS",

@@ -26,13 +26,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import any_pb2
 
-from ._cache import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from ..xds._cache import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from ..xds._views import NodeView
+from ._clusters import ads_source, build_cluster, build_load_assignment
 from ._registry import MeshService, spiffe_id
+from ._routes import http_filters, route_clusters, routes_for, vhost_domains
 from ._rules import RuleIndex, cluster_name
-from ._translate_clusters import ads_source, build_cluster, build_load_assignment
-from ._translate_routes import http_filters, route_clusters, routes_for, vhost_domains
-from ._translate_tls import SECRET_TYPE, secrets_for
-from ._views import NodeView
+from ._tls import SECRET_TYPE, secrets_for
 
 __all__ = ["HCM_FILTER", "SecretStore", "envoy_tables"]
 

@@ -30,14 +30,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import any_pb2
 
-from ._cache import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resources
-from ._objects import MeshObjects
+from ..objects._kubernetes import MeshObjects
+from ..xds._cache import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resources
+from ._clusters import ads_source, build_cluster, build_load_assignment
+from ._inbound import inbound_listeners
 from ._registry import MeshService, Registry
 from ._render import Renderer
+from ._routes import ROUTER_FILTER, http_filters, routes_for, vhost_domains
 from ._rules import RuleIndex, cluster_name
-from ._translate_clusters import ads_source, build_cluster, build_load_assignment
-from ._translate_inbound import inbound_listeners
-from ._translate_routes import ROUTER_FILTER, http_filters, routes_for, vhost_domains
 
 __all__ = [
     "ROUTER_FILTER",
@@ -89,7 +89,7 @@ def build_route_configuration(
 def translate(objects: MeshObjects, *, ca: Any = None) -> Resources:
     """Every resource of the proxyless view, plus a renderer for every other view.
 
-    ``ca`` (a :class:`~meshlib.controlplane._ca.CertificateAuthority`) enables SDS
+    ``ca`` (a :class:`~meshlib.controlplane.ca._authority.CertificateAuthority`) enables SDS
     secrets for Envoy nodes. Problems found while resolving VirtualService and
     DestinationRule hosts and subsets are in ``Resources.problems``.
     """

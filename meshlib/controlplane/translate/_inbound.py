@@ -26,10 +26,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.type.matcher.v3 import path_pb2, string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
-from ._istio_mesh import AuthorizationPolicy, AuthzCondition, AuthzRule
-from ._objects import MeshObjects
+from ..objects._istio_mesh import AuthorizationPolicy, AuthzCondition, AuthzRule
+from ..objects._kubernetes import MeshObjects
 from ._registry import Instance, Registry
-from ._translate_tls import ROOT_NAMESPACE, downstream_tls, peer_mode
+from ._tls import ROOT_NAMESPACE, downstream_tls, peer_mode
 
 __all__ = ["INBOUND_PREFIX", "RBAC_FILTER", "inbound_listeners", "rbac_filters"]
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from xds_client.resources import Endpoint
 
-from ._outcome import Outcome
+from .._outcome import Outcome
 
 __all__ = ["EndpointRegistry", "EndpointState", "HostStats", "OutcomeSink", "ProbeGate"]
 

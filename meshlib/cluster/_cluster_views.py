@@ -30,13 +30,13 @@ from xds_client.resources import (
     ResourceType,
 )
 
+from .._snapshot import ClusterView, LiveBalancer
+from ..balancing import LocalCluster, LocalityGroup, RampTimer
+from ..resilience.breakers import ClusterBreaker
+from ..resilience.endpoint_breaker import EndpointBreakers
+from ..resilience.outlier import OutlierDetector, OutlierSweeper
 from ._aggregate import AggregateBalancer, AggregateView, Child, ClusterTree, cluster_tree
 from ._endpoints import EndpointRegistry, EndpointState
-from ._snapshot import ClusterView, LiveBalancer
-from .balancing import LocalCluster, LocalityGroup, RampTimer
-from .resilience.breakers import ClusterBreaker
-from .resilience.endpoint_breaker import EndpointBreakers
-from .resilience.outlier import OutlierDetector, OutlierSweeper
 
 __all__ = ["ClusterViews"]
 

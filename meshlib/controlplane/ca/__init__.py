@@ -1,0 +1,1 @@
+"""The mesh certificate authority: root and SPIFFE workload certificates."""

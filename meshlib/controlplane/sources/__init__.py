@@ -1,0 +1,1 @@
+"""Sources of objects: YAML files (watched) and a live Kubernetes API (list/watch reflectors)."""
