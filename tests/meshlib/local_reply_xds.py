@@ -20,10 +20,15 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401  (reg
 from google.protobuf import json_format
 
 from meshlib.controlplane import ControlPlane
-from tests.meshlib.cluster_xds import HCM, ROUTER, Backend, cla, cluster, control_plane
+from tests.meshlib.cluster_xds import Backend, cla, cluster, control_plane
 from tests.support import UvicornThread
 
 MESH_HOST = "svc.test:80"
+HCM = (
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 BEFORE = "upstream connect error or disconnect/reset before headers. "
