@@ -1,7 +1,8 @@
 """The xDS of the local-reply tests: one route per outcome the mesh answers itself.
 
 ``/uh`` an empty cluster, ``/uo`` a breaker with no room, ``/ut`` a 0.3 s route timeout
-on a held backend, ``/uf`` a closed port, ``/urx`` the same with two retries, ``/fi`` a
+on a held backend, ``/uf`` a closed port, ``/urx`` the same with two retries, ``/uc`` a
+backend that resets every connection once the request arrived, ``/fi`` a
 fault abort (503), ``/do`` drop_overloads of every request, ``/ok`` a plain route;
 anything else has no route. meshlib reads the API listener ``svc.test:80``; a real
 Envoy the socket listener ``envoy-in`` (whose access log writes ``%RESPONSE_FLAGS%``).
@@ -20,6 +21,7 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401  (reg
 from google.protobuf import json_format
 
 from meshlib.controlplane import ControlPlane
+from tests.httpx.servers import ResettingServer
 from tests.meshlib.cluster_xds import Backend, cla, cluster, control_plane
 from tests.support import UvicornThread
 
@@ -46,6 +48,7 @@ ENVOY: dict[str, tuple[int, bytes, dict[str, str], str]] = {
         {},
         "URX,UF",
     ),
+    "/uc": (503, BEFORE.encode() + b"reset reason: connection termination", {}, "UC"),
     "/fi": (503, b"fault filter abort", {}, "FI"),
     "/do": (
         503,
@@ -96,6 +99,7 @@ class LocalReplyWorld:
         self.servers = [UvicornThread(b).start() for b in (self.ok, self.slow)]
         self.ok.port, self.slow.port = (s.port for s in self.servers)
         self.closed = _free_port()  # nothing listens here
+        self.resetting = ResettingServer().__enter__()  # resets every connection
         self.cp: ControlPlane
         self.cp, cache = control_plane(tmp)
         self.cp.start()
@@ -112,6 +116,7 @@ class LocalReplyWorld:
             route("/ut", "slow", action={"timeout": "0.3s"}),
             route("/uf", "closed"),
             route("/urx", "closed", action=retries),
+            route("/uc", "resetting"),
             route("/fi", "ok", typed_per_filter_config=abort),
             route("/do", "dropped"),
             route("/ok", "ok"),
@@ -145,6 +150,8 @@ class LocalReplyWorld:
             cla("closed", [self.closed]),
             cluster("ok"),
             cla("ok", [self.ok.port]),
+            cluster("resetting"),
+            cla("resetting", [self.resetting.port]),
             cluster("dropped"),
             cla("dropped", [self.ok.port], policy={"drop_overloads": [every]}),
             json_format.ParseDict(api, listener_pb2.Listener()),
@@ -154,6 +161,7 @@ class LocalReplyWorld:
     def close(self) -> None:
         assert self.slow.gate is not None
         self.slow.gate.set()
+        self.resetting.__exit__()
         self.cp.stop()
         for s in self.servers:
             s.stop()
