@@ -109,6 +109,12 @@ class LocalReplyWorld:
                 "abort": {"http_status": 503, "percentage": {"numerator": 100}},
             }
         }
+        delay = {
+            "envoy.filters.http.fault": {
+                "@type": FAULT,
+                "delay": {"fixed_delay": "0.05s", "percentage": {"numerator": 100}},
+            }
+        }
         retries = {"retry_policy": {"retry_on": "connect-failure", "num_retries": 2}}
         rs = [
             route("/uh", "empty"),
@@ -118,6 +124,7 @@ class LocalReplyWorld:
             route("/urx", "closed", action=retries),
             route("/uc", "resetting"),
             route("/fi", "ok", typed_per_filter_config=abort),
+            route("/di", "ok", typed_per_filter_config=delay),
             route("/do", "dropped"),
             route("/ok", "ok"),
         ]
