@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from meshlib.local_reply import rbac_denied
+
 from ._inbound import Inbound, InboundRequest
 
 __all__ = ["MeshMiddleware", "peer_identity_from_scope"]
@@ -22,7 +24,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-DENIED_BODY = b"RBAC: access denied"
+DENIED_BODY = rbac_denied().body  # Envoy's RBAC filter: 403 "RBAC: access denied"
 
 
 def peer_identity_from_scope(scope: Scope) -> str | None:

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from meshlib.local_reply import rbac_denied
 from meshlib.security import FileWatcherProvider
 
 from ._inbound import Inbound, InboundCall, InboundRequest
@@ -32,7 +33,7 @@ __all__ = [
     "peer_identity",
 ]
 
-DENIED = "RBAC: access denied"
+DENIED = rbac_denied().message  # Envoy's RBAC filter's words
 _HTTP = {0: 200, 7: 403, 16: 401, 12: 501, 5: 404, 4: 504, 14: 503, 8: 429, 1: 499}
 
 

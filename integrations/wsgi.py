@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
+from meshlib.local_reply import rbac_denied
+
 from ._inbound import Inbound, InboundCall, InboundRequest
 from .tls import spiffe_id_from_pem
 
@@ -58,7 +60,7 @@ class MeshWSGIMiddleware:
             line = "403 Forbidden" if denied == 403 else f"{denied} Service Unavailable"
             start_response(line, [("Content-Type", "text/plain"), ("X-Request-Id", request_id)])
             call.finish(denied)
-            return [b"RBAC: access denied" if denied == 403 else b"not serving"]
+            return [rbac_denied().body if denied == 403 else b"not serving"]
         status = [500]
 
         def watch(

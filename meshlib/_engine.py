@@ -91,7 +91,6 @@ class Engine:
             )
         return view
 
-
     def describe(self) -> str:
         """The client stack, outermost first."""
         return "\n".join(f"{i}. {name}: {what}" for i, (name, what) in enumerate(STACK, 1))

@@ -3,8 +3,9 @@
 A ``grpc.aio.UnaryUnaryCall`` over the attempts of one call. No task of its own: each
 attempt is a call on the endpoint's subchannel, and that call's done-callback hands the
 attempt's status to the :class:`RpcExchange`, which says whether the call is over or how
-long to back off (a loop timer) before the next attempt -- the asyncio twin of
-``_sync_calls.RetryingFuture``, waiting with the event loop instead of threads. Awaiting
+long to back off (a loop timer) before the next attempt: the one callback driver
+(``_callback_driver.CallbackAttempts``) that ``_sync_calls.RetryingFuture`` also runs,
+waiting with the event loop instead of threads. Awaiting
 the call awaits the last attempt's own call, so responses and ``AioRpcError`` are
 grpcio's. Only a call made before its target resolved runs one short task first.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from ._callback_driver import CallbackAttempts, Status
 from ._exchange import RpcExchange, Try
 from ._status import MeshRpcError, code_of
 
@@ -28,6 +30,7 @@ __all__ = ["MeshUnaryCall", "aio_error", "call_status", "keep", "record_when_don
 _log = logging.getLogger(__name__)
 _CANCELLED = "cancelled"  # the final state of a call cancelled between attempts
 _BACKGROUND: set[asyncio.Future[Any]] = set()
+_NO_LOCK = contextlib.nullcontext()
 
 
 def keep(task: asyncio.Future[Any]) -> None:
@@ -78,8 +81,8 @@ async def _record_later(ex: RpcExchange, t: Try, call: Any) -> None:
         ex.close()
 
 
-class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
-    """One unary-unary call through the mesh: the attempts of its exchange.
+class MeshUnaryCall(CallbackAttempts, grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
+    """One unary-unary call through the mesh: the callback driver on ``loop.call_later``.
 
     Made by ``MeshAioChannel``'s multicallables: either with the exchange (``start``),
     or with a coroutine that resolves the target and makes the exchange
@@ -87,35 +90,23 @@ class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
     error raised before any attempt (no route, overflow, fault abort, time up)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send: Callable[[Try], Any]) -> None:
+        self._setup(send, loop.call_later)
         self._loop = loop
-        self._send = send
-        self._ex: RpcExchange | None = None
-        self._mirror: Callable[[], None] | None = None
-        self._current: Any = None  # the attempt in flight (a grpc.aio call)
-        self._try: Try | None = None  # ... and what the exchange said about it
-        self._timer: asyncio.TimerHandle | None = None
+        self._ex = None
+        self._lock = _NO_LOCK  # one event loop: nothing to lock
         self._pending: asyncio.Future[Any] | None = None  # resolving, before an exchange
         self._final: Any = None  # a grpc.aio call, an exception, or _CANCELLED
         # made on first use: the usual call has neither (fewer objects per call)
         self._waiters: list[asyncio.Future[None]] | None = None  # one per await
         self._callbacks: list[Callable[[Any], None]] | None = None
-        self._cancelled = False
 
     # -- the driver -------------------------------------------------------------------
     def start(self, ex: RpcExchange, mirror: Callable[[], None] | None = None) -> MeshUnaryCall:
         """Drive ``ex``: its fault delay (a timer), abort, ``mirror`` (sends the call's
         mirror copies), then the attempts."""
         self._ex = ex
-        if ex.fault is None:  # the usual call: no fault filter decision to wait for
-            if mirror is not None:
-                mirror()
-            self._attempt()
-            return self
         self._mirror = mirror
-        if ex.delay:
-            self._timer = self._loop.call_later(ex.delay, self._after_fault)
-        else:
-            self._after_fault()
+        self._drive()
         return self
 
     def start_after(
@@ -150,68 +141,22 @@ class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
         self._finish(error)
         return self
 
-    def _after_fault(self) -> None:
-        assert self._ex is not None
-        self._timer = None
-        aborted = self._ex.abort()
-        if aborted is not None:
-            self._finish(aio_error(aborted))
-            return
-        if self._mirror is not None:
-            self._mirror()
-        self._attempt()
+    # -- the driver's hooks -----------------------------------------------------------
+    def _local(self, error: MeshRpcError) -> Any:
+        return aio_error(error)
 
-    def _attempt(self) -> None:
-        self._timer = None
-        if self._cancelled:
-            return
-        assert self._ex is not None
-        try:
-            t = self._ex.next_attempt()
-        except MeshRpcError as exc:
-            self._finish(aio_error(exc))
-            return
-        try:
-            call = self._send(t)
-        except BaseException as exc:  # grpcio refused the call (bad metadata, closed)
-            self._ex.ended(t, None, None)
-            self._finish(exc)
-            return
-        self._current, self._try = call, t
-        call.add_done_callback(self._attempt_done)
-
-    def _attempt_done(self, call: Any) -> None:
-        t = self._try
-        assert t is not None
-        try:
-            self._decide(t, call)
-        except BaseException as exc:  # never into grpcio's task: finish with it
-            _log.exception("meshlib: gRPC attempt bookkeeping failed")
-            self._finish(exc)
-
-    def _decide(self, t: Try, call: Any) -> None:
-        ex = self._ex
-        assert ex is not None
-        if call.cancelled():
-            ex.ended(t, grpc.StatusCode.CANCELLED, None, cancelled=True)
-            self._finish(call)
-            return
+    def _status(self, call: Any) -> Status | None:
         status = call_status(call)
-        if status is None:  # not a grpcio call we know: no retry, record when known
-            record_when_done(ex, t)(call)
-            self._ex = None  # the recorder closes it
-            self._finish(call)
-            return
-        code = code_of(status.code())
-        if code is grpc.StatusCode.OK:
-            ex.succeeded(t)
-            self._finish(call)
-            return
-        delay = ex.ended(t, code, status.details(), status)
-        if delay is None or self._cancelled:
-            self._finish(call)
-        else:
-            self._timer = self._loop.call_later(delay, self._attempt)
+        if status is None:
+            return None
+        return code_of(status.code()), status.details(), status
+
+    def _unknown(self, t: Try, call: Any) -> None:
+        """Not a grpcio call we know: no retry, record when known."""
+        assert self._ex is not None
+        record_when_done(self._ex, t)(call)
+        self._ex = None  # the recorder closes it
+        self._finish(call)
 
     def _finish(self, final: Any) -> None:
         if self._final is not None:
@@ -267,12 +212,8 @@ class MeshUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
     def cancel(self) -> bool:
         if self._final is not None:
             return False
-        self._cancelled = True
-        current = self._current
-        if current is not None and current.cancel():
+        if self._cancel_attempts():
             return True  # its done-callback finishes this call
-        if self._timer is not None:
-            self._timer.cancel()
         if self._pending is not None:
             self._pending.cancel()
         self._finish(_CANCELLED)

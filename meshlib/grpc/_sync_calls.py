@@ -1,7 +1,8 @@
 """The sync channel's non-blocking drivers: futures and streaming calls.
 
 :class:`RetryingFuture` drives an :class:`RpcExchange` from grpcio's done-callbacks
-(it waits for back-off and fault delays on a timer) and stands for the whole call:
+(the one callback driver, ``_callback_driver.CallbackAttempts``, waiting for back-off and
+fault delays on a ``threading.Timer``) and stands for the whole call:
 its result, status and metadata are those of the last attempt. ``start_stream``
 starts a streaming call: a unary-request one is a ``RetryingStream`` (retried until
 the application saw part of its response, see ``_stream_attempts``); a request-streaming
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from ._callback_driver import CallbackAttempts, Cancellable, Status
 from ._exchange import RpcExchange, Try
 from ._status import MeshRpcError
 from ._sync_stream import RetryingStream
@@ -25,8 +27,17 @@ __all__ = ["RetryingFuture", "start_stream"]
 _CANCELLED = object()
 
 
-class RetryingFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
-    """A ``grpc.Future`` (and ``grpc.Call``) over the attempts of one unary-response call."""
+def _timer(delay: float, fn: Callable[[], None]) -> Cancellable:
+    """How the sync driver waits: a daemon ``threading.Timer``."""
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+class RetryingFuture(CallbackAttempts, grpc.Future, grpc.Call):  # type: ignore[misc]
+    """A ``grpc.Future`` (and ``grpc.Call``) over the attempts of one unary-response
+    call: the callback driver on ``threading.Timer``."""
 
     def __init__(
         self,
@@ -34,75 +45,25 @@ class RetryingFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
         send: Callable[[Try], Any],
         mirror: Callable[[], None] | None = None,
     ) -> None:
+        self._setup(send, _timer)
         self._ex = ex
-        self._send = send
         self._mirror = mirror  # sends the call's mirror copies, once past the fault filter
         self._lock = threading.Lock()
         self._done = threading.Event()
-        self._current: Any = None  # the attempt in flight (a grpcio future)
-        self._timer: threading.Timer | None = None
         self._final: Any = None  # what the caller sees: a grpcio future, an error
         self._callbacks: list[Callable[[Any], None]] = []
         self._terminations: list[Callable[[], None]] = []
-        self._cancelled = False
 
     def start(self) -> RetryingFuture:
-        delay = self._ex.delay
-        if delay:
-            self._later(delay, self._after_fault)
-        else:
-            self._after_fault()
+        self._drive()
         return self
 
-    # -- the driver -------------------------------------------------------------------
-    def _later(self, delay: float, fn: Callable[[], None]) -> None:
-        timer = threading.Timer(delay, fn)
-        timer.daemon = True
-        with self._lock:
-            self._timer = timer
-        timer.start()
+    # -- the driver's hooks -----------------------------------------------------------
+    def _status(self, call: Any) -> Status:
+        return call.code(), call.details(), call
 
-    def _after_fault(self) -> None:
-        aborted = self._ex.abort()
-        if aborted is not None:
-            self._finish(aborted)
-            return
-        if self._mirror is not None:
-            self._mirror()
-        self._attempt()
-
-    def _attempt(self) -> None:
-        if self._cancelled:
-            return
-        try:
-            t = self._ex.next_attempt()
-            future = self._send(t)
-        except MeshRpcError as exc:
-            self._finish(exc)
-            return
-        except BaseException as exc:  # grpcio refused the call (bad metadata, closed)
-            self._finish(_Failed(exc))
-            return
-        with self._lock:
-            self._current = future
-        future.add_done_callback(lambda f: self._attempt_done(t, f))
-
-    def _attempt_done(self, t: Try, future: Any) -> None:
-        ex = self._ex
-        if future.cancelled():
-            ex.ended(t, grpc.StatusCode.CANCELLED, None, cancelled=True)
-            self._finish(future)
-            return
-        code = future.code()
-        if code is grpc.StatusCode.OK:
-            ex.succeeded(t)
-            self._finish(future)
-            return
-        delay = ex.ended(t, code, future.details(), future)
-        if delay is None or self._cancelled:
-            self._finish(future)
-        else:
-            self._later(delay, self._attempt)
+    def _refused(self, error: BaseException) -> Any:
+        return _Failed(error)
 
     def _finish(self, final: Any) -> None:
         with self._lock:
@@ -112,6 +73,7 @@ class RetryingFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
             callbacks, self._callbacks = self._callbacks, []
             terminations, self._terminations = self._terminations, []
             self._done.set()
+        assert self._ex is not None
         self._ex.close()
         for fn in terminations:
             fn()
@@ -125,15 +87,10 @@ class RetryingFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
 
     # -- grpc.Future ------------------------------------------------------------------
     def cancel(self) -> bool:
-        with self._lock:
-            if self._done.is_set():
-                return False
-            self._cancelled = True
-            current, timer = self._current, self._timer
-        if current is not None and current.cancel():
+        if self._done.is_set():
+            return False
+        if self._cancel_attempts():
             return True  # its done-callback finishes this future
-        if timer is not None:
-            timer.cancel()
         self._finish(_CANCELLED)
         return True
 

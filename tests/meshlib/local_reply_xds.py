@@ -1,7 +1,8 @@
 """The xDS of the local-reply tests: one route per outcome the mesh answers itself.
 
 ``/uh`` an empty cluster, ``/uo`` a breaker with no room, ``/ut`` a 0.3 s route timeout
-on a held backend, ``/uf`` a closed port, ``/urx`` the same with two retries, ``/fi`` a
+on a held backend, ``/uf`` a closed port, ``/urx`` the same with two retries, ``/uc`` a
+backend that resets every connection once the request arrived, ``/fi`` a
 fault abort (503), ``/do`` drop_overloads of every request, ``/ok`` a plain route;
 anything else has no route. meshlib reads the API listener ``svc.test:80``; a real
 Envoy the socket listener ``envoy-in`` (whose access log writes ``%RESPONSE_FLAGS%``).
@@ -20,13 +21,14 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401  (reg
 from google.protobuf import json_format
 
 from meshlib.controlplane import ControlPlane
+from tests.httpx.servers import ResettingServer
 from tests.meshlib.cluster_xds import Backend, cla, cluster, control_plane
 from tests.support import UvicornThread
 
 MESH_HOST = "svc.test:80"
 HCM = (
-    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
-    "HttpConnectionManager"
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 )
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
@@ -46,6 +48,7 @@ ENVOY: dict[str, tuple[int, bytes, dict[str, str], str]] = {
         {},
         "URX,UF",
     ),
+    "/uc": (503, BEFORE.encode() + b"reset reason: connection termination", {}, "UC"),
     "/fi": (503, b"fault filter abort", {}, "FI"),
     "/do": (
         503,
@@ -96,6 +99,7 @@ class LocalReplyWorld:
         self.servers = [UvicornThread(b).start() for b in (self.ok, self.slow)]
         self.ok.port, self.slow.port = (s.port for s in self.servers)
         self.closed = _free_port()  # nothing listens here
+        self.resetting = ResettingServer().__enter__()  # resets every connection
         self.cp: ControlPlane
         self.cp, cache = control_plane(tmp)
         self.cp.start()
@@ -105,6 +109,12 @@ class LocalReplyWorld:
                 "abort": {"http_status": 503, "percentage": {"numerator": 100}},
             }
         }
+        delay = {
+            "envoy.filters.http.fault": {
+                "@type": FAULT,
+                "delay": {"fixed_delay": "0.05s", "percentage": {"numerator": 100}},
+            }
+        }
         retries = {"retry_policy": {"retry_on": "connect-failure", "num_retries": 2}}
         rs = [
             route("/uh", "empty"),
@@ -112,7 +122,9 @@ class LocalReplyWorld:
             route("/ut", "slow", action={"timeout": "0.3s"}),
             route("/uf", "closed"),
             route("/urx", "closed", action=retries),
+            route("/uc", "resetting"),
             route("/fi", "ok", typed_per_filter_config=abort),
+            route("/di", "ok", typed_per_filter_config=delay),
             route("/do", "dropped"),
             route("/ok", "ok"),
         ]
@@ -145,6 +157,8 @@ class LocalReplyWorld:
             cla("closed", [self.closed]),
             cluster("ok"),
             cla("ok", [self.ok.port]),
+            cluster("resetting"),
+            cla("resetting", [self.resetting.port]),
             cluster("dropped"),
             cla("dropped", [self.ok.port], policy={"drop_overloads": [every]}),
             json_format.ParseDict(api, listener_pb2.Listener()),
@@ -154,6 +168,7 @@ class LocalReplyWorld:
     def close(self) -> None:
         assert self.slow.gate is not None
         self.slow.gate.set()
+        self.resetting.__exit__()
         self.cp.stop()
         for s in self.servers:
             s.stop()

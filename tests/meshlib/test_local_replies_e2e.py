@@ -27,6 +27,7 @@ RAISED: dict[str, tuple[type[Exception], type[Exception]]] = {
     "/ut": (meshlib.MeshTimeoutError, httpx.TimeoutException),
     "/uf": (meshlib.UpstreamConnectError, httpx.ConnectError),
     "/urx": (meshlib.UpstreamConnectError, httpx.ConnectError),
+    "/uc": (meshlib.UpstreamResetError, httpx.RemoteProtocolError),
     "/do": (meshlib.CircuitBreakerOverflowError, httpx.ConnectError),
 }
 

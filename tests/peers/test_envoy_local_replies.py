@@ -88,5 +88,11 @@ def test_local_reply_matches_envoy(world: World, path: str) -> None:
 
 def test_response_flags_match_envoy(world: World) -> None:
     assert set(world.flags) == set(PATHS)  # the replies above ran first
-    theirs = {p: f for p, f in envoy_flags(world, PATHS).items() if p in PATHS}
+    # a delayed call is answered by the upstream, flagged DI by both
+    assert httpx.get(f"{world.envoy_url}/di", timeout=10).status_code == 200
+    assert world.client.get(f"http://{MESH_HOST}/di").status_code == 200
+    text = world.mesh.telemetry.stats.prometheus()
+    assert 'response_code="200",grpc_response_status="",response_flags="DI"' in text
+    theirs = {p: f for p, f in envoy_flags(world, [*PATHS, "/di"]).items() if p in PATHS}
     assert world.flags == theirs == {p: ENVOY[p][3] for p in PATHS}
+    assert envoy_flags(world, ["/di"])["/di"] == "DI"
