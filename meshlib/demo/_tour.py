@@ -3,7 +3,7 @@
 Each step applies Istio's YAML to the running control plane, sends traffic, prints a
 table of what happened and checks that the traffic did what the step demonstrates; the
 tour passes only if every check held. ``fast=True`` (CI) multiplies every delay and
-timeout by 0.2 and sends fewer requests.
+timeout by 0.4 and sends fewer requests.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ __all__ = ["STEPS", "Step", "Tour", "run_tour"]
 
 PRODUCTPAGE_SA = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
 LEGACY = "plain HTTP → productpage"
+#: CI mode's factor on delays and timeouts: short, with margins a loaded machine keeps
+FAST_SCALE = 0.4
 
 
 @dataclass
@@ -195,8 +197,8 @@ def step_delay(tour: Tour) -> None:
     )
     tour.check(f"jason waited ~ 2 x {timing.productpage_timeout:g} s",
                all(e >= 2 * timing.productpage_timeout * 0.9 for e in jason.elapsed))
-    tour.check("others are not delayed", anon.versions() == {"v1"}
-               and max(anon.elapsed) < timing.productpage_timeout)
+    tour.check("others are not delayed: v1, which calls no ratings",
+               anon.versions() == {"v1"} and not anon.labels(RATINGS))
 
 
 def step_abort(tour: Tour) -> None:
@@ -233,8 +235,9 @@ def step_timeout(tour: Tour) -> None:
                all("UT" in k for k in cut.labels(REVIEWS)) and sum(cut.labels(REVIEWS).values())
                == 8)
     page_timeout = tour.bookinfo.timing.productpage_timeout
+    # two tries of the route's timeout each, far less than one of productpage's own
     tour.check(f"... after the route's {route_timeout:g} s, not productpage's {page_timeout:g} s",
-               all(e < 2 * (route_timeout + page_timeout) / 2 for e in cut.elapsed))
+               all(e < route_timeout + page_timeout for e in cut.elapsed))
 
 
 def step_breaker(tour: Tour) -> None:
@@ -324,10 +327,10 @@ STEPS: tuple[Step, ...] = (
 def run_tour(*, fast: bool = False, console: Console | None = None) -> int:
     """Run every step on a fresh BookInfo; 0 if every check held, else 1."""
     console = console or Console(width=None if sys.stdout.isatty() else 120)
-    scale = 0.2 if fast else 1.0
+    scale = FAST_SCALE if fast else 1.0
     started = time.monotonic()
     failed: collections.Counter[str] = collections.Counter()
-    mode = " (CI mode: delays and timeouts x 0.2)" if fast else ""
+    mode = f" (CI mode: delays and timeouts x {FAST_SCALE:g})" if fast else ""
     console.rule(f"[bold]BookInfo, proxyless: Istio's tour{mode}")
     for name in ("werkzeug", "uvicorn.error"):  # a refused plaintext caller is expected
         logging.getLogger(name).setLevel(logging.ERROR)
