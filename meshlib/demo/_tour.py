@@ -214,7 +214,7 @@ def step_abort(tour: Tour) -> None:
 def step_shift(tour: Tour) -> None:
     tour.apply("virtual-service-all-v1.yaml", "virtual-service-reviews-50-v3.yaml")
     n = tour.n(100, 60)
-    anon = tour.views("anonymous", n)
+    anon = tour.views("anonymous", n, concurrency=4)
     _chain_table(tour, "Traffic shifting: 50% v1, 50% v3 (red stars)", anon)
     v1, v3 = anon.served_by.get("reviews-v1", 0), anon.served_by.get("reviews-v3", 0)
     low = n / 2 - 3.5 * (n * 0.25) ** 0.5  # 3.5 sigma of a fair binomial
@@ -343,14 +343,17 @@ def run_tour(*, fast: bool = False, console: Console | None = None) -> int:
             console.rule(f"[bold]{i}. {step.title}", align="left")
             begin = len(tour.checks)
             retries, ejected = tour.mesh_counters()
+            step_started = time.monotonic()
             try:
                 step.run(tour)
             except Exception as exc:  # a step that cannot run has failed; go on
                 console.print_exception(max_frames=5)
                 tour.check(f"step ran ({type(exc).__name__}: {exc})", False)
+            took = time.monotonic() - step_started
             now_retries, now_ejected = tour.mesh_counters()
             console.print(f"  [dim]mesh: {now_retries - retries} retries, "
-                          f"{now_ejected} endpoints ejected ({now_ejected - ejected:+d})[/]")
+                          f"{now_ejected} endpoints ejected ({now_ejected - ejected:+d}); "
+                          f"{took:.1f} s[/]")
             failed.update(step.title for _, ok in tour.checks[begin:] if not ok)
         cp = bookinfo.control_plane
         problems, nacks = (cp.problems, cp.nacks()) if cp is not None else ((), [])
