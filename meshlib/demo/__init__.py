@@ -7,7 +7,7 @@ serves behind meshlib's inbound middleware. The tour applies Istio's own YAML, o
 at a time, and checks what each does to live traffic::
 
     meshlib demo            # the tour; exit status 0 only if every step showed its behaviour
-    meshlib demo --fast     # the same, delays and timeouts x 0.2 (CI)
+    meshlib demo --fast     # the same, delays and timeouts x 0.4 (CI)
     meshlib demo --serve    # leave BookInfo running: productpage and dashboard URLs
 """
 

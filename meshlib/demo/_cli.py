@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--serve", action="store_true",
                       help="leave BookInfo running and print its URLs (Ctrl-C stops it)")
     mode.add_argument("--fast", action="store_true",
-                      help="the tour with delays and timeouts x 0.2 and fewer requests (CI)")
+                      help="the tour with delays and timeouts x 0.4 and fewer requests (CI)")
     mode.add_argument("--workload", metavar="NAME",
                       help="run one workload (productpage-v1, reviews-v2...) as a Kubernetes "
                       "pod: bootstrap from GRPC_XDS_BOOTSTRAP, serving 0.0.0.0:9080")

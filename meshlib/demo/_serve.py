@@ -175,4 +175,9 @@ def _banner(console: Console, bookinfo: BookInfo, ingress_port: int) -> None:
     if bookinfo.control_plane is not None:
         console.print(f"  config folder    {bookinfo.config_dir}  (watched; one file per object)")
     console.print(f"  Istio's tour files: {istio_files()}")
+    if bookinfo.control_plane is not None:
+        console.print("  apply one (kubectl apply semantics, e.g. jason to reviews v2):\n"
+                      f"    cp {istio_files() / 'virtual-service-reviews-test-v2.yaml'} "
+                      f"{bookinfo.config_dir / 'virtualservice-default-reviews.yaml'}",
+                      soft_wrap=True)
     console.print("Ctrl-C stops it.")

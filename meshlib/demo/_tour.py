@@ -3,7 +3,7 @@
 Each step applies Istio's YAML to the running control plane, sends traffic, prints a
 table of what happened and checks that the traffic did what the step demonstrates; the
 tour passes only if every check held. ``fast=True`` (CI) multiplies every delay and
-timeout by 0.2 and sends fewer requests.
+timeout by 0.4 and sends fewer requests.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ __all__ = ["STEPS", "Step", "Tour", "run_tour"]
 
 PRODUCTPAGE_SA = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
 LEGACY = "plain HTTP → productpage"
+#: The pods that call others (retries and ejections are counted on the calling side).
+CALLERS = ("istio-ingressgateway", "fortio", "productpage-v1", "reviews-v2", "reviews-v3")
+#: CI mode's factor on delays and timeouts: short, with margins a loaded machine keeps
+FAST_SCALE = 0.4
 
 
 @dataclass
@@ -107,10 +111,10 @@ class Tour:
         return sum(self.bookinfo.stats(pod, pattern).values())
 
     def mesh_counters(self) -> tuple[int, int]:
-        """Retries and ejected endpoints now, summed over every pod's mesh."""
+        """Retries and ejected endpoints now, summed over the callers' meshes."""
         retries = ejected = 0
         pattern = r"\.(upstream_rq_retry|outlier_detection_ejections_active)$"
-        for pod in self.bookinfo.pods:
+        for pod in CALLERS:
             stats = self.bookinfo.stats(pod, pattern)
             for name, value in stats.items():
                 if name.endswith(".upstream_rq_retry"):
@@ -195,8 +199,8 @@ def step_delay(tour: Tour) -> None:
     )
     tour.check(f"jason waited ~ 2 x {timing.productpage_timeout:g} s",
                all(e >= 2 * timing.productpage_timeout * 0.9 for e in jason.elapsed))
-    tour.check("others are not delayed", anon.versions() == {"v1"}
-               and max(anon.elapsed) < timing.productpage_timeout)
+    tour.check("others are not delayed: v1, which calls no ratings",
+               anon.versions() == {"v1"} and not anon.labels(RATINGS))
 
 
 def step_abort(tour: Tour) -> None:
@@ -212,7 +216,7 @@ def step_abort(tour: Tour) -> None:
 def step_shift(tour: Tour) -> None:
     tour.apply("virtual-service-all-v1.yaml", "virtual-service-reviews-50-v3.yaml")
     n = tour.n(100, 60)
-    anon = tour.views("anonymous", n)
+    anon = tour.views("anonymous", n, concurrency=4)
     _chain_table(tour, "Traffic shifting: 50% v1, 50% v3 (red stars)", anon)
     v1, v3 = anon.served_by.get("reviews-v1", 0), anon.served_by.get("reviews-v3", 0)
     low = n / 2 - 3.5 * (n * 0.25) ** 0.5  # 3.5 sigma of a fair binomial
@@ -233,8 +237,9 @@ def step_timeout(tour: Tour) -> None:
                all("UT" in k for k in cut.labels(REVIEWS)) and sum(cut.labels(REVIEWS).values())
                == 8)
     page_timeout = tour.bookinfo.timing.productpage_timeout
+    # two tries of the route's timeout each, far less than one of productpage's own
     tour.check(f"... after the route's {route_timeout:g} s, not productpage's {page_timeout:g} s",
-               all(e < 2 * (route_timeout + page_timeout) / 2 for e in cut.elapsed))
+               all(e < route_timeout + page_timeout for e in cut.elapsed))
 
 
 def step_breaker(tour: Tour) -> None:
@@ -324,10 +329,10 @@ STEPS: tuple[Step, ...] = (
 def run_tour(*, fast: bool = False, console: Console | None = None) -> int:
     """Run every step on a fresh BookInfo; 0 if every check held, else 1."""
     console = console or Console(width=None if sys.stdout.isatty() else 120)
-    scale = 0.2 if fast else 1.0
+    scale = FAST_SCALE if fast else 1.0
     started = time.monotonic()
     failed: collections.Counter[str] = collections.Counter()
-    mode = " (CI mode: delays and timeouts x 0.2)" if fast else ""
+    mode = f" (CI mode: delays and timeouts x {FAST_SCALE:g})" if fast else ""
     console.rule(f"[bold]BookInfo, proxyless: Istio's tour{mode}")
     for name in ("werkzeug", "uvicorn.error"):  # a refused plaintext caller is expected
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -340,14 +345,17 @@ def run_tour(*, fast: bool = False, console: Console | None = None) -> int:
             console.rule(f"[bold]{i}. {step.title}", align="left")
             begin = len(tour.checks)
             retries, ejected = tour.mesh_counters()
+            step_started = time.monotonic()
             try:
                 step.run(tour)
             except Exception as exc:  # a step that cannot run has failed; go on
                 console.print_exception(max_frames=5)
                 tour.check(f"step ran ({type(exc).__name__}: {exc})", False)
+            took = time.monotonic() - step_started
             now_retries, now_ejected = tour.mesh_counters()
             console.print(f"  [dim]mesh: {now_retries - retries} retries, "
-                          f"{now_ejected} endpoints ejected ({now_ejected - ejected:+d})[/]")
+                          f"{now_ejected} endpoints ejected ({now_ejected - ejected:+d}); "
+                          f"{took:.1f} s[/]")
             failed.update(step.title for _, ok in tour.checks[begin:] if not ok)
         cp = bookinfo.control_plane
         problems, nacks = (cp.problems, cp.nacks()) if cp is not None else ((), [])
