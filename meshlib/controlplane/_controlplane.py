@@ -175,7 +175,10 @@ class ControlPlane:
                 # How ``meshlib apply`` knows its change is served (see _apply).
                 (self.source.path / STATE_DIR).mkdir(exist_ok=True)
                 write_status(self.source.path, result, str(snapshot.version), self.problems)
-        log.info(
+        # Loading nothing is almost always a wrong path: say so above INFO.
+        level = logging.INFO if result.objects else logging.WARNING
+        log.log(
+            level,
             "config %s: loaded %s; serving snapshot version %s",
             self.source,
             result.summary(),
