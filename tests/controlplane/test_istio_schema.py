@@ -361,3 +361,25 @@ def test_a_watched_file_that_stops_parsing_pushes_nothing(tmp_path: Path) -> Non
         assert any("invalid YAML" in p and str(f) in p for p in cp.problems)
         assert cp.snapshot().version == served
         assert len(cp.objects.services) == 4
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("type", "ExternalName"),
+        ("sessionAffinity", "ClientIP"),
+        ("publishNotReadyAddresses", "true"),
+        ("internalTrafficPolicy", "Local"),
+    ],
+)
+def test_service_settings_meshlib_does_not_route_by_are_refused(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    f = write(
+        tmp_path / "svc.yaml",
+        f"apiVersion: v1\nkind: Service\nmetadata: {{name: a}}\n"
+        f"spec: {{ports: [{{port: 80}}], {field}: {value}}}\n",
+    )
+    (problem,) = FileSource(f).load_lenient().problems
+    assert problem.startswith(f"{f}: Service default/a: spec.{field}: ")
+    assert problem.endswith("is not supported by meshlib")
