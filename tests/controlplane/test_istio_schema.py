@@ -383,3 +383,15 @@ def test_service_settings_meshlib_does_not_route_by_are_refused(
     (problem,) = FileSource(f).load_lenient().problems
     assert problem.startswith(f"{f}: Service default/a: spec.{field}: ")
     assert problem.endswith("is not supported by meshlib")
+
+
+def test_request_authentication_is_refused_not_skipped(tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "jwt.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\n"
+        "spec: {jwtRules: [{issuer: me, jwksUri: 'https://example.com/jwks'}]}\n",
+    )
+    (problem,) = FileSource(f).load_lenient().problems
+    assert (
+        "RequestAuthentication default/jwt: kind: RequestAuthentication is not supported" in problem
+    )
