@@ -14,7 +14,7 @@ from ._apply import write_status
 from ._workload import build_bootstrap
 from .objects._fields import ConfigError
 from .objects._kubernetes import MeshObjects
-from .sources._files import STATE_DIR, FileSource, LoadResult, Source, assemble
+from .sources._files import FileSource, LoadResult, Source, assemble
 from .translate._translate import translate
 from .xds._cache import Snapshot, SnapshotCache, VersionedSnapshotCache
 from .xds._events import AckEvent, EventLog
@@ -173,7 +173,6 @@ class ControlPlane:
             self.problems = result.problems + resources.problems
             if self._watch and isinstance(self.source, FileSource) and self.source.path.is_dir():
                 # How ``meshlib apply`` knows its change is served (see _apply).
-                (self.source.path / STATE_DIR).mkdir(exist_ok=True)
                 write_status(self.source.path, result, str(snapshot.version), self.problems)
         # Loading nothing is almost always a wrong path: say so above INFO.
         level = logging.INFO if result.objects else logging.WARNING

@@ -199,6 +199,8 @@ def test_readme_control_plane_command_loads_bookinfo() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+    # Serving a folder writes nothing into it (only apply/delete do).
+    assert not (ROOT / "examples" / "bookinfo" / ".meshlib").exists()
 
 
 # -- Istio's tour, file by file, against a running control plane and real backends -----
