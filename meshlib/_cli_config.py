@@ -49,6 +49,8 @@ def _validate(parser: argparse.ArgumentParser) -> Handler:
 
     def run(args: argparse.Namespace) -> int:
         from meshlib.controlplane import ConfigError, FileSource
+        from meshlib.controlplane.sources._files import assemble
+        from meshlib.controlplane.translate._translate import unserved
 
         problems: list[str] = []
         count = 0
@@ -58,7 +60,8 @@ def _validate(parser: argparse.ArgumentParser) -> Handler:
             except ConfigError as err:
                 problems += err.problems
                 continue
-            problems += result.problems
+            # Valid objects meshlib cannot serve (CUSTOM authorization...) count as errors.
+            problems += [*result.problems, *unserved(assemble(result.objects))]
             count += len(result.objects)
         for line in problems:
             print(f"Error: {line}", file=sys.stderr)

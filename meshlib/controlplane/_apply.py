@@ -3,13 +3,15 @@
 An applied object is stored under ``<config>/.meshlib/applied/`` (one file per object,
 written atomically); a deleted one leaves a record under ``.meshlib/deleted/`` that the
 loader honours while no newer file defines the object, so deleting an object that also
-lives in a user's file works. A control plane serving the folder writes
-``.meshlib/status.json`` after each reload (the files it read, its snapshot version and
-the problems), which is how the CLI waits for the change to be served.
+lives in a user's file works. A control plane watching the folder writes a status file
+after each reload (the files it read, its snapshot version and the problems) in the
+temporary directory, named for the folder (:func:`status_path`: nothing is written into
+a folder merely served); that is how the CLI waits for a change to be served.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -32,11 +34,17 @@ __all__ = [
     "delete_objects",
     "read_inputs",
     "resource_name",
+    "status_path",
     "wait_for_reload",
     "write_status",
 ]
 
-STATUS_FILE = "status.json"
+
+
+def status_path(config: Path) -> Path:
+    """Where a control plane watching ``config`` reports its reloads."""
+    digest = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "meshlib-status" / f"{digest}.json"
 
 
 @dataclass(frozen=True)
@@ -148,9 +156,6 @@ def delete_objects(config: Path, paths: Iterable[str | os.PathLike[str]]) -> lis
 
 def write_status(config: Path, result: LoadResult, version: str, problems: Iterable[str]) -> None:
     """Record what a control plane serving ``config`` has loaded (see the module doc)."""
-    state = config / STATE_DIR
-    if not state.is_dir():
-        return
     seen = {}
     files = [Path(f) for f in result.files] + _records(config / STATE_DIR / "deleted")
     for file in files:
@@ -165,7 +170,7 @@ def write_status(config: Path, result: LoadResult, version: str, problems: Itera
         "files": seen,
         "problems": list(problems),
     }
-    _write_atomic(state / STATUS_FILE, json.dumps(status, indent=1))
+    _write_atomic(status_path(config), json.dumps(status, indent=1))
 
 
 def _records(folder: Path) -> list[Path]:
@@ -190,7 +195,7 @@ def wait_for_reload(
     Returns None when no control plane is running on the folder, else (reloaded in time,
     the problems it reports for the changed objects).
     """
-    status_file = config / STATE_DIR / STATUS_FILE
+    status_file = status_path(config)
     try:
         status = json.loads(status_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -15,7 +15,7 @@ from ._workload import build_bootstrap
 from .ca._serving import ca_serving
 from .objects._fields import ConfigError
 from .objects._kubernetes import MeshObjects
-from .sources._files import STATE_DIR, FileSource, LoadResult, Source, assemble
+from .sources._files import FileSource, LoadResult, Source, assemble
 from .translate._translate import translate
 from .xds._cache import Snapshot, SnapshotCache, VersionedSnapshotCache
 from .xds._events import AckEvent, EventLog
@@ -207,9 +207,11 @@ class ControlPlane:
             self.problems = result.problems + resources.problems
             if self._watch and isinstance(self.source, FileSource) and self.source.path.is_dir():
                 # How ``meshlib apply`` knows its change is served (see _apply).
-                (self.source.path / STATE_DIR).mkdir(exist_ok=True)
                 write_status(self.source.path, result, str(snapshot.version), self.problems)
-        log.info(
+        # Loading nothing is almost always a wrong path: say so above INFO.
+        level = logging.INFO if result.objects else logging.WARNING
+        log.log(
+            level,
             "config %s: loaded %s; serving snapshot version %s",
             self.source,
             result.summary(),

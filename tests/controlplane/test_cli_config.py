@@ -199,6 +199,8 @@ def test_readme_control_plane_command_loads_bookinfo() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+    # Serving a folder writes nothing into it (only apply/delete do).
+    assert not (ROOT / "examples" / "bookinfo" / ".meshlib").exists()
 
 
 # -- Istio's tour, file by file, against a running control plane and real backends -----
@@ -297,3 +299,17 @@ def test_istio_tour_applied_file_by_file_changes_live_traffic(
         _eventually(lambda: set(versions(c, 60)) == {"v1", "v2", "v3"}, "no rule: every version")
     assert cp.nacks() == []
     print(f"tour: {len(TRANSIENT)} transient failures while routes moved: {TRANSIENT}")
+
+
+def test_validate_refuses_what_meshlib_cannot_enforce(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = write(
+        tmp_path / "authz.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext}\n"
+        "spec: {action: CUSTOM, provider: {name: opa}, rules: [{}]}\n",
+    )
+    assert main(["validate", "-f", str(f)]) == 1
+    assert "spec.action: CUSTOM (provider 'opa') is not supported by meshlib" in (
+        capsys.readouterr().err
+    )

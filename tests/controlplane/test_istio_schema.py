@@ -344,3 +344,54 @@ status: {podIP: 10.0.0.1, phase: Running}
     result = FileSource(f).load_lenient()
     assert result.problems == ()
     assert sorted(result.objects) == ["Pod default/reviews-1", "Service default/reviews"]
+
+
+def test_a_watched_file_that_stops_parsing_pushes_nothing(tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "bookinfo.yaml", (SAMPLES / "bookinfo_platform_kube_bookinfo.yaml").read_text()
+    )
+    with ControlPlane(tmp_path, watch=True, poll_interval=0.02, debounce=0.02) as cp:
+        served = cp.snapshot().version
+        with f.open("a") as out:
+            out.write("  extra: [unclosed\n")
+        for _ in range(200):  # bounded: the watcher sees the edit within a few polls
+            if cp.problems:
+                break
+            time.sleep(0.02)
+        assert any("invalid YAML" in p and str(f) in p for p in cp.problems)
+        assert cp.snapshot().version == served
+        assert len(cp.objects.services) == 4
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("type", "ExternalName"),
+        ("sessionAffinity", "ClientIP"),
+        ("publishNotReadyAddresses", "true"),
+        ("internalTrafficPolicy", "Local"),
+    ],
+)
+def test_service_settings_meshlib_does_not_route_by_are_refused(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    f = write(
+        tmp_path / "svc.yaml",
+        f"apiVersion: v1\nkind: Service\nmetadata: {{name: a}}\n"
+        f"spec: {{ports: [{{port: 80}}], {field}: {value}}}\n",
+    )
+    (problem,) = FileSource(f).load_lenient().problems
+    assert problem.startswith(f"{f}: Service default/a: spec.{field}: ")
+    assert problem.endswith("is not supported by meshlib")
+
+
+def test_request_authentication_is_refused_not_skipped(tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "jwt.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\n"
+        "spec: {jwtRules: [{issuer: me, jwksUri: 'https://example.com/jwks'}]}\n",
+    )
+    (problem,) = FileSource(f).load_lenient().problems
+    assert (
+        "RequestAuthentication default/jwt: kind: RequestAuthentication is not supported" in problem
+    )

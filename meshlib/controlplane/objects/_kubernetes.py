@@ -191,6 +191,16 @@ def parse_service(doc: Mapping[str, Any]) -> Service:
         if len(name) > 63 or not _DNS_LABEL.match(name):
             raise _FieldError("metadata.name", f"{name!r} is not a valid DNS label")
         spec = _mapping(doc.get("spec"), "spec", required=True)
+        # Settings that change where a mesh client's calls go, which meshlib does not
+        # implement: refused by name rather than dropped (issue 15).
+        for key, value in (
+            ("type", "ExternalName"),
+            ("sessionAffinity", "ClientIP"),
+            ("publishNotReadyAddresses", True),
+            ("internalTrafficPolicy", "Local"),
+        ):
+            if spec.get(key) == value:
+                raise _FieldError(f"spec.{key}", f"{value!r} is not supported by meshlib")
         ports: list[ServicePort] = []
         for i, raw in enumerate(_list(spec.get("ports"), "spec.ports")):
             path = f"spec.ports[{i}]"

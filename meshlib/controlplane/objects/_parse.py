@@ -23,7 +23,7 @@ from ._kubernetes import parse_endpoint_slice, parse_endpoints, parse_pod, parse
 from ._schema import check_kind, clean, schema_errors, spec_schema, unknown_top_level
 from ._support import unsupported_fields
 
-__all__ = ["PARSERS", "object_key", "parse_object"]
+__all__ = ["PARSERS", "REFUSED_KINDS", "object_key", "parse_object"]
 
 #: The parser of every kind the control plane reads.
 PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
@@ -38,6 +38,13 @@ PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
     "PeerAuthentication": parse_peer_authentication,
     "AuthorizationPolicy": parse_authorization_policy,
     "Sidecar": parse_sidecar,
+}
+
+
+#: Kinds that change who may call whom but meshlib does not enforce: refused, never skipped
+#: (skipping them would let through what they would reject).
+REFUSED_KINDS: Mapping[str, str] = {
+    "RequestAuthentication": "meshlib validates no JWTs, so requests it would reject get through",
 }
 
 
@@ -69,6 +76,9 @@ def parse_object(doc: Mapping[str, Any], *, schema: bool = True) -> Any:
             path, _, message = problem.partition(": ")
             extra = unknown_top_level(kind, doc) if path == "apiVersion" else []
             raise _fail(kind, doc, [FieldError(path, message), *extra])
+    if kind in REFUSED_KINDS and str(doc.get("apiVersion", "")).startswith("security.istio.io/"):
+        why = REFUSED_KINDS[kind]
+        raise _fail(kind, doc, [FieldError("kind", f"{kind} is not supported by meshlib: {why}")])
     parser = PARSERS.get(kind)
     if parser is None:
         return None

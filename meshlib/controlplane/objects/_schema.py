@@ -172,7 +172,7 @@ def _list_map_keys(
             seen[key] = i
 
 
-_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call, unused-ignore]
     Draft7Validator, {"x-kubernetes-list-map-keys": _list_map_keys}
 )
 

@@ -332,6 +332,13 @@ def _redirect(redirect: Redirect) -> rc.RedirectAction:
     return out
 
 
+def _route_name(rule: HttpRoute, match: HttpMatch) -> str:
+    """istiod's route name: the rule's name, then ``.<match name>`` when the match has one."""
+    if rule.name and match.name:
+        return f"{rule.name}.{match.name}"
+    return rule.name or match.name
+
+
 def per_caller(index: RuleIndex, service: MeshService) -> bool:
     """True when the service's routes depend on the caller (sourceLabels, sourceNamespace)."""
     return any(
@@ -372,7 +379,7 @@ def routes_for(
             matches = matches or [HttpMatch()]
             if rule.redirect is not None:
                 for m in matches:
-                    route = rc.Route(name=rule.name, match=_route_match(m))
+                    route = rc.Route(name=_route_name(rule, m), match=_route_match(m))
                     route.redirect.CopyFrom(_redirect(rule.redirect))
                     out.append(route)
                 continue
@@ -382,7 +389,7 @@ def routes_for(
             action, req, resp = built
             fault = _fault(rule)
             for m in matches:
-                route = rc.Route(name=rule.name, match=_route_match(m))
+                route = rc.Route(name=_route_name(rule, m), match=_route_match(m))
                 route.route.CopyFrom(action)
                 if rule.regex_rewrite is not None:
                     route.route.regex_rewrite.pattern.google_re2.SetInParent()

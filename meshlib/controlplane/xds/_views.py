@@ -8,7 +8,8 @@ which NACKs load-balancing policies other than ROUND_ROBIN and RING_HASH.
 Envoy node metadata (all optional):
 
 ``NAMESPACE``                 the node's namespace (else parsed from an istio node id)
-``LABELS``                    the workload's labels (Sidecar selection)
+``LABELS``                    the workload's labels (Sidecar selection, VirtualService
+                              ``sourceLabels``, DestinationRule ``failoverPriority``)
 ``SERVICE_ACCOUNT``           identity for SDS: ``spiffe://cluster.local/ns/<ns>/sa/<sa>``
 ``MESHLIB_LISTENER_PORTS``    ``{"<service port>": <local port>}``: one outbound socket
                               listener per service port, on the local port
