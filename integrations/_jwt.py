@@ -243,7 +243,7 @@ def _verify(rule: JwtRule, jwks: JwksCache, token: str) -> dict[str, Any]:
         raise _Failure("Jwks doesn't have key to match kid or alg from Jwt")
     for key in keys:
         try:
-            return jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
                 algorithms=[alg],
@@ -252,6 +252,7 @@ def _verify(rule: JwtRule, jwks: JwksCache, token: str) -> dict[str, Any]:
                 leeway=CLOCK_SKEW,
                 options={"verify_aud": bool(rule.audiences)},
             )
+            return claims
         except jwt.InvalidSignatureError:
             continue  # another key with the same kid (or none) may have signed it
         except jwt.ExpiredSignatureError:
@@ -270,7 +271,8 @@ _KTY = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP", "HS": "oct"}
 
 def _fits(key: PyJWK, alg: str) -> bool:
     """The key's type suits the token's algorithm (no HMAC with a public RSA key)."""
-    return key.key_type == _KTY.get(alg[:2])
+    kty: str | None = key.key_type
+    return kty is not None and kty == _KTY.get(alg[:2])
 
 
 def _success(
