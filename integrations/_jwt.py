@@ -15,6 +15,7 @@ rotated key works as soon as the JWKS serves it.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -30,7 +31,7 @@ from jwt import PyJWK, PyJWKSet
 
 from ._jwt_rules import JwtHeader, JwtRule
 
-__all__ = ["JwksCache", "JwtAuthenticator", "JwtResult"]
+__all__ = ["JwksCache", "JwtAuthenticator", "JwtResult", "NeedsFetch"]
 
 CACHE_SECONDS = 300.0
 CLOCK_SKEW = 60
@@ -42,6 +43,11 @@ _ALGORITHMS = (
 
 class _Failure(Exception):
     """Why a present token is refused (Envoy's wording)."""
+
+
+class NeedsFetch(Exception):
+    """``authenticate(fetch=False)`` would have to fetch keys: call it again off the
+    event loop with ``fetch=True``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +87,21 @@ class JwksCache:
         if rule.jwks:
             self._keys = _parse_jwks(rule.jwks)
 
-    def keys(self, kid: str | None) -> list[PyJWK]:
-        """Keys that may have signed a token with ``kid`` (all if it has none)."""
+    def keys(self, kid: str | None, *, fetch: bool = True) -> list[PyJWK]:
+        """Keys that may have signed a token with ``kid`` (all if it has none).
+        ``fetch=False``: raise NeedsFetch instead of fetching."""
         if self.rule.jwks:
             return _matching(self._keys, kid)
         with self._lock:
             now = time.monotonic()
             if now - self._fetched >= CACHE_SECONDS:
+                if not fetch:
+                    raise NeedsFetch
                 self._fetch(now)
             found = _matching(self._keys, kid)
             if not found and kid is not None and now - self._refetched >= self.min_refetch:
+                if not fetch:
+                    raise NeedsFetch
                 self._refetched = now
                 self._fetch(now)
                 found = _matching(self._keys, kid)
@@ -165,8 +176,11 @@ class JwtAuthenticator:
         caller cannot forge them."""
         return self._output_headers
 
-    def authenticate(self, method: str, headers: Mapping[str, str], query: str = "") -> JwtResult:
-        """The result for a request (``headers`` with lower-case names)."""
+    def authenticate(
+        self, method: str, headers: Mapping[str, str], query: str = "", *, fetch: bool = True
+    ) -> JwtResult:
+        """The result for a request (``headers`` with lower-case names). ``fetch=False``
+        (for event loops): raise NeedsFetch rather than fetch keys over the network."""
         if (
             method == "OPTIONS"
             and "origin" in headers
@@ -181,7 +195,7 @@ class JwtAuthenticator:
                 continue
             token, header_name = found
             try:
-                claims = _verify(rule, jwks, token)
+                claims = _verify(rule, jwks, token, fetch)
             except _Failure as exc:
                 failures.append(str(exc))
                 continue
@@ -226,19 +240,17 @@ def _from_header(location: JwtHeader, value: str | None) -> str | None:
     return value.strip() or None
 
 
-def _verify(rule: JwtRule, jwks: JwksCache, token: str) -> dict[str, Any]:
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        raise _Failure("Jwt is not in the form of Header.Payload.Signature") from None
+def _verify(rule: JwtRule, jwks: JwksCache, token: str, fetch: bool) -> dict[str, Any]:
+    header, unverified = _peek(token)
     if unverified.get("iss") != rule.issuer:
         raise _Failure("Jwt issuer is not configured")
     alg = header.get("alg")
     if alg not in _ALGORITHMS:
         raise _Failure(f"Jwt algorithm {alg!r} is not supported")
     kid = header.get("kid")
-    keys = [k for k in jwks.keys(kid if isinstance(kid, str) else None) if _fits(k, alg)]
+    keys = [
+        k for k in jwks.keys(kid if isinstance(kid, str) else None, fetch=fetch) if _fits(k, alg)
+    ]
     if not keys:
         raise _Failure("Jwks doesn't have key to match kid or alg from Jwt")
     for key in keys:
@@ -264,6 +276,22 @@ def _verify(rule: JwtRule, jwks: JwksCache, token: str) -> dict[str, Any]:
         except jwt.PyJWTError:
             raise _Failure("Jwt verification fails") from None
     raise _Failure("Jwt verification fails")
+
+
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The unverified header and payload (PyJWT then verifies the token in one pass)."""
+    parts = token.split(".")
+    try:
+        if len(parts) != 3:
+            raise ValueError("not three segments")
+        header, payload = (
+            json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in parts[:2]
+        )
+        if not isinstance(header, dict) or not isinstance(payload, dict):
+            raise ValueError("not JSON objects")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise _Failure("Jwt is not in the form of Header.Payload.Signature") from None
+    return header, payload
 
 
 _KTY = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP", "HS": "oct"}

@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from ._jwt import JwksCache, JwtAuthenticator, JwtResult
+from ._jwt import JwksCache, JwtAuthenticator, JwtResult, NeedsFetch
 from ._jwt_rules import JwtConfigError, JwtHeader, JwtRule
 from .grpc_server import _kinds, _rebuild
 
@@ -40,6 +40,7 @@ __all__ = [
     "JwtRule",
     "JwtServerInterceptor",
     "JwtWSGIMiddleware",
+    "NeedsFetch",
     "current_jwt",
 ]
 
@@ -89,12 +90,7 @@ class JwtMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = scope.get("query_string", b"").decode("latin-1")
-        args = (scope["method"], headers, query)
-        if query or any(name in headers for name in self.authenticator.header_names):
-            # verification may fetch keys: off the event loop
-            result = await asyncio.to_thread(self.authenticator.authenticate, *args)
-        else:
-            result = self.authenticator.authenticate(*args)
+        result = await _authenticate_async(self.authenticator, scope["method"], headers, query)
         if result.denied:
             host = headers.get("host", "")
             url = f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '/')}"
@@ -153,11 +149,22 @@ class JwtWSGIMiddleware:
             return self.app(environ, start_response)
 
 
+async def _authenticate_async(
+    authenticator: JwtAuthenticator, method: str, headers: dict[str, str], query: str = ""
+) -> JwtResult:
+    """On the event loop with cached keys; in a thread when keys must be fetched."""
+    try:
+        return authenticator.authenticate(method, headers, query, fetch=False)
+    except NeedsFetch:
+        return await asyncio.to_thread(authenticator.authenticate, method, headers, query)
+
+
+def _metadata(context: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
 def _grpc_result(authenticator: JwtAuthenticator, context: Any) -> JwtResult:
-    metadata = {
-        k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
-    }
-    return authenticator.authenticate("POST", metadata)
+    return authenticator.authenticate("POST", _metadata(context))
 
 
 class JwtServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -217,7 +224,7 @@ class JwtAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         authenticator = self.authenticator
 
         async def check(context: Any) -> JwtResult:
-            result = await asyncio.to_thread(_grpc_result, authenticator, context)
+            result = await _authenticate_async(authenticator, "POST", _metadata(context))
             if result.denied:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, result.message)
             return result
