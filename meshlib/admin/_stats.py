@@ -4,8 +4,10 @@ the xDS client's figures, and the ``?filter=`` regular expression (RE2, bounded)
 Cluster statistics are computed at scrape time from the state the data path keeps
 anyway (endpoint counters, the cluster circuit breaker, the outlier detector), under
 the names Envoy gives them (``cluster.<name>.circuit_breakers.default.remaining_pending``,
-``cluster.<name>.upstream_rq_pending_overflow``) and, in Prometheus, the names Istio's
-Envoy exports (``envoy_cluster_upstream_rq_pending_overflow{cluster_name=...}``).
+``cluster.<name>.upstream_rq_pending_overflow``, where ``<name>`` is the cluster's
+``alt_stat_name`` when it has one, as in Envoy: istiod's ``<cluster name>;``) and, in
+Prometheus, the names Istio's Envoy exports
+(``envoy_cluster_upstream_rq_pending_overflow{cluster_name=<cluster name>}``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "cluster_samples",
     "compile_filter",
     "filtered",
+    "stat_prefixes",
     "xds_samples",
 ]
 
@@ -55,7 +58,7 @@ def compile_filter(pattern: str) -> Any:
         raise FilterError(f"filter: invalid regular expression: {exc}") from None
 
 
-def _sample(cluster: str, stat: str, kind: str, value: float) -> Sample:
+def _sample(cluster: str, stat: str, kind: str, value: float, prefix: str) -> Sample:
     prom = stat.replace(".", "_")
     return Sample(
         f"envoy_cluster_{prom}",
@@ -63,8 +66,27 @@ def _sample(cluster: str, stat: str, kind: str, value: float) -> Sample:
         (("cluster_name", cluster),),
         float(value),
         f"Envoy's cluster.{stat}",
-        envoy=f"cluster.{cluster}.{stat}",
+        envoy=f"cluster.{prefix}.{stat}",
     )
+
+
+def stat_prefixes(mesh: Any) -> dict[str, str]:
+    """Cluster name -> the name Envoy's stats use for it: the Cluster's ``alt_stat_name``
+    when set (istiod sets ``<name>;``), read from the xDS client's dump."""
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    from ._config_dump import CLUSTER, client_dump
+
+    dump = client_dump(mesh)
+    out: dict[str, str] = {}
+    if dump is None:
+        return out
+    for c in dump.generic_xds_configs:
+        if c.type_url == CLUSTER and c.HasField("xds_config"):
+            cluster = cluster_pb2.Cluster()
+            if c.xds_config.Unpack(cluster) and cluster.alt_stat_name:
+                out[c.name] = cluster.alt_stat_name
+    return out
 
 
 def _breaker_values(breaker: Any) -> dict[str, tuple[str, float]]:
@@ -135,6 +157,7 @@ def cluster_samples(mesh: Any, telemetry: Telemetry | None = None) -> list[Sampl
         for (cluster, _reason), n in telemetry.registry.retries.values.items():
             retries[cluster] = retries.get(cluster, 0.0) + n
     out: list[Sample] = []
+    prefixes = stat_prefixes(mesh)
     for name, view in sorted(mesh.snapshot.clusters.items()):
         hosts = view.endpoints
         breaker = getattr(view, "breaker", None)
@@ -169,7 +192,8 @@ def cluster_samples(mesh: Any, telemetry: Telemetry | None = None) -> list[Sampl
         }
         values.update(_breaker_values(breaker))
         values.update(_outlier_values(view))
-        out.extend(_sample(name, k, kind, v) for k, (kind, v) in values.items())
+        prefix = prefixes.get(name, name)
+        out.extend(_sample(name, k, kind, v, prefix) for k, (kind, v) in values.items())
         # meshlib's own name for the same connection overflows (one counter, two names)
         out.append(
             Sample(

@@ -62,12 +62,12 @@ def test_clusters_text_and_json_count_the_traffic(live: Live) -> None:
 
 def test_stats_and_prometheus(live: Live) -> None:
     stats = get(live, "/stats").text
-    assert f"cluster.{CLUSTER}.upstream_rq_total: {REQUESTS}\n" in stats
-    assert f"cluster.{CLUSTER}.membership_healthy: 3\n" in stats
+    assert f"cluster.{CLUSTER};.upstream_rq_total: {REQUESTS}\n" in stats
+    assert f"cluster.{CLUSTER};.membership_healthy: 3\n" in stats
     filtered = get(live, "/stats?filter=membership_total").text.splitlines()
-    assert filtered == [f"cluster.{CLUSTER}.membership_total: 3"]
+    assert filtered == [f"cluster.{CLUSTER};.membership_total: 3"]
     as_json = get(live, "/stats?format=json&filter=upstream_rq_total").json()
-    assert {"name": f"cluster.{CLUSTER}.upstream_rq_total", "value": str(REQUESTS)} in as_json[
+    assert {"name": f"cluster.{CLUSTER};.upstream_rq_total", "value": str(REQUESTS)} in as_json[
         "stats"
     ]
     assert get(live, "/stats?filter=(").status_code == 400

@@ -124,7 +124,7 @@ def _pending_lines(admin: AdminServer) -> dict[str, int]:
     for line in text.splitlines():
         if "httpbin" in line and "pending" in line:
             name, _, value = line.rpartition(": ")
-            out[name.removeprefix(f"cluster.{CLUSTER}.")] = int(value)
+            out[name.removeprefix(f"cluster.{CLUSTER};.")] = int(value)
     return out
 
 
