@@ -85,7 +85,7 @@ def test_rotation_by_csr_under_mtls_load(tmp_path: Path) -> None:
                     return client.get(f"http://{HOST}/echo/{i}").status_code == 200
 
                 before = (agent.rotations, server_rotator.rotations)
-                with Load("mTLS while rotating by CSR", send, max_requests=1500) as load:
+                with Load("mTLS while rotating by CSR", send, max_requests=800) as load:
                     pass
                 figures = load.figures
                 figures.extra["client_rotations"] = agent.rotations - before[0]

@@ -84,14 +84,14 @@ def _istio_world(
                 r = client.get("http://reviews:9080/echo")
                 return r.status_code == 200 and r.headers.get("x-backend") == "v1"
 
-            with Load(name, send, max_requests=100_000, max_seconds=20) as load:
+            with Load(name, send, max_requests=100_000, max_seconds=12) as load:
                 load.wait_sent(400)
                 break_it(config)
                 deadline = time.monotonic() + 10
                 while not cp.problems and time.monotonic() < deadline:
                     time.sleep(0.01)
                 problems = cp.problems
-                load.wait_sent(load.sent + 1500)  # served while broken
+                load.wait_sent(load.sent + 600)  # served while broken
                 fix_it(config)
                 deadline = time.monotonic() + 10
                 while cp.problems and time.monotonic() < deadline:
