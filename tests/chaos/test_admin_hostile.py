@@ -18,7 +18,7 @@ from tests.httpx.mesh_xds import Upstream, mesh_resources, serving
 from tests.httpx.servers import EchoApp
 from tests.support import UvicornThread
 
-from .load import Load
+from .load import Load, echo_ok
 
 pytestmark = pytest.mark.chaos
 HOST = "admin-chaos.test"
@@ -75,8 +75,7 @@ def _hostile_barrage(admin_url: str, queries: list[str]) -> dict[int, int]:
 def test_hostile_admin_queries_under_load(world: World) -> None:
     admin, client = world
 
-    def send(i: int) -> bool:
-        return client.get(f"http://{HOST}/echo/{i}").status_code == 200
+    send = echo_ok(client, HOST)
 
     result: dict[int, int] = {}
     with Load("hostile admin queries", send, max_requests=100_000) as load:
@@ -107,8 +106,7 @@ def test_pathological_stats_filter_does_not_stall_the_mesh(world: World) -> None
         answer.append(httpx.get(admin.url + "/stats?filter=(a%2B)%2Bb", timeout=60).status_code)
         done.set()
 
-    def send(i: int) -> bool:
-        return client.get(f"http://{HOST}/echo/{i}").status_code == 200
+    send = echo_ok(client, HOST)
 
     with Load("pathological /stats filter", send, max_requests=100_000) as load:
         load.wait_sent(100)

@@ -36,7 +36,7 @@ from tests.httpx.mesh_xds import (
 from tests.httpx.servers import EchoApp
 from tests.support import UvicornThread
 
-from .load import Figures, Load
+from .load import Figures, Load, echo_ok
 
 pytestmark = pytest.mark.chaos
 HOST = "certs.test"
@@ -80,9 +80,7 @@ def test_rotation_by_csr_under_mtls_load(tmp_path: Path) -> None:
             boot["certificate_providers"] = providers(agent_files(client_dir), refresh="0.05s")
             limits = httpx.Limits(max_keepalive_connections=0)  # a handshake per request
             with Mesh(boot) as mesh, mesh.httpx_client(timeout=10, limits=limits) as client:
-
-                def send(i: int) -> bool:
-                    return client.get(f"http://{HOST}/echo/{i}").status_code == 200
+                send = echo_ok(client, HOST)
 
                 before = (agent.rotations, server_rotator.rotations)
                 with Load("mTLS while rotating by CSR", send, max_requests=800) as load:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.httpx.mesh_xds import Upstream, mesh_resources, serving
+from tests.httpx.mesh_xds import Upstream, mesh_resources
 from tests.httpx.servers import EchoApp
 from tests.support import UvicornThread
 
-from .load import Load, soak_seconds
+from .load import Load, mesh_client, soak_seconds
 
 pytestmark = [pytest.mark.chaos, pytest.mark.soak]
 HOST = "soak.test"
@@ -34,11 +34,7 @@ def test_soak_rss_growth(tmp_path: Path) -> None:
     seconds = soak_seconds(90)
     with UvicornThread(EchoApp("a")) as a, UvicornThread(EchoApp("b")) as b:
         res = mesh_resources(HOST, {"c": Upstream([a.port, b.port])}, [("/", "c", {})])
-        with (
-            serving(tmp_path, res) as served,
-            served.mesh() as mesh,
-            mesh.httpx_client(timeout=10) as client,
-        ):
+        with mesh_client(tmp_path, res) as (_served, client):
 
             def send(i: int) -> bool:
                 return client.get(f"http://{HOST}/echo/{i % 1000}").status_code == 200
