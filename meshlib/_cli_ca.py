@@ -6,7 +6,9 @@ token it issued (or, with ``--kubernetes``, a service-account token TokenReview 
     meshlib token --ca-dir ca --namespace prod --service-account payments > token
     meshlib bootstrap --xds 127.0.0.1:15010 --pod web-0 --cert-dir certs --token-file token
 
-The private key is generated in ``--cert-dir``'s process and never leaves it.
+The private key is generated in ``--cert-dir``'s process and never leaves it. With
+``control-plane --kubernetes`` the tokens are the workloads' service-account tokens
+(audience ``istio-ca``), checked with TokenReview.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from ._cli_registry import Handler, command
 
-__all__ = ["certificate_by_csr"]
+__all__ = ["certificate_by_csr", "token_authenticators"]
 
 
 @command("token", "print a bootstrap token for a workload identity (the control plane's CA)")
@@ -61,3 +63,14 @@ def certificate_by_csr(
     except (OSError, AgentError) as err:
         parser.error(f"--token-file: {err}")
     print(f"meshlib: wrote {identity} certificate (until {issued.not_after})", file=sys.stderr)
+
+
+def token_authenticators(source: Any, ca: Any) -> list[Any] | None:
+    """With ``--kubernetes``: service-account tokens checked by TokenReview on the source's
+    API server (as istiod checks them); otherwise None, the control plane's own tokens."""
+    api_client = getattr(source, "api_client", None)
+    if ca is None or api_client is None:
+        return None
+    from .controlplane.ca import KubernetesTokenReviewer
+
+    return [KubernetesTokenReviewer(api_client, trust_domain=ca.trust_domain)]

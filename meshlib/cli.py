@@ -55,6 +55,8 @@ def _control_plane(parser: argparse.ArgumentParser) -> Handler:
     def run(args: argparse.Namespace) -> int:
         from meshlib.controlplane import ControlPlane
 
+        from ._cli_ca import token_authenticators
+
         source, ca = _source_and_ca(parser, args)
 
         done = threading.Event()
@@ -69,6 +71,7 @@ def _control_plane(parser: argparse.ArgumentParser) -> Handler:
                 host=args.host,
                 port=args.port,
                 ca=ca,
+                token_authenticators=token_authenticators(source, ca),
                 watch=args.watch,
                 debounce=args.debounce,
             ) as cp:

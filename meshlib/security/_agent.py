@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ._atomic import atomic_write
 from ._ca_messages import CA_METHOD, IstioCertificateRequest, IstioCertificateResponse
+from ._renewal import RenewalLoop
 
 __all__ = ["AgentError", "CertificateAgent", "IssuedCertificate"]
 
@@ -62,7 +62,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class CertificateAgent:
+class CertificateAgent(RenewalLoop):
     """Keeps ``directory`` holding a fresh certificate for ``spiffe_id`` (see module doc).
 
     ``root_cert`` (PEM bytes or a file) is the root that the control plane's TLS port must
@@ -106,8 +106,10 @@ class CertificateAgent:
         self._token = token
         self.current: IssuedCertificate | None = None
         self.rotations = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_loop()
+
+    renew_errors = (OSError, AgentError)
+    thread_prefix = "cert-agent"
 
     def __repr__(self) -> str:
         return f"<CertificateAgent {self.spiffe_id} via {self.address} -> {self.directory}>"
@@ -208,39 +210,3 @@ class CertificateAgent:
             return 0.0
         due = self.current.renew_at(self.renew_fraction)
         return max(0.0, (due - _now()).total_seconds())
-
-    def start(self) -> CertificateAgent:
-        """Write the first certificate (raising :class:`AgentError` if refused), then renew."""
-        if self._thread is not None:
-            return self
-        self._stop.clear()
-        self.rotate_now()
-        self._thread = threading.Thread(
-            target=self._run, name=f"cert-agent {self.spiffe_id}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop renewing; the files stay in place."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def __enter__(self) -> CertificateAgent:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        delay = self.seconds_until_renewal()
-        while not self._stop.wait(delay):
-            try:
-                self.rotate_now()
-            except (OSError, AgentError) as err:
-                log.warning("cannot renew the certificate for %s: %s", self.spiffe_id, err)
-                delay = self.retry_interval
-            else:
-                delay = self.seconds_until_renewal()

@@ -14,10 +14,15 @@ import collections
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-__all__ = ["Figures", "Load", "soak_seconds"]
+import httpx
+
+__all__ = ["Figures", "Load", "echo_ok", "mesh_client", "soak_seconds"]
 
 
 def soak_seconds(default: float) -> float:
@@ -139,3 +144,21 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         if not self._stop.is_set():
             self.wait()
+
+
+def echo_ok(client: Any, host: str) -> Callable[[int], bool]:
+    """A ``send`` for :class:`Load`: ``GET http://host/echo/i`` answers 200."""
+    return lambda i: bool(client.get(f"http://{host}/echo/{i}").status_code == 200)
+
+
+@contextmanager
+def mesh_client(tmp_path: Path, res: Any, **kwargs: Any) -> Iterator[tuple[Any, httpx.Client]]:
+    """The project's control plane serving ``res`` and a mesh httpx client (timeout 10 s)."""
+    from tests.httpx.mesh_xds import serving
+
+    with (
+        serving(tmp_path, res) as served,
+        served.mesh() as mesh,
+        mesh.httpx_client(timeout=10, **kwargs) as client,
+    ):
+        yield served, client

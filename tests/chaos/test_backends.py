@@ -23,7 +23,7 @@ from tests.httpx.mesh_xds import RETRY_ALL, Upstream, mesh_resources, serving
 from tests.httpx.servers import EchoApp
 from tests.support import UvicornThread
 
-from .load import Load
+from .load import Load, echo_ok, mesh_client
 from .test_backend_killed import kill
 
 pytestmark = pytest.mark.chaos
@@ -78,14 +78,8 @@ def test_one_backend_down_and_back(tmp_path: Path) -> None:
             [("/", "svc", {"retry_policy": RETRY_ALL})],
         )
         try:
-            with (
-                serving(tmp_path, res) as served,
-                served.mesh() as mesh,
-                mesh.httpx_client(timeout=10) as client,
-            ):
-
-                def send(i: int) -> bool:
-                    return client.get(f"http://{HOST}/echo/{i}").status_code == 200
+            with mesh_client(tmp_path, res) as (_served, client):
+                send = echo_ok(client, HOST)
 
                 with Load("one backend down and back", send, max_requests=100_000) as load:
                     load.wait_sent(400)
@@ -109,11 +103,7 @@ def test_all_backends_down_and_back(tmp_path: Path) -> None:
     ports = [s.port for s in servers]
     res = mesh_resources(HOST, {"svc": Upstream(ports)}, [("/", "svc", {})])
     try:
-        with (
-            serving(tmp_path, res) as served,
-            served.mesh() as mesh,
-            mesh.httpx_client(timeout=10) as client,
-        ):
+        with mesh_client(tmp_path, res) as (_served, client):
             outcomes: dict[str, int] = {"ok": 0, "refused": 0}
 
             def send(i: int) -> bool:
@@ -177,14 +167,8 @@ def test_stalled_backend_per_try_timeout_retries_elsewhere(
             {"svc": Upstream([stalled.port, g.port], extra=MANY_RETRIES)},
             [("/", "svc", {"retry_policy": retry, "timeout": "5s"})],
         )
-        with (
-            serving(tmp_path, res) as served,
-            served.mesh() as mesh,
-            mesh.httpx_client(timeout=10) as client,
-        ):
-
-            def send(i: int) -> bool:
-                return client.get(f"http://{HOST}/echo/{i}").status_code == 200
+        with mesh_client(tmp_path, res) as (_served, client):
+            send = echo_ok(client, HOST)
 
             name = "stalled backend vs per-try timeout 0.2 s"
             with Load(name, send, threads=8, max_requests=300) as load:

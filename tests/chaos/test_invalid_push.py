@@ -16,12 +16,12 @@ import pytest
 
 from meshlib import Mesh
 from meshlib.controlplane import ControlPlane
-from tests.httpx.mesh_xds import Upstream, mesh_resources, serving
+from tests.httpx.mesh_xds import Upstream, mesh_resources
 from tests.httpx.servers import EchoApp
 from tests.support import UvicornThread
 
 from .istio import route_reviews, write_reviews
-from .load import Figures, Load
+from .load import Figures, Load, echo_ok, mesh_client
 
 pytestmark = pytest.mark.chaos
 HOST = "bad-push.test"
@@ -37,14 +37,8 @@ def test_invalid_xds_pushed_under_load(tmp_path: Path) -> None:
         rc = bad_route.shared[next(t for t in bad_route.shared if t.endswith("RouteConfiguration"))]
         rc["test-routes"].virtual_hosts[0].routes[0].match.ClearField("prefix")
         rc["test-routes"].virtual_hosts[0].routes[0].match.safe_regex.regex = "(unclosed"
-        with (
-            serving(tmp_path, good) as served,
-            served.mesh() as mesh,
-            mesh.httpx_client(timeout=10) as client,
-        ):
-
-            def send(i: int) -> bool:
-                return client.get(f"http://{HOST}/echo/{i}").status_code == 200
+        with mesh_client(tmp_path, good) as (served, client):
+            send = echo_ok(client, HOST)
 
             with Load("invalid xDS pushed (cluster, route)", send, max_requests=100_000) as load:
                 for bad in (bad_cluster, good, bad_route, good):
@@ -84,14 +78,14 @@ def _istio_world(
                 r = client.get("http://reviews:9080/echo")
                 return r.status_code == 200 and r.headers.get("x-backend") == "v1"
 
-            with Load(name, send, max_requests=100_000, max_seconds=20) as load:
+            with Load(name, send, max_requests=100_000, max_seconds=12) as load:
                 load.wait_sent(400)
                 break_it(config)
                 deadline = time.monotonic() + 10
                 while not cp.problems and time.monotonic() < deadline:
                     time.sleep(0.01)
                 problems = cp.problems
-                load.wait_sent(load.sent + 1500)  # served while broken
+                load.wait_sent(load.sent + 600)  # served while broken
                 fix_it(config)
                 deadline = time.monotonic() + 10
                 while cp.problems and time.monotonic() < deadline:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.httpx.mesh_xds import Upstream, mesh_resources, serving
+from tests.httpx.mesh_xds import Upstream, mesh_resources
 from tests.httpx.servers import EchoApp
 from tests.support import UvicornThread
 
 from .istio import route_reviews, write_reviews
-from .load import Load
+from .load import Load, mesh_client
 
 pytestmark = pytest.mark.chaos
 HOST = "move.test"
@@ -34,11 +34,7 @@ def test_route_moves_to_unresolved_clusters_under_load(tmp_path: Path) -> None:
             clusters = {f"c{i}": Upstream([servers[i].port]) for i in range(step + 1)}
             return mesh_resources(HOST, clusters, [("/", f"c{step}", {})])
 
-        with (
-            serving(tmp_path, resources(0)) as served,
-            served.mesh() as mesh,
-            mesh.httpx_client(timeout=10) as client,
-        ):
+        with mesh_client(tmp_path, resources(0)) as (served, client):
             seen: list[str] = []
 
             def send(i: int) -> bool:

@@ -28,6 +28,7 @@ from xds_client.resources import (
 
 from .test_listener_secret import mtls_listener
 
+pytestmark = pytest.mark.fuzz
 TYPES: list[ResourceType[Any]] = [LISTENER, ROUTE_CONFIG, CLUSTER, ENDPOINTS, SECRET]
 SEEDS: dict[str, list[Message]] = {
     LISTENER.type_url: [b.api_listener("a:80", "r"), b.server_listener("in"), mtls_listener()],

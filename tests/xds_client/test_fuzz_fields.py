@@ -23,7 +23,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2, struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshlib.controlplane import CertificateAuthority, ControlPlane, NodeView
@@ -41,11 +41,10 @@ from xds_client.resources import (
 )
 from xds_client.testing import ScriptedAdsServer
 
-from .test_fuzz import mutate
+from .test_fuzz import FUZZ, TYPES, mutate
 from .test_listener_secret import mtls_listener
 
 pytestmark = pytest.mark.fuzz
-TYPES: list[ResourceType[Any]] = [LISTENER, ROUTE_CONFIG, CLUSTER, ENDPOINTS, SECRET]
 MESSAGES: dict[str, type[Message]] = {
     LISTENER.type_url: listener_pb2.Listener,
     ROUTE_CONFIG.type_url: route_pb2.RouteConfiguration,
@@ -56,14 +55,7 @@ MESSAGES: dict[str, type[Message]] = {
 CASES = 5000  # per type
 BATCH = 25  # cases per hypothesis example
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo" / "config"
-FUZZ = settings(
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate],
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-    max_examples=CASES // BATCH,
-)
+FUZZ_FIELDS = settings(FUZZ, max_examples=CASES // BATCH)
 TYPE_URLS = [t.type_url for t in TYPES] + [
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
     "HttpConnectionManager",
@@ -260,7 +252,7 @@ def test_mutated_fields(rtype: ResourceType[Any], seeds: dict[str, list[Message]
     counts = {"cases": 0, "refused": 0}
     started = time.monotonic()
 
-    @FUZZ
+    @FUZZ_FIELDS
     @given(st.randoms(use_true_random=False))
     def run(r: random.Random) -> None:
         for data in cases(seed_list, others, r):

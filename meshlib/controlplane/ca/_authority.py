@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ...security._atomic import atomic_write
+from ...security._renewal import RenewalLoop
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +371,7 @@ class CertificateAuthority:
         return files
 
 
-class WorkloadCertRotator:
+class WorkloadCertRotator(RenewalLoop):
     """Keeps a workload's certificate files fresh: re-issues ``renew_fraction`` into each
     certificate's lifetime, on its own daemon thread.
 
@@ -402,8 +403,10 @@ class WorkloadCertRotator:
         self.rotations = 0
         self.current: WorkloadCertificate | None = None
         self.files: WorkloadFiles | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_loop()
+
+    renew_errors = (OSError, CertificateError)
+    thread_prefix = "cert-rotator"
 
     def __repr__(self) -> str:
         return f"<WorkloadCertRotator {self.spiffe_id} -> {self.directory}>"
@@ -430,39 +433,3 @@ class WorkloadCertRotator:
             return 0.0
         due = self.current.renew_at(self.renew_fraction)
         return max(0.0, (due - (now or _now())).total_seconds())
-
-    def start(self) -> WorkloadCertRotator:
-        """Write the first certificate, then keep renewing it on a thread; returns ``self``."""
-        if self._thread is not None:
-            return self
-        self._stop.clear()
-        self.rotate_now()
-        self._thread = threading.Thread(
-            target=self._run, name=f"cert-rotator {self.spiffe_id}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop renewing; the files written stay in place."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def __enter__(self) -> WorkloadCertRotator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        delay = self.seconds_until_renewal()
-        while not self._stop.wait(delay):
-            try:
-                self.rotate_now()
-            except (OSError, CertificateError):
-                log.exception("cannot renew the certificate for %s", self.spiffe_id)
-                delay = self.retry_interval
-            else:
-                delay = self.seconds_until_renewal()
