@@ -152,11 +152,11 @@ def for_error(error: MeshError) -> LocalReply:
     )
 
 
-def _timeout(cluster: str, error: MeshError | None = None) -> LocalReply:
+def _timeout(cluster: str, error: MeshError | None = None, flag: str = "UT") -> LocalReply:
     return LocalReply(
         504,
         b"upstream request timeout",
-        "UT",
+        flag,
         "upstream_request_timeout",
         cluster=cluster,
         grpc_status=DEADLINE_EXCEEDED,
@@ -177,10 +177,7 @@ def for_failure(outcome: Outcome, cluster: str, *, retried: bool) -> LocalReply 
     body). None for an outcome that is not such a failure."""
     kind = outcome.kind
     if kind is OutcomeKind.TIMEOUT:
-        reply = _timeout(cluster)
-        if retried:
-            reply.flag = "URX,UT"
-        return reply
+        return _timeout(cluster, flag="URX,UT" if retried else "UT")
     found = _RESET_REASON.get(kind)
     if found is None:
         return None
