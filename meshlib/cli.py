@@ -3,7 +3,7 @@
 Each subcommand is a function registered with :func:`command`; it receives its own
 ``argparse`` sub-parser to fill and returns the handler that runs it::
 
-    meshlib control-plane --config examples/demo/config --port 15010
+    meshlib control-plane --config examples/bookinfo --port 15010
     meshlib bootstrap --xds 127.0.0.1:15010 --pod web-0 --cert-dir certs --ca-dir ca > b.json
 """
 

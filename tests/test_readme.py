@@ -55,7 +55,7 @@ def test_every_block_is_covered_here() -> None:
         ['pip install "meshlib-proxyless[demo]"'],
         ["make demo ARGS=--serve"],
         [
-            "meshlib control-plane --config examples/bookinfo/ --port 15010 --ca-dir ca/",
+            "meshlib control-plane --config examples/bookinfo/ --port 15010 --ca-dir ca/ --init-ca",
             "meshlib demo --serve --xds 127.0.0.1:15010 --ca-dir ca/ --config examples/bookinfo/",
             "meshlib bootstrap --xds 127.0.0.1:15010 --pod sleep --namespace default"
             " --cert-dir certs/ --ca-dir ca/ > bootstrap.json",

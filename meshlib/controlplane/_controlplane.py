@@ -35,7 +35,7 @@ class ControlPlane:
     :class:`ConfigError` before anything listens) and again by :meth:`reload`. The
     gRPC server runs on its own thread, so every method is callable from sync code::
 
-        with ControlPlane("examples/demo/config", watch=True) as cp:
+        with ControlPlane("examples/bookinfo", watch=True) as cp:
             bootstrap = cp.bootstrap(namespace="default")
 
     With ``watch=True`` the source's files are polled every ``poll_interval`` seconds;

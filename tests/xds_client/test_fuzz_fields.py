@@ -54,7 +54,7 @@ MESSAGES: dict[str, type[Message]] = {
 }
 CASES = 5000  # per type
 BATCH = 25  # cases per hypothesis example
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo" / "config"
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "bookinfo"
 FUZZ_FIELDS = settings(FUZZ, max_examples=CASES // BATCH)
 TYPE_URLS = [t.type_url for t in TYPES] + [
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
