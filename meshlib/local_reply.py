@@ -13,7 +13,10 @@ Flags (Envoy's access-log names): ``NR`` no route, ``UH`` no healthy upstream, `
 overflow, ``UT`` upstream request timeout, ``UF`` upstream connect failure, ``UC``
 connection termination, ``UR`` remote reset, ``URX`` retries exhausted (with the
 failure's own flag: ``URX,UF``), ``FI`` fault abort, ``DI`` fault delay, ``DO`` /
-``UDO`` drop_overload, ``RBAC`` denied by an authorization policy.
+``UDO`` drop_overload, ``RBAC`` denied by an authorization policy. A route's
+``direct_response`` and ``redirect`` are answered here too (:func:`direct_response`,
+:func:`redirect`; no flag): like a fault abort they are the configured answer, so
+``local_replies="raise"`` gives them as responses (:attr:`LocalReply.configured`).
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ __all__ = [
     "LOCAL_REPLY_MODES",
     "LocalReply",
     "check_local_replies",
+    "direct_response",
     "fault_abort",
     "for_error",
     "for_failure",
     "rbac_denied",
+    "redirect",
 ]
 
 #: The values ``Mesh(local_replies=...)`` takes.
@@ -49,6 +54,8 @@ _TEXT = (("content-type", "text/plain"),)
 #: local HTTP status (else UNKNOWN).
 GRPC_FOR_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
 _RESET_BEFORE = "upstream connect error or disconnect/reset before headers."
+#: Reasons of replies that are the configuration's answer, not a failure.
+_CONFIGURED = frozenset({"fault_abort", "direct_response", "redirect"})
 
 
 def check_local_replies(value: str) -> str:
@@ -87,6 +94,12 @@ class LocalReply:
         self.headers = headers if body else tuple(h for h in headers if h[0] != "content-type")
         self.grpc_status = grpc_status
         self.error = error
+
+    @property
+    def configured(self) -> bool:
+        """The configuration's own answer (fault abort, direct response, redirect): a
+        response in every ``local_replies`` mode."""
+        return self.reason in _CONFIGURED
 
     @property
     def message(self) -> str:
@@ -222,3 +235,31 @@ def rbac_denied() -> LocalReply:
     return LocalReply(
         403, b"RBAC: access denied", "RBAC", "rbac_denied", grpc_status=PERMISSION_DENIED
     )
+
+
+def direct_response(
+    status: int,
+    body: bytes,
+    headers: tuple[tuple[str, str], ...] = (),
+    *,
+    location: str | None = None,
+) -> LocalReply:
+    """A route's ``direct_response``: its status and body (``content-type: text/plain``
+    when there is a body), ``headers`` (the route's response header mutations);
+    ``location`` (the request's URL) for a 201 or 3xx status, as Envoy adds it."""
+    head = (*_TEXT, *headers)
+    if location is not None and (status == 201 or 300 <= status < 400):
+        head = (("location", location), *head)
+    return LocalReply(
+        status, body, "-", "direct_response", headers=head,
+        grpc_status=GRPC_FOR_HTTP.get(status, 2),
+    )  # fmt: skip
+
+
+def redirect(status: int, location: str, headers: tuple[tuple[str, str], ...] = ()) -> LocalReply:
+    """A route's ``redirect``: ``status`` (301, 302, 303, 307 or 308), no body, the
+    ``location`` and ``headers`` (the route's response header mutations)."""
+    return LocalReply(
+        status, b"", "-", "redirect", headers=(("location", location), *headers),
+        grpc_status=2,
+    )  # fmt: skip

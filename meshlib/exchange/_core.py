@@ -110,9 +110,15 @@ def open_exchange(
     deadline: float | None = None,
 ) -> ExchangeCore | LocalReply:
     """Route ``call`` on ``view`` (one route walk): its exchange, or the local reply when
-    nothing routes it (NR; the call is then over and recorded)."""
+    nothing routes it (NR) or the route answers itself (a direct response or redirect);
+    the call is then over and recorded."""
     routes = view.routes
-    plan = routes.route(call) if routes is not None else None
+    plan = routes.route_or_reply(call) if routes is not None else None
+    if isinstance(plan, LocalReply):
+        if rec is not None:
+            grpc = plan.grpc_status if rec.protocol == "grpc" else None
+            rec.end(status=plan.status, grpc_status=grpc, flags=plan.flag)
+        return plan
     if plan is None:
         error: MeshError
         if routes is None:

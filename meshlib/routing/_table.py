@@ -21,11 +21,13 @@ from xds_client.resources.route import (
 )
 
 from .._call import Call
+from ..local_reply import LocalReply
 from ..resilience.fault import FaultInjector
 from ..resilience.mirror import Mirrors
 from ..resilience.retry_policy import CompiledRetry
 from ..resilience.timeouts import RouteTimeout, is_grpc
 from ._headers import MutationChain
+from ._local import LocalAnswer, compile_local
 from ._matchers import compile_fraction, compile_header, compile_query, query_params
 from ._plan import Chooser, ClusterChoice, Rewrite, RoutePlan, compile_hash, compile_rewrite
 
@@ -98,7 +100,7 @@ class _CompiledRoute(NamedTuple):  # a tuple: the walk unpacks it, cheaper than 
     prefix: str | None  # a case-sensitive prefix match, tested inline
     path_test: Callable[[str], bool]  # any other path specifier
     checks: tuple[Check, ...]  # headers, query parameters, gRPC, runtime fraction
-    action: _Action | None  # None: non-forwarding route
+    action: _Action | LocalAnswer | None  # a direct response / redirect; None: no route
 
 
 class _Compiler:
@@ -123,7 +125,15 @@ class _Compiler:
         return tuple(self.route(vh, r) for r in vh.routes)
 
     def route(self, vh: VirtualHost, r: RouteEntry) -> _CompiledRoute:
-        action = None if r.action is None else self.action(vh, r, r.action)
+        action: _Action | LocalAnswer | None
+        if r.action is not None:
+            action = self.action(vh, r, r.action)
+        else:
+            cfg = self.config
+            chain = MutationChain(
+                (r.mutations, vh.mutations, cfg.mutations), cfg.most_specific_header_mutations_wins
+            )
+            action = compile_local(r.match, chain, r.direct_response, r.redirect)
         return _CompiledRoute(r.name, *compile_match(r.match), action)
 
     def action(self, vh: VirtualHost, r: RouteEntry, a: RouteAction) -> _Action:
@@ -263,6 +273,12 @@ class RouteTable:
     def route(self, call: Call) -> RoutePlan | None:
         """The plan for ``call``, or None when no route matches (Envoy: 404) or the
         matching route does not forward, or its cluster_header is absent."""
+        found = self.route_or_reply(call)
+        return found if found is None or found.__class__ is RoutePlan else None
+
+    def route_or_reply(self, call: Call) -> RoutePlan | LocalReply | None:
+        """As :meth:`route` (one walk), but a matching ``direct_response`` or
+        ``redirect`` route gives its answer."""
         host = call.headers.get("host") or call.authority
         routes = self._memo.get(host, _UNSEEN)
         if routes is _UNSEEN:
@@ -279,7 +295,11 @@ class RouteTable:
                 continue
             if checks and not all(check(call) for check in checks):
                 continue
-            return None if action is None else _plan(name, action, call, path, full)
+            if action is None:
+                return None
+            if action.__class__ is LocalAnswer:
+                return action.reply(call, path, full)
+            return _plan(name, action, call, path, full)
         return None
 
 

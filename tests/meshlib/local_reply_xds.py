@@ -2,9 +2,10 @@
 
 ``/uh`` an empty cluster, ``/uo`` a breaker with no room, ``/ut`` a 0.3 s route timeout
 on a held backend, ``/uf`` a closed port, ``/urx`` the same with two retries, ``/fi`` a
-fault abort (503), ``/do`` drop_overloads of every request, ``/ok`` a plain route;
-anything else has no route. meshlib reads the API listener ``svc.test:80``; a real
-Envoy the socket listener ``envoy-in`` (whose access log writes ``%RESPONSE_FLAGS%``).
+fault abort (503), ``/do`` drop_overloads of every request, ``/ok`` a plain route; the
+routes of :data:`ANSWERS` answer with a direct response or a redirect; anything else has
+no route. meshlib reads the API listener ``svc.test:80``; a real Envoy the socket
+listener ``envoy-in`` (whose access log writes ``%RESPONSE_FLAGS%``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,77 @@ ENVOY: dict[str, tuple[int, bytes, dict[str, str], str]] = {
         b"unconditional drop overload",
         {"x-envoy-unconditional-drop-overload": "true"},
         "UDO",
+    ),
+}
+
+#: The Host every request of the direct-response/redirect tests carries (to Envoy too).
+ANSWER_HOST = "svc.test:80"
+_ANSWERED = {"response_headers_to_add": [{"header": {"key": "x-lr", "value": "local"}}]}
+
+
+def _redirect(path: str, **redirect: Any) -> dict[str, Any]:
+    return {"match": {"path_separated_prefix": path}, "redirect": redirect, **_ANSWERED}
+
+
+def _direct(path: str, status: int, **body: Any) -> dict[str, Any]:
+    action: dict[str, Any] = {"status": status}
+    if body:
+        action["body"] = body
+    return {"match": {"path_separated_prefix": path}, "direct_response": action, **_ANSWERED}
+
+
+#: Routes answered by the route itself: the request path, its route, and what Envoy 1.40
+#: answers (status, body, location; every answer also carries ``x-lr: local``), checked
+#: by tests/peers/test_envoy_local_replies.py.
+ANSWERS: dict[str, tuple[dict[str, Any], tuple[int, bytes, str | None]]] = {
+    "/dr/teapot": (_direct("/dr", 418, inline_string="teapot"), (418, b"teapot", None)),
+    "/dr-bytes": (_direct("/dr-bytes", 200, inline_bytes="aGVsbG8="), (200, b"hello", None)),
+    "/dr-empty": (_direct("/dr-empty", 204), (204, b"", None)),
+    "/dr-moved/a?q=1": (
+        _direct("/dr-moved", 302, inline_string="moved"),
+        (302, b"moved", "http://svc.test:80/dr-moved/a?q=1"),
+    ),
+    "/re-host/a?q=1": (
+        _redirect("/re-host", host_redirect="other.test:7000"),
+        (301, b"", "http://other.test:7000/re-host/a?q=1"),
+    ),
+    "/re-https/a": (
+        _redirect("/re-https", https_redirect=True),
+        (301, b"", "https://svc.test/re-https/a"),
+    ),
+    "/re-port/a": (
+        _redirect("/re-port", port_redirect=8443),
+        (301, b"", "http://svc.test:8443/re-port/a"),
+    ),
+    "/re-path/a?q=1": (
+        _redirect("/re-path", path_redirect="/new", response_code="TEMPORARY_REDIRECT"),
+        (307, b"", "http://svc.test:80/new?q=1"),
+    ),
+    "/re-pathq/a?q=2": (
+        _redirect(
+            "/re-pathq",
+            path_redirect="/new?x=1",
+            strip_query=True,
+            https_redirect=True,
+            response_code="PERMANENT_REDIRECT",
+        ),
+        (308, b"", "https://svc.test/new?x=1"),
+    ),
+    "/re-prefix/a/b?q=1": (
+        _redirect("/re-prefix", prefix_rewrite="/after", strip_query=True),
+        (301, b"", "http://svc.test:80/after/a/b"),
+    ),
+    "/re-regex/z?q=1": (
+        _redirect(
+            "/re-regex",
+            regex_rewrite={"pattern": {"regex": "^/re-regex/(.*)$"}, "substitution": "/y/\\1"},
+            response_code="SEE_OTHER",
+        ),
+        (303, b"", "http://svc.test:80/y/z?q=1"),
+    ),
+    "/re-scheme/a": (
+        _redirect("/re-scheme", scheme_redirect="https", host_redirect="other.test"),
+        (301, b"", "https://other.test/re-scheme/a"),
     ),
 }
 
@@ -107,6 +179,7 @@ class LocalReplyWorld:
         }
         retries = {"retry_policy": {"retry_on": "connect-failure", "num_retries": 2}}
         rs = [
+            *(r for r, _ in ANSWERS.values()),
             route("/uh", "empty"),
             route("/uo", "full"),
             route("/ut", "slow", action={"timeout": "0.3s"}),

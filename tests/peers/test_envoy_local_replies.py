@@ -5,7 +5,8 @@ meshlib (an API listener) and Envoy (a socket listener whose access log writes
 ``%RESPONSE_FLAGS%``): no route (NR), an empty cluster (UH), a breaker with no room
 (UO), a route timeout (UT), a closed port without and with retries (UF, URX), a fault
 abort (FI) and drop_overloads. For each, meshlib's status, body and ``x-envoy-*``
-headers equal Envoy's, and so does the flag.
+headers equal Envoy's, and so does the flag. The routes of ``ANSWERS`` (direct
+responses, redirects) give the same status, body, Location and route headers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import httpx
 import pytest
 
 from meshlib import Mesh
-from tests.meshlib.local_reply_xds import ENVOY, MESH_HOST, LocalReplyWorld
+from tests.meshlib.local_reply_xds import (
+    ANSWER_HOST,
+    ANSWERS,
+    ENVOY,
+    MESH_HOST,
+    LocalReplyWorld,
+)
 from tests.peers.test_envoy_cluster_differential import ENVOY as ENVOY_BIN
 from tests.peers.test_envoy_cluster_differential import Envoy, wait_for
 
@@ -90,3 +97,23 @@ def test_response_flags_match_envoy(world: World) -> None:
     assert set(world.flags) == set(PATHS)  # the replies above ran first
     theirs = {p: f for p, f in envoy_flags(world, PATHS).items() if p in PATHS}
     assert world.flags == theirs == {p: ENVOY[p][3] for p in PATHS}
+
+
+def answer_shape(r: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+    keep = {"content-type", "content-length", "location", "x-lr"}
+    return r.status_code, r.content, {k: v for k, v in r.headers.items() if k in keep}
+
+
+@pytest.mark.parametrize("path", list(ANSWERS))
+def test_direct_response_and_redirect_match_envoy(world: World, path: str) -> None:
+    host = {"host": ANSWER_HOST}
+    theirs = httpx.get(f"{world.envoy_url}{path}", headers=host, timeout=10)
+    ours = world.client.get(f"http://{MESH_HOST}{path}", headers=host)
+    assert answer_shape(ours) == answer_shape(theirs)
+    status, body, location = ANSWERS[path][1]  # what the e2e tests assert without Envoy
+    assert (theirs.status_code, theirs.content, theirs.headers.get("location")) == (
+        status,
+        body,
+        location,
+    )
+    assert theirs.headers["x-lr"] == "local"

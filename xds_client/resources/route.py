@@ -25,6 +25,13 @@ from ._matchers import (
     decode_query_matcher,
     decode_regex,
 )
+from ._route_local import (
+    DEFAULT_MAX_DIRECT_RESPONSE_BODY,
+    DirectResponse,
+    Redirect,
+    decode_direct_response,
+    decode_redirect,
+)
 from ._route_policy import (
     FaultAbort,
     FaultConfig,
@@ -46,6 +53,7 @@ from ._route_policy import (
 
 __all__ = [
     "ClusterWeight",
+    "DirectResponse",
     "FaultAbort",
     "FaultConfig",
     "FaultDelay",
@@ -57,6 +65,7 @@ __all__ = [
     "MirrorPolicy",
     "Percent",
     "QueryParamMatch",
+    "Redirect",
     "RetryPolicy",
     "RouteAction",
     "RouteConfigResource",
@@ -127,9 +136,12 @@ class RouteEntry:
     name: str
     match: RouteMatch
     action: RouteAction | None
-    """None for a non-forwarding route (redirect, direct response): calls matching it fail."""
+    """None for a route that does not forward: it answers ``direct_response`` or
+    ``redirect`` when one is set, else calls matching it fail (no route)."""
     mutations: HeaderMutations = _NO_MUTATIONS
     fault: FaultConfig | None = None  # typed_per_filter_config["...fault"] override
+    direct_response: DirectResponse | None = None
+    redirect: Redirect | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +197,9 @@ def decode_route_config(
     def fail(field: str, problem: str) -> ResourceError:
         return ResourceError(type_name, name, field_prefix + field, problem)
 
+    body_limit = DEFAULT_MAX_DIRECT_RESPONSE_BODY
+    if msg.HasField("max_direct_response_body_size_bytes"):
+        body_limit = msg.max_direct_response_body_size_bytes.value
     vhosts = []
     for i, vh in enumerate(msg.virtual_hosts):
         vpath = f"virtual_hosts[{i}]"
@@ -195,7 +210,9 @@ def decode_route_config(
                 raise fail(f"{vpath}.domains[{j}]", "must not be empty")
             if d != "*" and d.count("*") and not (d.startswith("*") or d.endswith("*")):
                 raise fail(f"{vpath}.domains[{j}]", f"wildcard only at start or end: {d!r}")
-        routes = tuple(_route(r, f"{vpath}.routes[{k}]", fail) for k, r in enumerate(vh.routes))
+        routes = tuple(
+            _route(r, f"{vpath}.routes[{k}]", fail, body_limit) for k, r in enumerate(vh.routes)
+        )
         retry = None
         if vh.HasField("retry_policy"):
             retry = decode_retry_policy(vh.retry_policy, f"{vpath}.retry_policy", fail)
@@ -260,13 +277,23 @@ def _match(m: route_components_pb2.RouteMatch, path: str, fail: Fail) -> RouteMa
     )
 
 
-def _route(r: route_components_pb2.Route, path: str, fail: Fail) -> RouteEntry:
+def _route(r: route_components_pb2.Route, path: str, fail: Fail, body_limit: int) -> RouteEntry:
     match = _match(r.match, f"{path}.match", fail)
     mutations = decode_mutations(r, f"{path}.", fail)
     fault = decode_fault_overrides(
         r.typed_per_filter_config, f"{path}.typed_per_filter_config", fail
     )
-    if r.WhichOneof("action") != "route":
+    which = r.WhichOneof("action")
+    if which == "direct_response":
+        direct = decode_direct_response(
+            r.direct_response, f"{path}.direct_response", body_limit, fail
+        )
+        return RouteEntry(r.name, match, None, mutations, fault, direct_response=direct)
+    if which == "redirect":
+        regex = match.kind == "safe_regex"
+        redirect = decode_redirect(r.redirect, f"{path}.redirect", regex, fail)
+        return RouteEntry(r.name, match, None, mutations, fault, redirect=redirect)
+    if which != "route":
         return RouteEntry(r.name, match, None, mutations, fault)
     return RouteEntry(r.name, match, _action(r, path, fail), mutations, fault)
 
