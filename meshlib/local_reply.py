@@ -13,7 +13,8 @@ Flags (Envoy's access-log names): ``NR`` no route, ``UH`` no healthy upstream, `
 overflow, ``UT`` upstream request timeout, ``UF`` upstream connect failure, ``UC``
 connection termination, ``UR`` remote reset, ``URX`` retries exhausted (with the
 failure's own flag: ``URX,UF``), ``FI`` fault abort, ``DI`` fault delay, ``DO`` /
-``UDO`` drop_overload, ``RBAC`` denied by an authorization policy. A route's
+``UDO`` drop_overload, ``RBAC`` denied by an authorization policy, ``RL`` the local
+rate limit (:func:`rate_limited`). A route's
 ``direct_response`` and ``redirect`` are answered here too (:func:`direct_response`,
 :func:`redirect`; no flag): like a fault abort they are the configured answer, so
 ``local_replies="raise"`` gives them as responses (:attr:`LocalReply.configured`).
@@ -41,6 +42,7 @@ __all__ = [
     "fault_abort",
     "for_error",
     "for_failure",
+    "rate_limited",
     "rbac_denied",
     "redirect",
 ]
@@ -49,6 +51,7 @@ __all__ = [
 LOCAL_REPLY_MODES = ("envoy", "raise")
 
 UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED, PERMISSION_DENIED = 14, 4, 12, 7
+RESOURCE_EXHAUSTED = 8
 _TEXT = (("content-type", "text/plain"),)
 #: Envoy's Grpc::Utility::httpToGrpcStatus: the gRPC status a gRPC caller gets for a
 #: local HTTP status (else UNKNOWN).
@@ -262,4 +265,20 @@ def redirect(status: int, location: str, headers: tuple[tuple[str, str], ...] = 
     return LocalReply(
         status, b"", "-", "redirect", headers=(("location", location), *headers),
         grpc_status=2,
+    )  # fmt: skip
+
+
+def rate_limited(
+    status: int = 429,
+    headers: tuple[tuple[str, str], ...] = (),
+    *,
+    resource_exhausted: bool = False,
+) -> LocalReply:
+    """The local rate limit filter's answer: ``status`` (429 by default), body
+    ``local_rate_limited``, the filter's ``response_headers_to_add``, flag RL; gRPC
+    callers get UNAVAILABLE (RESOURCE_EXHAUSTED with ``rate_limited_as_resource_exhausted``)."""
+    grpc = RESOURCE_EXHAUSTED if resource_exhausted else GRPC_FOR_HTTP.get(status, 2)
+    return LocalReply(
+        status, b"local_rate_limited", "RL", "rate_limited", headers=(*_TEXT, *headers),
+        grpc_status=grpc,
     )  # fmt: skip

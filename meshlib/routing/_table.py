@@ -12,6 +12,7 @@ import re2
 from xds_client.resources.route import (
     FaultConfig,
     HeaderMutations,
+    LocalRateLimitConfig,
     MaxStreamDuration,
     RouteAction,
     RouteConfigResource,
@@ -21,6 +22,7 @@ from xds_client.resources.route import (
 )
 
 from .._call import Call
+from ..exchange._ratelimit import LocalRateLimiter
 from ..local_reply import LocalReply
 from ..resilience.fault import FaultInjector
 from ..resilience.mirror import Mirrors
@@ -87,6 +89,7 @@ class _Action:
     timeout: RouteTimeout  # route timeout, max_stream_duration, grpc_timeout_header_max
     max_stream_duration: MaxStreamDuration | None
     priority: str
+    ratelimit: LocalRateLimiter | None
     retry: CompiledRetry | None
     hash_key: Callable[[Call], int | None] | None
     mirrors: Mirrors
@@ -106,10 +109,17 @@ class _CompiledRoute(NamedTuple):  # a tuple: the walk unpacks it, cheaper than 
 class _Compiler:
     """Compiles one RouteConfiguration; fault injectors are shared per config object."""
 
-    def __init__(self, config: RouteConfigResource, base_fault: FaultConfig | None) -> None:
+    def __init__(
+        self,
+        config: RouteConfigResource,
+        base_fault: FaultConfig | None,
+        base_ratelimit: LocalRateLimitConfig | None = None,
+    ) -> None:
         self.config = config
         self.base_fault = base_fault
+        self.base_ratelimit = base_ratelimit
         self._faults: dict[int, FaultInjector] = {}
+        self._limiters: dict[int, LocalRateLimiter] = {}
         self._retries: dict[int, CompiledRetry] = {}
 
     def fault(self, *configs: FaultConfig | None) -> FaultInjector | None:
@@ -119,6 +129,19 @@ class _Compiler:
                 if c.delay is None and c.abort is None:
                     return None  # overrides the less specific ones with no fault at all
                 return self._faults.setdefault(id(c), FaultInjector(c))
+        return None
+
+    def ratelimit(self, *configs: LocalRateLimitConfig | None) -> LocalRateLimiter | None:
+        """The most specific local rate limit config (route, vhost, config, listener)
+        wins; one bucket per config object, shared by the routes it covers."""
+        for c in configs:
+            if c is not None:
+                if c.bucket is None:
+                    return None
+                found = self._limiters.get(id(c))
+                if found is None:
+                    found = self._limiters[id(c)] = LocalRateLimiter(c)
+                return found
         return None
 
     def vhost(self, vh: VirtualHost) -> tuple[_CompiledRoute, ...]:
@@ -172,6 +195,7 @@ class _Compiler:
         timeout = RouteTimeout(a.timeout, a.max_stream_duration)
         hash_key = compile_hash(a.hash_policy)
         mirrors = Mirrors(a.mirror_policies or vh.mirror_policies)
+        limiter = self.ratelimit(r.ratelimit, vh.ratelimit, cfg.ratelimit, self.base_ratelimit)
         template = None
         if (
             len(chooser.choices) == 1
@@ -194,6 +218,7 @@ class _Compiler:
                 (),
                 a.max_stream_duration,
                 a.priority,
+                limiter,
             )
         return _Action(
             chooser,
@@ -204,6 +229,7 @@ class _Compiler:
             timeout,
             a.max_stream_duration,
             a.priority,
+            limiter,
             retry,
             hash_key,
             mirrors,
@@ -217,13 +243,20 @@ class RouteTable:
     """A compiled RouteConfiguration. ``route(call)`` walks one virtual host.
 
     ``base_fault`` is the listener's HTTP fault filter config (HCM level), overridden by
-    any typed_per_filter_config of the route config, virtual host, route or cluster.
+    any typed_per_filter_config of the route config, virtual host, route or cluster;
+    ``base_ratelimit`` the listener's local rate limit config, likewise (not per cluster).
     """
 
-    def __init__(self, config: RouteConfigResource, base_fault: FaultConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: RouteConfigResource,
+        base_fault: FaultConfig | None = None,
+        base_ratelimit: LocalRateLimitConfig | None = None,
+    ) -> None:
         self.name = config.name
         self.config = config
-        compiler = _Compiler(config, base_fault)
+        compiler = _Compiler(config, base_fault, base_ratelimit)
+        self.limiters = compiler._limiters  # every local rate limiter, by config object
         self._exact: dict[str, tuple[_CompiledRoute, ...]] = {}
         self._suffix: list[tuple[str, tuple[_CompiledRoute, ...]]] = []
         self._prefix: list[tuple[str, tuple[_CompiledRoute, ...]]] = []
@@ -340,6 +373,7 @@ def _plan(name: str, a: _Action, call: Call, path: str, full: str) -> RoutePlan 
         a.mirrors.select() if a.mirrors else (),
         a.max_stream_duration,
         a.priority,
+        a.ratelimit,
     )
 
 

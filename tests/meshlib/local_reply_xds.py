@@ -18,6 +18,9 @@ from typing import Any
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401  (registers type)
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401  (registers type)
+from envoy.extensions.filters.http.local_ratelimit.v3 import (  # noqa: F401  (registers type)
+    local_rate_limit_pb2,
+)
 from google.protobuf import json_format
 
 from meshlib.controlplane import ControlPlane
@@ -31,6 +34,24 @@ HCM = (
 )
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+RATELIMIT = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+#: The token bucket of ``/rl``: RL_TOKENS calls pass, then 429 (no refill within a test).
+RL_TOKENS = 3
+_RL_ROUTE = {
+    "envoy.filters.http.local_ratelimit": {
+        "@type": RATELIMIT,
+        "stat_prefix": "http_local_rate_limiter",
+        "token_bucket": {"max_tokens": RL_TOKENS, "tokens_per_fill": 1, "fill_interval": "3600s"},
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "response_headers_to_add": [
+            {
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                "header": {"key": "x-local-rate-limit", "value": "true"},
+            }
+        ],
+    }
+}
 FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 BEFORE = "upstream connect error or disconnect/reset before headers. "
 #: What Envoy 1.40 answers on this xDS (checked by tests/peers/test_envoy_local_replies.py):
@@ -134,6 +155,11 @@ def hcm(route_config: dict[str, Any], log: Path | None = None) -> dict[str, Any]
         "stat_prefix": "lr",
         "route_config": route_config,
         "http_filters": [
+            {
+                # no bucket at the listener: only /rl (typed_per_filter_config) is limited
+                "name": "envoy.filters.http.local_ratelimit",
+                "typed_config": {"@type": RATELIMIT, "stat_prefix": "http_local_rate_limiter"},
+            },
             {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}},
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
         ],
@@ -188,6 +214,7 @@ class LocalReplyWorld:
             route("/fi", "ok", typed_per_filter_config=abort),
             route("/do", "dropped"),
             route("/ok", "ok"),
+            route("/rl", "ok", typed_per_filter_config=_RL_ROUTE),
         ]
         rc = {"name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": rs}]}
         api = {"name": MESH_HOST, "api_listener": {"api_listener": hcm(rc)}}

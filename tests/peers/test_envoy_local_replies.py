@@ -24,6 +24,7 @@ from tests.meshlib.local_reply_xds import (
     ANSWERS,
     ENVOY,
     MESH_HOST,
+    RL_TOKENS,
     LocalReplyWorld,
 )
 from tests.peers.test_envoy_cluster_differential import ENVOY as ENVOY_BIN
@@ -117,3 +118,27 @@ def test_direct_response_and_redirect_match_envoy(world: World, path: str) -> No
         location,
     )
     assert theirs.headers["x-lr"] == "local"
+
+
+def rl_shape(r: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+    keep = {"content-type", "content-length", "x-local-rate-limit"}
+    headers = {k: v for k, v in r.headers.items() if k.startswith("x-envoy-") or k in keep}
+    if r.status_code == 200:  # the backend's own answer: its length is not Envoy's
+        headers = {
+            k: v
+            for k, v in headers.items()
+            if k.startswith("x-") and k != "x-envoy-upstream-service-time"
+        }
+        return 200, b"", headers
+    return r.status_code, r.content, headers
+
+
+def test_local_rate_limit_matches_envoy(world: World) -> None:
+    calls = RL_TOKENS + 3
+    theirs = [httpx.get(f"{world.envoy_url}/rl", timeout=10) for _ in range(calls)]
+    ours = [world.client.get(f"http://{MESH_HOST}/rl") for _ in range(calls)]
+    assert [rl_shape(r) for r in ours] == [rl_shape(r) for r in theirs]
+    assert [r.status_code for r in theirs] == [200] * RL_TOKENS + [429] * 3
+    assert theirs[-1].content == b"local_rate_limited"
+    assert theirs[-1].headers["x-local-rate-limit"] == "true"
+    assert ours[-1].extensions["meshlib.local_reply"].flag == "RL"

@@ -25,6 +25,7 @@ from ._matchers import (
     decode_query_matcher,
     decode_regex,
 )
+from ._ratelimit import LocalRateLimitConfig, TokenBucket, decode_ratelimit_overrides
 from ._route_local import (
     DEFAULT_MAX_DIRECT_RESPONSE_BODY,
     DirectResponse,
@@ -61,6 +62,7 @@ __all__ = [
     "HeaderMatch",
     "HeaderMutations",
     "HeaderToAdd",
+    "LocalRateLimitConfig",
     "MaxStreamDuration",
     "MirrorPolicy",
     "Percent",
@@ -73,6 +75,7 @@ __all__ = [
     "RouteEntry",
     "RouteMatch",
     "StringMatch",
+    "TokenBucket",
     "VirtualHost",
     "decode_route_config",
 ]
@@ -142,6 +145,7 @@ class RouteEntry:
     fault: FaultConfig | None = None  # typed_per_filter_config["...fault"] override
     direct_response: DirectResponse | None = None
     redirect: Redirect | None = None
+    ratelimit: LocalRateLimitConfig | None = None  # typed_per_filter_config override
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,7 @@ class VirtualHost:
     retry_policy: RetryPolicy | None = None  # for routes that set none
     fault: FaultConfig | None = None
     mirror_policies: tuple[MirrorPolicy, ...] = ()
+    ratelimit: LocalRateLimitConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,7 @@ class RouteConfigResource:
     mutations: HeaderMutations = _NO_MUTATIONS
     most_specific_header_mutations_wins: bool = False
     fault: FaultConfig | None = None
+    ratelimit: LocalRateLimitConfig | None = None
 
     def cluster_names(self) -> frozenset[str]:
         """Every cluster any route of this config can send (or mirror) to."""
@@ -230,6 +236,9 @@ def decode_route_config(
                     decode_mirror_policy(m, f"{vpath}.request_mirror_policies[{k}]", fail)
                     for k, m in enumerate(vh.request_mirror_policies)
                 ),
+                decode_ratelimit_overrides(
+                    vh.typed_per_filter_config, f"{vpath}.typed_per_filter_config", fail
+                ),
             )
         )
     return RouteConfigResource(
@@ -238,6 +247,7 @@ def decode_route_config(
         decode_mutations(msg, "", fail),
         bool(msg.most_specific_header_mutations_wins),
         decode_fault_overrides(msg.typed_per_filter_config, "typed_per_filter_config", fail),
+        decode_ratelimit_overrides(msg.typed_per_filter_config, "typed_per_filter_config", fail),
     )
 
 
@@ -283,19 +293,22 @@ def _route(r: route_components_pb2.Route, path: str, fail: Fail, body_limit: int
     fault = decode_fault_overrides(
         r.typed_per_filter_config, f"{path}.typed_per_filter_config", fail
     )
+    limit = decode_ratelimit_overrides(
+        r.typed_per_filter_config, f"{path}.typed_per_filter_config", fail
+    )
     which = r.WhichOneof("action")
     if which == "direct_response":
         direct = decode_direct_response(
             r.direct_response, f"{path}.direct_response", body_limit, fail
         )
-        return RouteEntry(r.name, match, None, mutations, fault, direct_response=direct)
+        return RouteEntry(r.name, match, None, mutations, fault, direct, ratelimit=limit)
     if which == "redirect":
         regex = match.kind == "safe_regex"
         redirect = decode_redirect(r.redirect, f"{path}.redirect", regex, fail)
-        return RouteEntry(r.name, match, None, mutations, fault, redirect=redirect)
+        return RouteEntry(r.name, match, None, mutations, fault, redirect=redirect, ratelimit=limit)
     if which != "route":
-        return RouteEntry(r.name, match, None, mutations, fault)
-    return RouteEntry(r.name, match, _action(r, path, fail), mutations, fault)
+        return RouteEntry(r.name, match, None, mutations, fault, ratelimit=limit)
+    return RouteEntry(r.name, match, _action(r, path, fail), mutations, fault, ratelimit=limit)
 
 
 def _action(r: route_components_pb2.Route, path: str, fail: Fail) -> RouteAction:
