@@ -89,13 +89,7 @@ def test_the_validator_refuses_a_misspelled_field() -> None:
 def test_bookinfo_pods_are_proxyless_and_run_the_demo_workloads() -> None:
     deployments = [d for d in docs(K8S / "bookinfo.yaml") if d["kind"] == "Deployment"]
     assert {d["metadata"]["name"] for d in deployments} == {
-        "details-v1",
-        "ratings-v1",
-        "reviews-v1",
-        "reviews-v2",
-        "reviews-v3",
-        "productpage-v1",
-    }
+        "details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1"}
     for d in deployments:
         template = d["spec"]["template"]
         assert template["metadata"]["annotations"]["inject.istio.io/templates"] == "grpc-agent"
@@ -107,10 +101,8 @@ def test_bookinfo_pods_are_proxyless_and_run_the_demo_workloads() -> None:
         if d["kind"] == "Deployment":
             spec = d["spec"]["template"]["spec"]
             assert "annotations" not in d["spec"]["template"]["metadata"]
-            assert (
-                "meshlib bootstrap --xds meshlib-control-plane.meshlib-system.svc:15010"
-                in (spec["initContainers"][0]["command"][2])
-            )
+            assert "meshlib bootstrap --xds meshlib-control-plane.meshlib-system.svc:15010" in (
+                spec["initContainers"][0]["command"][2])
 
 
 def grpc_agent_bootstrap(
@@ -120,11 +112,8 @@ def grpc_agent_bootstrap(
     (istio's pkg/istio-agent/grpcxds): its shape and metadata keys."""
     return {
         "xds_servers": [
-            {
-                "server_uri": server_uri,
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
+            {"server_uri": server_uri, "channel_creds": [{"type": "insecure"}],
+             "server_features": ["xds_v3"]}
         ],
         "node": {
             "id": "sidecar~127.0.0.1~reviews-v2-6f8d9c-x2kqp.default~default.svc.cluster.local",
@@ -171,15 +160,11 @@ def test_a_grpc_agent_bootstrap_serves_bookinfo_calls_under_strict_mtls(tmp_path
     certificate files issued by that control plane's CA: a call through the mesh to
     BookInfo's reviews under STRICT mTLS works."""
     with BookInfo() as bookinfo:
-        for name in (
-            "destination-rule-all-mtls.yaml",
-            "virtual-service-all-v1.yaml",
-            "peer-authentication-mesh-strict.yaml",
-        ):
+        for name in ("destination-rule-all-mtls.yaml", "virtual-service-all-v1.yaml",
+                     "peer-authentication-mesh-strict.yaml"):
             bookinfo.apply(istio_file(name))
-        bookinfo.ca.write_workload_files(
-            spiffe_id("default", "bookinfo-reviews"), tmp_path / "certs"
-        )
+        bookinfo.ca.write_workload_files(spiffe_id("default", "bookinfo-reviews"),
+                                         tmp_path / "certs")
         boot = grpc_agent_bootstrap(tmp_path / "certs", server_uri=bookinfo.xds or "")
         with Mesh(bootstrap=boot) as mesh, mesh.httpx_client(timeout=10) as client:
             r = client.get("http://ratings:9080/ratings/0")
@@ -198,45 +183,28 @@ def controllers(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         template = d["spec"]["template"]
         for i in range(d["spec"].get("replicas", 1)):
             name, ip = f"{d['metadata']['name']}-{i}", next(ips)
-            out.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {
-                        "name": name,
-                        "namespace": "default",
-                        "labels": template["metadata"]["labels"],
-                    },
-                    "spec": {
-                        "serviceAccountName": template["spec"]["serviceAccountName"],
-                        "containers": template["spec"]["containers"],
-                    },
-                    "status": {"podIP": ip, "phase": "Running"},
-                }
-            )
+            out.append({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default",
+                             "labels": template["metadata"]["labels"]},
+                "spec": {"serviceAccountName": template["spec"]["serviceAccountName"],
+                         "containers": template["spec"]["containers"]},
+                "status": {"podIP": ip, "phase": "Running"},
+            })
             ready[template["metadata"]["labels"]["app"]].append((name, ip))
     for svc, pods in ready.items():
-        out.append(
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{svc}-abcde",
-                    "namespace": "default",
-                    "labels": {"kubernetes.io/service-name": svc},
-                },
-                "addressType": "IPv4",
-                "endpoints": [
-                    {
-                        "addresses": [ip],
-                        "conditions": {"ready": True},
-                        "targetRef": {"kind": "Pod", "name": name, "namespace": "default"},
-                    }
-                    for name, ip in pods
-                ],
-                "ports": [{"name": "http", "port": 9080, "protocol": "TCP"}],
-            }
-        )
+        out.append({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{svc}-abcde", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": [ip], "conditions": {"ready": True},
+                 "targetRef": {"kind": "Pod", "name": name, "namespace": "default"}}
+                for name, ip in pods
+            ],
+            "ports": [{"name": "http", "port": 9080, "protocol": "TCP"}],
+        })
     return out
 
 
@@ -282,38 +250,26 @@ def test_control_plane_kubernetes_serves_the_manifests(
     args[args.index("--port") + 1] = str(port)
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshlib", *args, "--kubeconfig", str(kubeconfig)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "listening on" in line, line + proc.stdout.read()
-        boot = load_bootstrap(
-            {
-                "xds_servers": [
-                    {
-                        "server_uri": f"127.0.0.1:{port}",
-                        "channel_creds": [{"type": "insecure"}],
-                        "server_features": ["xds_v3"],
-                    }
-                ],
-                "node": {
-                    "id": "sidecar~10.1.0.99~sleep-0.default~default.svc.cluster.local",
-                    "metadata": {"GENERATOR": "grpc", "NAMESPACE": "default"},
-                },
-            }
-        )
+        boot = load_bootstrap({
+            "xds_servers": [{"server_uri": f"127.0.0.1:{port}",
+                             "channel_creds": [{"type": "insecure"}],
+                             "server_features": ["xds_v3"]}],
+            "node": {"id": "sidecar~10.1.0.99~sleep-0.default~default.svc.cluster.local",
+                     "metadata": {"GENERATOR": "grpc", "NAMESPACE": "default"}},
+        })
         client = XdsClient(boot)
         watcher = _Collect()
         details = "outbound|9080|v1|details.default.svc.cluster.local"
         inbound = "xds.istio.io/grpc/lds/inbound/10.1.0.2:9080"
-        cancels = [
-            client.watch(CLUSTER, details, watcher),
-            client.watch(ENDPOINTS, details, watcher),
-            client.watch(LISTENER, inbound, watcher),
-        ]
+        cancels = [client.watch(CLUSTER, details, watcher),
+                   client.watch(ENDPOINTS, details, watcher),
+                   client.watch(LISTENER, inbound, watcher)]
         got: dict[str, list[Any]] = {}
         while len(got) < 2 or len(got.get(details, [])) < 2:
             name, resource = watcher.seen.get(timeout=20)

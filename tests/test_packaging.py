@@ -165,17 +165,10 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(tmp_path: Path) -> None:
     assert "demo" in entry.stdout
     # the demo's Istio files and page ship in the wheel, for `meshlib demo` after pip install
     data = subprocess.run(
-        [
-            str(py),
-            "-c",
-            "import meshlib.demo as d, importlib.resources as r;"
-            "print(d.istio_file('virtual-service-reviews-test-v2.yaml'));"
-            "print(len((r.files('meshlib.demo') / 'productpage.html').read_text()))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tmp_path,
+        [str(py), "-c", "import meshlib.demo as d, importlib.resources as r;"
+         "print(d.istio_file('virtual-service-reviews-test-v2.yaml'));"
+         "print(len((r.files('meshlib.demo') / 'productpage.html').read_text()))"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
     )
     path, size = data.stdout.split()
     assert Path(path).is_relative_to(site) and int(size) > 1000

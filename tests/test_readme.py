@@ -89,14 +89,8 @@ class Background:
 
     def __init__(self, line: str, cwd: Path, ready: str) -> None:
         self.proc = subprocess.Popen(
-            _shell(line),
-            shell=True,
-            cwd=cwd,
-            text=True,
-            executable="/bin/bash",
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            _shell(line), shell=True, cwd=cwd, text=True, executable="/bin/bash",
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.output: list[str] = []
         assert self.proc.stdout is not None
@@ -147,34 +141,20 @@ def test_the_control_plane_demo_bootstrap_and_snippets_run_as_written(
     bookinfo = None
     try:
         bookinfo = Background(demo, cwd, "Ctrl-C stops it")
-        run = subprocess.run(
-            _shell(bootstrap),
-            shell=True,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            executable="/bin/bash",
-        )
+        run = subprocess.run(_shell(bootstrap), shell=True, cwd=cwd, capture_output=True,
+                             text=True, executable="/bin/bash")
         assert run.returncode == 0, run.stderr
         assert (cwd / "bootstrap.json").stat().st_size > 0
         use_it, inbound = python_blocks()
         for code in (use_it, inbound):
-            done = subprocess.run(
-                [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60
-            )
+            done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
+                                  text=True, timeout=60)
             assert done.returncode == 0, done.stderr
-        first = subprocess.run(
-            [sys.executable, "-c", use_it], cwd=cwd, capture_output=True, text=True, timeout=60
-        )
+        first = subprocess.run([sys.executable, "-c", use_it], cwd=cwd, capture_output=True,
+                               text=True, timeout=60)
         assert first.stdout.strip() == "200 reviews-v1"  # as the README says
-        shown = subprocess.run(
-            _shell(status),
-            shell=True,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            executable="/bin/bash",
-        )
+        shown = subprocess.run(_shell(status), shell=True, cwd=cwd, capture_output=True,
+                               text=True, executable="/bin/bash")
         assert shown.returncode == 0, shown.stderr
         assert "xDS: SYNCED" in shown.stdout and "productpage-v1" in shown.stdout
     finally:

@@ -29,32 +29,20 @@ def test_every_file_the_tour_applies_is_shipped_and_parses() -> None:
         docs = [d for d in yaml.safe_load_all(istio_file(name).read_text()) if d]
         assert docs and all(doc["kind"] for doc in docs)
     named = {name for name in shipped if f'"{name}"' in tour}
-    assert {
-        "virtual-service-all-v1.yaml",
-        "virtual-service-reviews-test-v2.yaml",
-        "virtual-service-reviews-50-v3.yaml",
-        "virtual-service-ratings-test-delay.yaml",
-        "virtual-service-ratings-test-abort.yaml",
-        "destination-rule-all-mtls.yaml",
-    } <= named
+    assert {"virtual-service-all-v1.yaml", "virtual-service-reviews-test-v2.yaml",
+            "virtual-service-reviews-50-v3.yaml", "virtual-service-ratings-test-delay.yaml",
+            "virtual-service-ratings-test-abort.yaml", "destination-rule-all-mtls.yaml"} <= named
     assert len(STEPS) >= 12
 
 
 def test_durations_scale_only_delays_and_timeouts() -> None:
-    doc = {
-        "fault": {"delay": {"fixedDelay": "7s", "percentage": {"value": 100}}},
-        "timeout": "0.5s",
-        "retries": {"perTryTimeout": "250ms", "attempts": 3},
-        "baseEjectionTime": "3m",
-        "name": "7s",
-    }
+    doc = {"fault": {"delay": {"fixedDelay": "7s", "percentage": {"value": 100}}},
+           "timeout": "0.5s", "retries": {"perTryTimeout": "250ms", "attempts": 3},
+           "baseEjectionTime": "3m", "name": "7s"}
     assert scale_durations(doc, 0.2) == {
         "fault": {"delay": {"fixedDelay": "1.4s", "percentage": {"value": 100}}},
-        "timeout": "0.1s",
-        "retries": {"perTryTimeout": "0.05s", "attempts": 3},
-        "baseEjectionTime": "3m",
-        "name": "7s",
-    }
+        "timeout": "0.1s", "retries": {"perTryTimeout": "0.05s", "attempts": 3},
+        "baseEjectionTime": "3m", "name": "7s"}
 
 
 def _response(status: int, body: str = "", **headers: str) -> httpx.Response:

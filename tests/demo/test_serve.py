@@ -27,9 +27,8 @@ def test_serve_renders_productpage_and_follows_routing_by_user() -> None:
             with httpx.Client(timeout=10) as browser:
                 seen["anonymous"] = browser.get(url).text
                 bookinfo.apply(istio_file("virtual-service-reviews-test-v2.yaml"))
-                login = browser.post(
-                    url.replace("/productpage", "/login"), data={"username": "jason"}
-                )
+                login = browser.post(url.replace("/productpage", "/login"),
+                                     data={"username": "jason"})
                 seen["login"] = (login.status_code, login.headers.get("location"))
                 seen["jason"] = browser.get(url).text
                 admin = bookinfo.pods["productpage-v1"].admin.url
@@ -37,14 +36,8 @@ def test_serve_renders_productpage_and_follows_routing_by_user() -> None:
         finally:
             stop.set()
 
-    status = serve(
-        ingress_port=0,
-        admin_port=0,
-        ports=ports,
-        ready=ready,
-        stop=stop,
-        console=Console(file=out, width=120),
-    )
+    status = serve(ingress_port=0, admin_port=0, ports=ports, ready=ready, stop=stop,
+                   console=Console(file=out, width=120))
     assert status == 0
     banner = out.getvalue()
     assert "/productpage" in banner and "admin dashboard" in banner

@@ -23,13 +23,10 @@ def test_a_workload_pod_joins_bookinfo_from_its_bootstrap(
 ) -> None:
     (port,) = free_ports(1)
     slice_ = {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "ratings-v1-extra",
-            "namespace": "default",
-            "labels": {"kubernetes.io/service-name": "ratings", "app": "ratings", "version": "v1"},
-        },
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "ratings-v1-extra", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "ratings",
+                                "app": "ratings", "version": "v1"}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
@@ -37,20 +34,16 @@ def test_a_workload_pod_joins_bookinfo_from_its_bootstrap(
     (tmp_path / "extra.yaml").write_text(yaml.safe_dump(slice_))
     with BookInfo() as bookinfo:
         bookinfo.apply(tmp_path / "extra.yaml")
-        bookinfo.ca.write_workload_files(
-            spiffe_id("default", "bookinfo-ratings"), tmp_path / "certs"
-        )
-        boot = bookinfo.control_plane.bootstrap(
-            pod="ratings-v1-7d9f-abcde", cert_dir=str(tmp_path / "certs")
-        )
+        bookinfo.ca.write_workload_files(spiffe_id("default", "bookinfo-ratings"),
+                                         tmp_path / "certs")
+        boot = bookinfo.control_plane.bootstrap(pod="ratings-v1-7d9f-abcde",
+                                                cert_dir=str(tmp_path / "certs"))
         (tmp_path / "bootstrap.json").write_text(json.dumps(boot))
         monkeypatch.setenv("GRPC_XDS_BOOTSTRAP", str(tmp_path / "bootstrap.json"))
         stop = threading.Event()
-        pod = threading.Thread(
-            target=run_pod,
-            args=("ratings-v1",),
-            kwargs={"port": port, "listen": "127.0.0.1", "admin_port": 0, "stop": stop},
-        )
+        pod = threading.Thread(target=run_pod, args=("ratings-v1",),
+                               kwargs={"port": port, "listen": "127.0.0.1", "admin_port": 0,
+                                       "stop": stop})
         pod.start()
         try:
             answered: set[str] = set()
