@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from meshlib import Mesh
+from meshlib.admin import AdminServer
+from meshlib.exchange._ratelimit import RATELIMIT_STATS as RL_STATS
 from tests.meshlib.local_reply_xds import (
     ANSWER_HOST,
     ANSWERS,
@@ -142,3 +144,10 @@ def test_local_rate_limit_matches_envoy(world: World) -> None:
     assert theirs[-1].content == b"local_rate_limited"
     assert theirs[-1].headers["x-local-rate-limit"] == "true"
     assert ours[-1].extensions["meshlib.local_reply"].flag == "RL"
+    names = [f"http_local_rate_limiter.http_local_rate_limit.{s}" for s in RL_STATS]
+    expected = {"enabled": calls, "ok": RL_TOKENS, "rate_limited": 3, "enforced": 3}
+    assert [world.envoy.stat(n) for n in names] == [expected[s] for s in RL_STATS]
+    with AdminServer(world.mesh) as admin:
+        text = httpx.get(f"{admin.url}/stats?filter=http_local_rate_limit", timeout=10).text
+    ours_stats = dict(line.split(": ") for line in text.splitlines())
+    assert [int(ours_stats[n]) for n in names] == [expected[s] for s in RL_STATS]
