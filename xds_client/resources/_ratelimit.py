@@ -14,13 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from google.protobuf import any_pb2
 
 from ._base import ResourceError
 from ._matchers import Percent, decode_percent
-from ._route_policy import HeaderToAdd, _adds
+from ._route_policy import HeaderToAdd, _adds, per_filter_config
 
 __all__ = [
     "LOCAL_RATELIMIT_TYPE",
@@ -34,7 +33,6 @@ Fail = Callable[[str, str], ResourceError]
 LOCAL_RATELIMIT_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 )
-_FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 #: Fields meshlib refuses when set (by name).
 _REFUSED = (
     "request_headers_to_add_when_not_enforced",
@@ -124,16 +122,11 @@ def decode_ratelimit_overrides(
     configs: Mapping[str, any_pb2.Any], field: str, fail: Fail
 ) -> LocalRateLimitConfig | None:
     """The LocalRateLimit among a typed_per_filter_config map (plain or in a FilterConfig)."""
-    for key in sorted(configs):
-        cfg = configs[key]
-        if cfg.type_url == _FILTER_CONFIG_TYPE:
-            wrapper = route_components_pb2.FilterConfig()
-            cfg.Unpack(wrapper)
-            cfg = wrapper.config
-        if cfg.type_url != LOCAL_RATELIMIT_TYPE:
-            continue
-        msg = local_rate_limit_pb2.LocalRateLimit()
-        if not cfg.Unpack(msg):
-            raise fail(f"{field}[{key!r}]", "cannot decode LocalRateLimit")
-        return decode_local_ratelimit(msg, f"{field}[{key!r}]", fail)
-    return None
+    found = per_filter_config(configs, LOCAL_RATELIMIT_TYPE)
+    if found is None:
+        return None
+    key, cfg = found
+    msg = local_rate_limit_pb2.LocalRateLimit()
+    if not cfg.Unpack(msg):
+        raise fail(f"{field}[{key!r}]", "cannot decode LocalRateLimit")
+    return decode_local_ratelimit(msg, f"{field}[{key!r}]", fail)
