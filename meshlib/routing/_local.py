@@ -16,6 +16,7 @@ from __future__ import annotations
 from xds_client.resources.route import DirectResponse, Redirect, RouteMatch
 
 from .._call import Call
+from ..exchange._ratelimit import LocalRateLimiter
 from ..local_reply import LocalReply, direct_response, redirect
 from ._headers import MutationChain
 from ._plan import compile_rewrite
@@ -39,9 +40,11 @@ def _split_port(host: str) -> tuple[str, str]:
 
 class LocalAnswer:
     """A compiled direct response or redirect (immutable): ``reply`` builds the call's
-    answer; the response headers of the route's mutation levels are fixed here."""
+    answer; the response headers of the route's mutation levels are fixed here. The
+    local rate limit filter runs before the router, so ``ratelimit`` (when one covers
+    the route) may answer instead."""
 
-    __slots__ = ("_direct", "_headers", "_redirect", "_rewrite")
+    __slots__ = ("_direct", "_headers", "_redirect", "_rewrite", "ratelimit")
 
     def __init__(
         self,
@@ -49,7 +52,9 @@ class LocalAnswer:
         headers: MutationChain,
         direct: DirectResponse | None = None,
         redirect: Redirect | None = None,
+        ratelimit: LocalRateLimiter | None = None,
     ) -> None:
+        self.ratelimit = ratelimit
         self._direct = direct
         self._redirect = redirect
         self._headers = tuple(headers.response([]))
@@ -59,6 +64,10 @@ class LocalAnswer:
 
     def reply(self, call: Call, path: str, full: str) -> LocalReply:
         """The answer to ``call`` (``path`` without the query, ``full`` with it)."""
+        if self.ratelimit is not None:
+            limited = self.ratelimit.admit()
+            if limited is not None:
+                return limited
         direct = self._direct
         if direct is not None:
             location = f"{call.scheme}://{_host(call)}{full}"
@@ -94,8 +103,9 @@ def compile_local(
     headers: MutationChain,
     direct: DirectResponse | None,
     redirect: Redirect | None,
+    ratelimit: LocalRateLimiter | None = None,
 ) -> LocalAnswer | None:
     """The compiled answer of a non-forwarding route, or None (it answers no route)."""
     if direct is None and redirect is None:
         return None
-    return LocalAnswer(match, headers, direct, redirect)
+    return LocalAnswer(match, headers, direct, redirect, ratelimit)

@@ -156,7 +156,8 @@ class _Compiler:
             chain = MutationChain(
                 (r.mutations, vh.mutations, cfg.mutations), cfg.most_specific_header_mutations_wins
             )
-            action = compile_local(r.match, chain, r.direct_response, r.redirect)
+            limiter = self.ratelimit(r.ratelimit, vh.ratelimit, cfg.ratelimit, self.base_ratelimit)
+            action = compile_local(r.match, chain, r.direct_response, r.redirect, limiter)
         return _CompiledRoute(r.name, *compile_match(r.match), action)
 
     def action(self, vh: VirtualHost, r: RouteEntry, a: RouteAction) -> _Action:

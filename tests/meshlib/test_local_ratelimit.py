@@ -10,6 +10,7 @@ import pytest
 
 from meshlib._call import Call
 from meshlib.exchange._ratelimit import LocalRateLimiter, TokenBuckets
+from meshlib.local_reply import LocalReply
 from meshlib.routing import RouteTable
 from tests.meshlib.local_reply_xds import RATELIMIT
 from tests.meshlib.test_routing_decode import decode_routes
@@ -119,3 +120,18 @@ def test_per_route_config_has_its_own_bucket_and_the_reply() -> None:
         "RL",
         8,
     )
+
+
+def test_a_direct_response_route_is_rate_limited_too() -> None:
+    route = limited(
+        token_bucket={"max_tokens": 1, "fill_interval": "3600s"},
+        filter_enabled=ALL,
+        filter_enforced=ALL,
+    )
+    del route["route"]
+    route["direct_response"] = {"status": 200, "body": {"inline_string": "hi"}}
+    table = RouteTable(decode_routes(route))
+    first, second = (table.route_or_reply(Call("a:80", "GET", "/")) for _ in range(2))
+    assert isinstance(first, LocalReply) and isinstance(second, LocalReply)
+    assert [first.status, second.status] == [200, 429]
+    assert second.flag == "RL"
