@@ -20,6 +20,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshlib.context import RequestContext, deadline_from_headers, extract_trace, request_scope
+from meshlib.local_reply import LocalReply
 from meshlib.telemetry._metrics import process_instruments
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class AuthzDecision:
     policy: str = ""  # the policy that decided, for logs and metrics
     reason: str = ""
     status: int = 403  # what a denied HTTP caller gets (503 while not serving)
+    reply: LocalReply | None = None  # the mesh's whole answer instead (local rate limit)
 
 
 class Authorizer(Protocol):
@@ -198,7 +200,7 @@ class Inbound:
             "destination_service": self.service,
             "request_protocol": call.request.protocol,
             "response_code": str(status),
-            "response_flags": "-" if call.decision.allowed else "RBAC",
+            "response_flags": _flag(call.decision),
             "connection_security_policy": "mutual_tls" if call.request.peer_identity else "none",
         }
         if grpc_status is not None:
@@ -206,3 +208,9 @@ class Inbound:
         self._requests.add(1, labels)
         self._duration.record(elapsed_ms, labels)
         self._registry.record({k: str(v) for k, v in labels.items()}, elapsed_ms)
+
+
+def _flag(decision: AuthzDecision) -> str:
+    if decision.allowed:
+        return "-"
+    return decision.reply.flag if decision.reply is not None else "RBAC"

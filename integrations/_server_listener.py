@@ -22,10 +22,12 @@ from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 
 from meshlib import Mesh
+from meshlib.exchange._ratelimit import LocalRateLimiter
 from meshlib.security import provider_from_config
 from xds_client import Bootstrap, XdsClient
 from xds_client.resources import LISTENER, ListenerResource, RbacConfig, ResourceError
 from xds_client.resources.listener import FilterChain
+from xds_client.resources.route import LocalRateLimitConfig
 
 from ._inbound import AuthzDecision, Inbound, InboundRequest
 from ._rbac import RbacAuthorizer, RbacFilter, compile_rbac
@@ -42,6 +44,7 @@ class _Chain:
     chain: FilterChain
     authorizer: RbacAuthorizer | None
     error: str = ""  # an RBAC config we cannot evaluate: the chain denies everything
+    limiter: LocalRateLimiter | None = None  # the chain's local rate limit filter
 
     @property
     def tls(self) -> bool:
@@ -67,6 +70,10 @@ class ServingState:
 
 def _compile_chain(chain: FilterChain) -> _Chain:
     filters: list[RbacFilter] = []
+    limiter = None
+    for f in chain.http.http_filters:
+        if isinstance(f.config, LocalRateLimitConfig) and f.config.bucket is not None:
+            limiter = LocalRateLimiter(f.config)
     try:
         for f in chain.http.http_filters:
             if isinstance(f.config, RbacConfig) and f.config.action is not None:
@@ -77,7 +84,7 @@ def _compile_chain(chain: FilterChain) -> _Chain:
     except (ResourceError, ValueError) as exc:
         log.error("inbound filter chain %s: cannot enforce RBAC, denying all: %s", chain.name, exc)
         return _Chain(chain, None, str(exc))
-    return _Chain(chain, RbacAuthorizer(filters) if filters else None)
+    return _Chain(chain, RbacAuthorizer(filters) if filters else None, limiter=limiter)
 
 
 def _matches(chain: FilterChain, request: InboundRequest) -> bool:
@@ -157,7 +164,8 @@ class MeshInbound(Inbound):
         return self.state
 
     def check(self, request: InboundRequest) -> AuthzDecision:
-        """Pick the filter chain for this connection, then apply its RBAC filters."""
+        """Pick the filter chain for this connection, then apply its RBAC filters, then
+        its local rate limit (one token bucket per chain, as the outbound path's)."""
         state = self.state
         if not state.serving:
             return AuthzDecision(False, policy="not-serving", reason=state.reason, status=503)
@@ -165,9 +173,16 @@ class MeshInbound(Inbound):
             if _matches(chain.chain, request):
                 if chain.error:
                     return AuthzDecision(False, policy=chain.chain.name, reason=chain.error)
-                if chain.authorizer is None:
-                    return AuthzDecision(True)
-                return chain.authorizer.check(request)
+                decision = AuthzDecision(True)
+                if chain.authorizer is not None:
+                    decision = chain.authorizer.check(request)
+                if decision.allowed and chain.limiter is not None:
+                    reply = chain.limiter.admit()
+                    if reply is not None:
+                        return AuthzDecision(
+                            False, chain.chain.name, reply.reason, reply.status, reply
+                        )
+                return decision
         return AuthzDecision(
             False,
             policy="no-filter-chain",

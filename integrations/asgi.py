@@ -65,6 +65,17 @@ class MeshMiddleware:
             )
         )
         request_id = call.context.request_id or ""
+        reply = call.decision.reply
+        if reply is not None:  # the mesh answers (local rate limit)
+            head = [(k.encode(), v.encode()) for k, v in reply.headers]
+            head += [
+                (b"content-length", str(len(reply.body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ]
+            await send({"type": "http.response.start", "status": reply.status, "headers": head})
+            await send({"type": "http.response.body", "body": reply.body})
+            call.finish(reply.status)
+            return
         if call.denied:
             denied = call.decision.status
             await send(

@@ -109,6 +109,20 @@ def _request(details: grpc.HandlerCallDetails, context: Any) -> InboundRequest:
     )
 
 
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def _denial(call: InboundCall) -> tuple[grpc.StatusCode, str]:
+    """Finish a denied call: RBAC's PERMISSION_DENIED, or the mesh's own reply (the
+    local rate limit: UNAVAILABLE, or RESOURCE_EXHAUSTED when so configured)."""
+    reply = call.decision.reply
+    if reply is None:
+        call.finish(403, grpc_status=7)
+        return grpc.StatusCode.PERMISSION_DENIED, DENIED
+    call.finish(reply.status, grpc_status=reply.grpc_status)
+    return _CODES.get(reply.grpc_status, grpc.StatusCode.UNKNOWN), reply.body.decode()
+
+
 def _status_of(context: Any, error: BaseException | None) -> int:
     code = context.code() if hasattr(context, "code") else None
     if isinstance(code, grpc.StatusCode):
@@ -167,8 +181,8 @@ class MeshServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         def begin(context: Any) -> InboundCall:
             call = inbound.begin(_request(details, context))
             if call.denied:
-                call.finish(403, grpc_status=7)
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, DENIED)
+                code, message = _denial(call)
+                context.abort(code, message)
             return call
 
         if kind in ("unary_unary", "stream_unary"):
@@ -222,8 +236,8 @@ class MeshAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         async def begin(context: Any) -> InboundCall:
             call = inbound.begin(_request(details, context))
             if call.denied:
-                call.finish(403, grpc_status=7)
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, DENIED)
+                code, message = _denial(call)
+                await context.abort(code, message)
             return call
 
         if kind in ("unary_unary", "stream_unary") or not inspect.isasyncgenfunction(behavior):

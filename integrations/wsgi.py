@@ -8,6 +8,7 @@ or, for Flask, ``meshlib.integrations.flask.MeshFlask(app, inbound=...)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
@@ -55,6 +56,12 @@ class MeshWSGIMiddleware:
             )
         )
         request_id = call.context.request_id or ""
+        reply = call.decision.reply
+        if reply is not None:  # the mesh answers (local rate limit)
+            line = f"{reply.status} {HTTPStatus(reply.status).phrase}"
+            start_response(line, [*reply.headers, ("X-Request-Id", request_id)])
+            call.finish(reply.status)
+            return [reply.body]
         if call.denied:
             denied = call.decision.status
             line = "403 Forbidden" if denied == 403 else f"{denied} Service Unavailable"

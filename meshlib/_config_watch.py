@@ -46,6 +46,7 @@ from xds_client.resources import (
     ResourceType,
     RouteConfigResource,
 )
+from xds_client.resources.route import LocalRateLimitConfig
 
 from ._snapshot import ListenerView, Snapshot
 from .cluster._cluster_views import ClusterViews
@@ -97,6 +98,14 @@ def _listener_fault(listener: ListenerResource) -> FaultConfig | None:
     """The HTTP fault filter's listener-level config (routes may override it)."""
     for f in listener.http_filters:
         if f.type_url == FAULT_TYPE and isinstance(f.config, FaultConfig):
+            return f.config
+    return None
+
+
+def _listener_ratelimit(listener: ListenerResource) -> LocalRateLimitConfig | None:
+    """The local rate limit filter's listener-level config (routes may override it)."""
+    for f in listener.http_filters:
+        if isinstance(f.config, LocalRateLimitConfig):
             return f.config
     return None
 
@@ -284,7 +293,11 @@ class ConfigWatcher:
         if cached and cached[0] is config and cached[2] is listener:
             table = cached[1]
         else:
-            table = RouteTable(config, base_fault=_listener_fault(listener))
+            table = RouteTable(
+                config,
+                base_fault=_listener_fault(listener),
+                base_ratelimit=_listener_ratelimit(listener),
+            )
         self._tables[target] = (config, table, listener)
         names = {c for n in config.cluster_names() for c in self._views.tree(n).clusters}
         settled = all(self._cluster_settled(n) for n in names)

@@ -13,7 +13,11 @@ Flags (Envoy's access-log names): ``NR`` no route, ``UH`` no healthy upstream, `
 overflow, ``UT`` upstream request timeout, ``UF`` upstream connect failure, ``UC``
 connection termination, ``UR`` remote reset, ``URX`` retries exhausted (with the
 failure's own flag: ``URX,UF``), ``FI`` fault abort, ``DI`` fault delay, ``DO`` /
-``UDO`` drop_overload, ``RBAC`` denied by an authorization policy.
+``UDO`` drop_overload, ``RBAC`` denied by an authorization policy, ``RL`` the local
+rate limit (:func:`rate_limited`). A route's
+``direct_response`` and ``redirect`` are answered here too (:func:`direct_response`,
+:func:`redirect`; no flag): like a fault abort they are the configured answer, so
+``local_replies="raise"`` gives them as responses (:attr:`LocalReply.configured`).
 """
 
 from __future__ import annotations
@@ -34,21 +38,27 @@ __all__ = [
     "LOCAL_REPLY_MODES",
     "LocalReply",
     "check_local_replies",
+    "direct_response",
     "fault_abort",
     "for_error",
     "for_failure",
+    "rate_limited",
     "rbac_denied",
+    "redirect",
 ]
 
 #: The values ``Mesh(local_replies=...)`` takes.
 LOCAL_REPLY_MODES = ("envoy", "raise")
 
 UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED, PERMISSION_DENIED = 14, 4, 12, 7
+RESOURCE_EXHAUSTED = 8
 _TEXT = (("content-type", "text/plain"),)
 #: Envoy's Grpc::Utility::httpToGrpcStatus: the gRPC status a gRPC caller gets for a
 #: local HTTP status (else UNKNOWN).
 GRPC_FOR_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
 _RESET_BEFORE = "upstream connect error or disconnect/reset before headers."
+#: Reasons of replies that are the configuration's answer, not a failure.
+_CONFIGURED = frozenset({"fault_abort", "direct_response", "redirect"})
 
 
 def check_local_replies(value: str) -> str:
@@ -87,6 +97,12 @@ class LocalReply:
         self.headers = headers if body else tuple(h for h in headers if h[0] != "content-type")
         self.grpc_status = grpc_status
         self.error = error
+
+    @property
+    def configured(self) -> bool:
+        """The configuration's own answer (fault abort, direct response, redirect): a
+        response in every ``local_replies`` mode."""
+        return self.reason in _CONFIGURED
 
     @property
     def message(self) -> str:
@@ -219,3 +235,47 @@ def rbac_denied() -> LocalReply:
     return LocalReply(
         403, b"RBAC: access denied", "RBAC", "rbac_denied", grpc_status=PERMISSION_DENIED
     )
+
+
+def direct_response(
+    status: int,
+    body: bytes,
+    headers: tuple[tuple[str, str], ...] = (),
+    *,
+    location: str | None = None,
+) -> LocalReply:
+    """A route's ``direct_response``: its status and body (``content-type: text/plain``
+    when there is a body), ``headers`` (the route's response header mutations);
+    ``location`` (the request's URL) for a 201 or 3xx status, as Envoy adds it."""
+    head = (*_TEXT, *headers)
+    if location is not None and (status == 201 or 300 <= status < 400):
+        head = (("location", location), *head)
+    return LocalReply(
+        status, body, "-", "direct_response", headers=head,
+        grpc_status=GRPC_FOR_HTTP.get(status, 2),
+    )  # fmt: skip
+
+
+def redirect(status: int, location: str, headers: tuple[tuple[str, str], ...] = ()) -> LocalReply:
+    """A route's ``redirect``: ``status`` (301, 302, 303, 307 or 308), no body, the
+    ``location`` and ``headers`` (the route's response header mutations)."""
+    return LocalReply(
+        status, b"", "-", "redirect", headers=(("location", location), *headers),
+        grpc_status=2,
+    )  # fmt: skip
+
+
+def rate_limited(
+    status: int = 429,
+    headers: tuple[tuple[str, str], ...] = (),
+    *,
+    resource_exhausted: bool = False,
+) -> LocalReply:
+    """The local rate limit filter's answer: ``status`` (429 by default), body
+    ``local_rate_limited``, the filter's ``response_headers_to_add``, flag RL; gRPC
+    callers get UNAVAILABLE (RESOURCE_EXHAUSTED with ``rate_limited_as_resource_exhausted``)."""
+    grpc = RESOURCE_EXHAUSTED if resource_exhausted else GRPC_FOR_HTTP.get(status, 2)
+    return LocalReply(
+        status, b"local_rate_limited", "RL", "rate_limited", headers=(*_TEXT, *headers),
+        grpc_status=grpc,
+    )  # fmt: skip

@@ -23,7 +23,15 @@ from ..telemetry._metrics import process_instruments
 from ._config_dump import TYPES, DumpQueryError, config_dump, xds_client_of
 from ._info import certs_json, listeners_json, listeners_text, server_info_json
 from ._routes import routes_json
-from ._stats import MAX_PARAMS, FilterError, cluster_samples, compile_filter, filtered, xds_samples
+from ._stats import (
+    MAX_PARAMS,
+    FilterError,
+    cluster_samples,
+    compile_filter,
+    filtered,
+    ratelimit_samples,
+    xds_samples,
+)
 from ._views import calls_by, clusters_json, clusters_text, ready, xds_json
 
 __all__ = ["ENDPOINTS", "AdminServer"]
@@ -218,6 +226,7 @@ class AdminServer:
             return _error(400, str(exc))
         samples = cluster_samples(self.mesh, self.telemetry)
         samples += xds_samples(self.mesh, self.telemetry)
+        samples += ratelimit_samples(self.mesh)
         registry = self.telemetry.stats if self.telemetry is not None else StatsRegistry()
         also = [process_instruments().stats]  # the inbound side's (reporter=destination)
         if self.telemetry is not None:

@@ -26,6 +26,7 @@ __all__ = [
     "cluster_samples",
     "compile_filter",
     "filtered",
+    "ratelimit_samples",
     "stat_prefixes",
     "xds_samples",
 ]
@@ -147,6 +148,37 @@ def _outlier_values(view: Any) -> dict[str, tuple[str, float]]:
     out["outlier_detection.ejections_enforced_total"] = ("counter", sum(detector.enforced.values()))
     for kind, n in sorted(detector.detected.items()):
         out[f"outlier_detection.ejections_detected_{kind}"] = ("counter", n)
+    return out
+
+
+def ratelimit_samples(mesh: Any) -> list[Sample]:
+    """The local rate limit filters' counters, ``<stat_prefix>.http_local_rate_limit.*``
+    as Envoy names them (summed per stat_prefix), read from the Snapshot's route tables."""
+    totals: dict[str, dict[str, int]] = {}
+    seen: set[int] = set()
+    for view in mesh.snapshot.listeners.values():
+        table = view.routes
+        for limiter in getattr(table, "limiters", {}).values():
+            if id(limiter) in seen:
+                continue
+            seen.add(id(limiter))
+            into = totals.setdefault(limiter.config.stat_prefix, {})
+            for stat, n in limiter.counts.items():
+                into[stat] = into.get(stat, 0) + n
+    out = []
+    for prefix, counts in sorted(totals.items()):
+        for stat, n in sorted(counts.items()):
+            name = f"{prefix}.http_local_rate_limit.{stat}"
+            out.append(
+                Sample(
+                    "envoy_" + name.replace(".", "_"),
+                    "counter",
+                    (),
+                    float(n),
+                    f"Envoy's {name}",
+                    envoy=name,
+                )
+            )
     return out
 
 

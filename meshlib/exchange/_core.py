@@ -110,9 +110,15 @@ def open_exchange(
     deadline: float | None = None,
 ) -> ExchangeCore | LocalReply:
     """Route ``call`` on ``view`` (one route walk): its exchange, or the local reply when
-    nothing routes it (NR; the call is then over and recorded)."""
+    nothing routes it (NR), the route answers itself (a direct response or redirect) or
+    the local rate limit refuses it (RL); the call is then over and recorded."""
     routes = view.routes
-    plan = routes.route(call) if routes is not None else None
+    plan = routes.route_or_reply(call) if routes is not None else None
+    if isinstance(plan, LocalReply):
+        if rec is not None:
+            grpc = plan.grpc_status if rec.protocol == "grpc" else None
+            rec.end(status=plan.status, grpc_status=grpc, flags=plan.flag)
+        return plan
     if plan is None:
         error: MeshError
         if routes is None:
@@ -129,6 +135,15 @@ def open_exchange(
         if rec is not None:
             rec.end(status=reply.status, error=error, flags=reply.flag)
         return reply
+    limiter = plan.ratelimit
+    if limiter is not None:  # the local rate limit filter, before anything is sent
+        limited = limiter.admit()
+        if limited is not None:
+            if rec is not None:
+                rec.route(plan.route_name, plan.cluster)
+                grpc = limited.grpc_status if rec.protocol == "grpc" else None
+                rec.end(status=limited.status, grpc_status=grpc, flags=limited.flag)
+            return limited
     return ExchangeCore(snapshot, plan, call, rec, replayable=replayable, deadline=deadline)
 
 

@@ -157,8 +157,10 @@ def reply_error(
 
 def reply_response(reply: LocalReply, request: httpx.Request) -> httpx.Response:
     """``reply`` as the response Envoy sends: status, body, content-type and -length,
-    ``x-envoy-*`` headers."""
-    headers = [*reply.headers, ("content-length", str(len(reply.body)))]
+    ``x-envoy-*`` headers (no content-length on a 204, as Envoy and RFC 9110)."""
+    headers = list(reply.headers)
+    if reply.status != 204:
+        headers.append(("content-length", str(len(reply.body))))
     response = httpx.Response(reply.status, headers=headers, content=reply.body, request=request)
     response.extensions["meshlib.local_reply"] = reply
     return response

@@ -248,8 +248,9 @@ class Exchange:
 
     def answer(self, reply: LocalReply) -> httpx.Response:
         """The mesh's own answer: Envoy's response, or (raise mode) its exception; a
-        fault abort is the configured response in either mode."""
-        if self._raise and reply.reason != "fault_abort":
+        configured answer (fault abort, direct response, redirect) is a response in
+        either mode."""
+        if self._raise and not reply.configured:
             raise reply_error(reply, self.request, self._cause)
         return reply_response(reply, self.request)
 

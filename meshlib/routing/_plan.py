@@ -15,6 +15,7 @@ from xds_client.resources.route import HashPolicy, MaxStreamDuration, RouteMatch
 
 from .._call import Call
 from ..balancing import xxhash64
+from ..exchange._ratelimit import LocalRateLimiter
 from ..resilience.fault import FaultInjector
 from ..resilience.mirror import MirrorTarget
 from ..resilience.retry_policy import CompiledRetry
@@ -51,6 +52,7 @@ class RoutePlan:
         "mirrors",
         "path",
         "priority",
+        "ratelimit",
         "retry",
         "route_name",
         "timeout",
@@ -70,6 +72,7 @@ class RoutePlan:
         mirrors: tuple[MirrorTarget, ...] = (),
         max_stream_duration: MaxStreamDuration | None = None,
         priority: str = "DEFAULT",
+        ratelimit: LocalRateLimiter | None = None,
     ) -> None:
         self.route_name = route_name
         self.cluster = cluster
@@ -83,6 +86,7 @@ class RoutePlan:
         self.mirrors = mirrors
         self.max_stream_duration = max_stream_duration
         self.priority = priority
+        self.ratelimit = ratelimit  # the local rate limit filter that applies, if any
 
     def with_timeout(self, timeout: float | None) -> RoutePlan:
         """This plan with another overall timeout."""
@@ -99,6 +103,7 @@ class RoutePlan:
             self.mirrors,
             self.max_stream_duration,
             self.priority,
+            self.ratelimit,
         )
 
     def _fields(self) -> tuple[object, ...]:
@@ -130,6 +135,7 @@ _PLAN_FIELDS = (
     "fault",
     "mirrors",
     "priority",
+    "ratelimit",
     "max_stream_duration",
 )
 

@@ -12,6 +12,7 @@ import re2
 from xds_client.resources.route import (
     FaultConfig,
     HeaderMutations,
+    LocalRateLimitConfig,
     MaxStreamDuration,
     RouteAction,
     RouteConfigResource,
@@ -21,11 +22,14 @@ from xds_client.resources.route import (
 )
 
 from .._call import Call
+from ..exchange._ratelimit import LocalRateLimiter
+from ..local_reply import LocalReply
 from ..resilience.fault import FaultInjector
 from ..resilience.mirror import Mirrors
 from ..resilience.retry_policy import CompiledRetry
 from ..resilience.timeouts import RouteTimeout, is_grpc
 from ._headers import MutationChain
+from ._local import LocalAnswer, compile_local
 from ._matchers import compile_fraction, compile_header, compile_query, query_params
 from ._plan import Chooser, ClusterChoice, Rewrite, RoutePlan, compile_hash, compile_rewrite
 
@@ -85,6 +89,7 @@ class _Action:
     timeout: RouteTimeout  # route timeout, max_stream_duration, grpc_timeout_header_max
     max_stream_duration: MaxStreamDuration | None
     priority: str
+    ratelimit: LocalRateLimiter | None
     retry: CompiledRetry | None
     hash_key: Callable[[Call], int | None] | None
     mirrors: Mirrors
@@ -98,16 +103,23 @@ class _CompiledRoute(NamedTuple):  # a tuple: the walk unpacks it, cheaper than 
     prefix: str | None  # a case-sensitive prefix match, tested inline
     path_test: Callable[[str], bool]  # any other path specifier
     checks: tuple[Check, ...]  # headers, query parameters, gRPC, runtime fraction
-    action: _Action | None  # None: non-forwarding route
+    action: _Action | LocalAnswer | None  # a direct response / redirect; None: no route
 
 
 class _Compiler:
     """Compiles one RouteConfiguration; fault injectors are shared per config object."""
 
-    def __init__(self, config: RouteConfigResource, base_fault: FaultConfig | None) -> None:
+    def __init__(
+        self,
+        config: RouteConfigResource,
+        base_fault: FaultConfig | None,
+        base_ratelimit: LocalRateLimitConfig | None = None,
+    ) -> None:
         self.config = config
         self.base_fault = base_fault
+        self.base_ratelimit = base_ratelimit
         self._faults: dict[int, FaultInjector] = {}
+        self._limiters: dict[int, LocalRateLimiter] = {}
         self._retries: dict[int, CompiledRetry] = {}
 
     def fault(self, *configs: FaultConfig | None) -> FaultInjector | None:
@@ -119,11 +131,33 @@ class _Compiler:
                 return self._faults.setdefault(id(c), FaultInjector(c))
         return None
 
+    def ratelimit(self, *configs: LocalRateLimitConfig | None) -> LocalRateLimiter | None:
+        """The most specific local rate limit config (route, vhost, config, listener)
+        wins; one bucket per config object, shared by the routes it covers."""
+        for c in configs:
+            if c is not None:
+                if c.bucket is None:
+                    return None
+                found = self._limiters.get(id(c))
+                if found is None:
+                    found = self._limiters[id(c)] = LocalRateLimiter(c)
+                return found
+        return None
+
     def vhost(self, vh: VirtualHost) -> tuple[_CompiledRoute, ...]:
         return tuple(self.route(vh, r) for r in vh.routes)
 
     def route(self, vh: VirtualHost, r: RouteEntry) -> _CompiledRoute:
-        action = None if r.action is None else self.action(vh, r, r.action)
+        action: _Action | LocalAnswer | None
+        if r.action is not None:
+            action = self.action(vh, r, r.action)
+        else:
+            cfg = self.config
+            chain = MutationChain(
+                (r.mutations, vh.mutations, cfg.mutations), cfg.most_specific_header_mutations_wins
+            )
+            limiter = self.ratelimit(r.ratelimit, vh.ratelimit, cfg.ratelimit, self.base_ratelimit)
+            action = compile_local(r.match, chain, r.direct_response, r.redirect, limiter)
         return _CompiledRoute(r.name, *compile_match(r.match), action)
 
     def action(self, vh: VirtualHost, r: RouteEntry, a: RouteAction) -> _Action:
@@ -162,6 +196,7 @@ class _Compiler:
         timeout = RouteTimeout(a.timeout, a.max_stream_duration)
         hash_key = compile_hash(a.hash_policy)
         mirrors = Mirrors(a.mirror_policies or vh.mirror_policies)
+        limiter = self.ratelimit(r.ratelimit, vh.ratelimit, cfg.ratelimit, self.base_ratelimit)
         template = None
         if (
             len(chooser.choices) == 1
@@ -184,6 +219,7 @@ class _Compiler:
                 (),
                 a.max_stream_duration,
                 a.priority,
+                limiter,
             )
         return _Action(
             chooser,
@@ -194,6 +230,7 @@ class _Compiler:
             timeout,
             a.max_stream_duration,
             a.priority,
+            limiter,
             retry,
             hash_key,
             mirrors,
@@ -207,13 +244,20 @@ class RouteTable:
     """A compiled RouteConfiguration. ``route(call)`` walks one virtual host.
 
     ``base_fault`` is the listener's HTTP fault filter config (HCM level), overridden by
-    any typed_per_filter_config of the route config, virtual host, route or cluster.
+    any typed_per_filter_config of the route config, virtual host, route or cluster;
+    ``base_ratelimit`` the listener's local rate limit config, likewise (not per cluster).
     """
 
-    def __init__(self, config: RouteConfigResource, base_fault: FaultConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: RouteConfigResource,
+        base_fault: FaultConfig | None = None,
+        base_ratelimit: LocalRateLimitConfig | None = None,
+    ) -> None:
         self.name = config.name
         self.config = config
-        compiler = _Compiler(config, base_fault)
+        compiler = _Compiler(config, base_fault, base_ratelimit)
+        self.limiters = compiler._limiters  # every local rate limiter, by config object
         self._exact: dict[str, tuple[_CompiledRoute, ...]] = {}
         self._suffix: list[tuple[str, tuple[_CompiledRoute, ...]]] = []
         self._prefix: list[tuple[str, tuple[_CompiledRoute, ...]]] = []
@@ -263,6 +307,12 @@ class RouteTable:
     def route(self, call: Call) -> RoutePlan | None:
         """The plan for ``call``, or None when no route matches (Envoy: 404) or the
         matching route does not forward, or its cluster_header is absent."""
+        found = self.route_or_reply(call)
+        return found if found is None or found.__class__ is RoutePlan else None
+
+    def route_or_reply(self, call: Call) -> RoutePlan | LocalReply | None:
+        """As :meth:`route` (one walk), but a matching ``direct_response`` or
+        ``redirect`` route gives its answer."""
         host = call.headers.get("host") or call.authority
         routes = self._memo.get(host, _UNSEEN)
         if routes is _UNSEEN:
@@ -279,7 +329,11 @@ class RouteTable:
                 continue
             if checks and not all(check(call) for check in checks):
                 continue
-            return None if action is None else _plan(name, action, call, path, full)
+            if action is None:
+                return None
+            if action.__class__ is LocalAnswer:
+                return action.reply(call, path, full)
+            return _plan(name, action, call, path, full)
         return None
 
 
@@ -320,6 +374,7 @@ def _plan(name: str, a: _Action, call: Call, path: str, full: str) -> RoutePlan 
         a.mirrors.select() if a.mirrors else (),
         a.max_stream_duration,
         a.priority,
+        a.ratelimit,
     )
 
 

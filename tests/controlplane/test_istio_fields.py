@@ -153,6 +153,53 @@ def test_redirect_and_route_together_are_refused(tmp_path: Path) -> None:
         )
 
 
+def test_direct_response_rule_becomes_an_envoy_direct_response(tmp_path: Path) -> None:
+    res = load(
+        tmp_path,
+        VS
+        + """\
+  - match: [{uri: {prefix: /teapot}}]
+    directResponse: {status: 418, body: {string: short and stout}}
+  - match: [{uri: {prefix: /b}}]
+    directResponse: {status: 200, body: {bytes: aGVsbG8=}}
+  - match: [{uri: {prefix: /empty}}]
+    directResponse: {status: 204}
+  - route: [{destination: {host: reviews}}]
+""",
+    )
+    teapot, raw, empty = routes(res)[:3]
+    assert teapot.WhichOneof("action") == "direct_response"
+    assert (teapot.direct_response.status, teapot.direct_response.body.inline_bytes) == (
+        418,
+        b"short and stout",
+    )
+    assert raw.direct_response.body.inline_bytes == b"hello"
+    assert empty.direct_response.status == 204 and not empty.direct_response.HasField("body")
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            "{route: [{destination: {host: reviews}}], directResponse: {status: 200}}",
+            r"spec\.http\[0\]\.directResponse: cannot be set together",
+        ),
+        ("{directResponse: {status: 700}}", r"spec\.http\[0\]\.directResponse\.status"),
+        (
+            "{directResponse: {status: 200, body: {bytes: '!!'}}}",
+            r"spec\.http\[0\]\.directResponse\.body\.bytes: not base64",
+        ),
+        (
+            "{directResponse: {status: 200, body: {string: " + "x" * 5000 + "}}}",
+            r"spec\.http\[0\]\.directResponse\.body: 5000 bytes",
+        ),
+    ],
+)
+def test_bad_direct_responses_are_refused(tmp_path: Path, rule: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, VS + f"  - {rule}\n")
+
+
 def test_uri_regex_rewrite_retry_backoff_and_previous_hosts(tmp_path: Path) -> None:
     res = load(
         tmp_path,

@@ -5,7 +5,8 @@ meshlib (an API listener) and Envoy (a socket listener whose access log writes
 ``%RESPONSE_FLAGS%``): no route (NR), an empty cluster (UH), a breaker with no room
 (UO), a route timeout (UT), a closed port without and with retries (UF, URX), a fault
 abort (FI) and drop_overloads. For each, meshlib's status, body and ``x-envoy-*``
-headers equal Envoy's, and so does the flag.
+headers equal Envoy's, and so does the flag. The routes of ``ANSWERS`` (direct
+responses, redirects) give the same status, body, Location and route headers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ import httpx
 import pytest
 
 from meshlib import Mesh
-from tests.meshlib.local_reply_xds import ENVOY, MESH_HOST, LocalReplyWorld
+from meshlib.admin import AdminServer
+from meshlib.exchange._ratelimit import RATELIMIT_STATS as RL_STATS
+from tests.meshlib.local_reply_xds import (
+    ANSWER_HOST,
+    ANSWERS,
+    ENVOY,
+    MESH_HOST,
+    RL_TOKENS,
+    LocalReplyWorld,
+)
 from tests.peers.test_envoy_cluster_differential import ENVOY as ENVOY_BIN
 from tests.peers.test_envoy_cluster_differential import Envoy, wait_for
 
@@ -96,3 +106,54 @@ def test_response_flags_match_envoy(world: World) -> None:
     theirs = {p: f for p, f in envoy_flags(world, [*PATHS, "/di"]).items() if p in PATHS}
     assert world.flags == theirs == {p: ENVOY[p][3] for p in PATHS}
     assert envoy_flags(world, ["/di"])["/di"] == "DI"
+
+
+def answer_shape(r: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+    keep = {"content-type", "content-length", "location", "x-lr"}
+    return r.status_code, r.content, {k: v for k, v in r.headers.items() if k in keep}
+
+
+@pytest.mark.parametrize("path", list(ANSWERS))
+def test_direct_response_and_redirect_match_envoy(world: World, path: str) -> None:
+    host = {"host": ANSWER_HOST}
+    theirs = httpx.get(f"{world.envoy_url}{path}", headers=host, timeout=10)
+    ours = world.client.get(f"http://{MESH_HOST}{path}", headers=host)
+    assert answer_shape(ours) == answer_shape(theirs)
+    status, body, location = ANSWERS[path][1]  # what the e2e tests assert without Envoy
+    assert (theirs.status_code, theirs.content, theirs.headers.get("location")) == (
+        status,
+        body,
+        location,
+    )
+    assert theirs.headers["x-lr"] == "local"
+
+
+def rl_shape(r: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+    keep = {"content-type", "content-length", "x-local-rate-limit"}
+    headers = {k: v for k, v in r.headers.items() if k.startswith("x-envoy-") or k in keep}
+    if r.status_code == 200:  # the backend's own answer: its length is not Envoy's
+        headers = {
+            k: v
+            for k, v in headers.items()
+            if k.startswith("x-") and k != "x-envoy-upstream-service-time"
+        }
+        return 200, b"", headers
+    return r.status_code, r.content, headers
+
+
+def test_local_rate_limit_matches_envoy(world: World) -> None:
+    calls = RL_TOKENS + 3
+    theirs = [httpx.get(f"{world.envoy_url}/rl", timeout=10) for _ in range(calls)]
+    ours = [world.client.get(f"http://{MESH_HOST}/rl") for _ in range(calls)]
+    assert [rl_shape(r) for r in ours] == [rl_shape(r) for r in theirs]
+    assert [r.status_code for r in theirs] == [200] * RL_TOKENS + [429] * 3
+    assert theirs[-1].content == b"local_rate_limited"
+    assert theirs[-1].headers["x-local-rate-limit"] == "true"
+    assert ours[-1].extensions["meshlib.local_reply"].flag == "RL"
+    names = [f"http_local_rate_limiter.http_local_rate_limit.{s}" for s in RL_STATS]
+    expected = {"enabled": calls, "ok": RL_TOKENS, "rate_limited": 3, "enforced": 3}
+    assert [world.envoy.stat(n) for n in names] == [expected[s] for s in RL_STATS]
+    with AdminServer(world.mesh) as admin:
+        text = httpx.get(f"{admin.url}/stats?filter=http_local_rate_limit", timeout=10).text
+    ours_stats = dict(line.split(": ") for line in text.splitlines())
+    assert [int(ours_stats[n]) for n in names] == [expected[s] for s in RL_STATS]

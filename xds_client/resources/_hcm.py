@@ -1,6 +1,6 @@
 """The HttpConnectionManager of a listener (client API listener or server filter chain):
-where routes come from, and the HTTP filters (fault, rbac, router; unknown filters only
-if marked optional, gRFC A39)."""
+where routes come from, and the HTTP filters (fault, rbac, local_ratelimit, router;
+unknown filters only if marked optional, gRFC A39)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -17,17 +18,20 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from ._base import ResourceError, unpack_nested
+from ._ratelimit import LOCAL_RATELIMIT_TYPE, LocalRateLimitConfig, decode_local_ratelimit
 from ._route_policy import FaultConfig, decode_fault
 from .route import RouteConfigResource, decode_route_config
 
 __all__ = [
     "FAULT_TYPE",
     "HCM_TYPE",
+    "LOCAL_RATELIMIT_TYPE",
     "RBAC_TYPE",
     "ROUTER_TYPE",
     "FaultConfig",
     "HttpConnectionManager",
     "HttpFilter",
+    "LocalRateLimitConfig",
     "RbacConfig",
     "decode_hcm",
 ]
@@ -57,7 +61,7 @@ class RbacConfig:
 class HttpFilter:
     name: str
     type_url: str
-    config: FaultConfig | RbacConfig | None = None
+    config: FaultConfig | RbacConfig | LocalRateLimitConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +91,18 @@ def _rbac(msg: Any, path: str, fail: Fail) -> RbacConfig:
     return RbacConfig(action, tuple(sorted(r.rules.policies)), r.rules.SerializeToString())
 
 
-_CONFIGS: dict[str, Callable[[Any, str, Fail], FaultConfig | RbacConfig | None]] = {
+def _ratelimit(msg: Any, path: str, fail: Fail) -> LocalRateLimitConfig:
+    m = unpack_nested(
+        msg, local_rate_limit_pb2.LocalRateLimit, fail(path, "cannot decode LocalRateLimit")
+    )
+    return decode_local_ratelimit(m, f"{path}.typed_config", fail)
+
+
+_Decoded = FaultConfig | RbacConfig | LocalRateLimitConfig | None
+_CONFIGS: dict[str, Callable[[Any, str, Fail], _Decoded]] = {
     FAULT_TYPE: _fault,
     RBAC_TYPE: _rbac,
+    LOCAL_RATELIMIT_TYPE: _ratelimit,
     ROUTER_TYPE: lambda msg, path, fail: None,
 }
 assert router_pb2.Router.DESCRIPTOR.full_name in ROUTER_TYPE  # the type is registered

@@ -386,20 +386,31 @@ def decode_fault(msg: fault_pb2.HTTPFault, field: str, fail: Fail) -> FaultConfi
     )
 
 
-def decode_fault_overrides(
-    configs: Mapping[str, any_pb2.Any], field: str, fail: Fail
-) -> FaultConfig | None:
-    """The HTTPFault among a typed_per_filter_config map (plain or in a FilterConfig)."""
+def per_filter_config(
+    configs: Mapping[str, any_pb2.Any], type_url: str
+) -> tuple[str, any_pb2.Any] | None:
+    """``(key, config)`` of the first (by key) typed_per_filter_config entry of
+    ``type_url``, plain or in a FilterConfig; None when there is none."""
     for key in sorted(configs):
         cfg = configs[key]
         if cfg.type_url == _FILTER_CONFIG_TYPE:
             wrapper = route_components_pb2.FilterConfig()
             cfg.Unpack(wrapper)
             cfg = wrapper.config
-        if cfg.type_url != FAULT_FILTER_TYPE:
-            continue
-        msg = fault_pb2.HTTPFault()
-        if not cfg.Unpack(msg):
-            raise fail(f"{field}[{key!r}]", "cannot decode HTTPFault")
-        return decode_fault(msg, f"{field}[{key!r}]", fail)
+        if cfg.type_url == type_url:
+            return key, cfg
     return None
+
+
+def decode_fault_overrides(
+    configs: Mapping[str, any_pb2.Any], field: str, fail: Fail
+) -> FaultConfig | None:
+    """The HTTPFault among a typed_per_filter_config map (plain or in a FilterConfig)."""
+    found = per_filter_config(configs, FAULT_FILTER_TYPE)
+    if found is None:
+        return None
+    key, cfg = found
+    msg = fault_pb2.HTTPFault()
+    if not cfg.Unpack(msg):
+        raise fail(f"{field}[{key!r}]", "cannot decode HTTPFault")
+    return decode_fault(msg, f"{field}[{key!r}]", fail)

@@ -25,6 +25,14 @@ from ._matchers import (
     decode_query_matcher,
     decode_regex,
 )
+from ._ratelimit import LocalRateLimitConfig, TokenBucket, decode_ratelimit_overrides
+from ._route_local import (
+    DEFAULT_MAX_DIRECT_RESPONSE_BODY,
+    DirectResponse,
+    Redirect,
+    decode_direct_response,
+    decode_redirect,
+)
 from ._route_policy import (
     FaultAbort,
     FaultConfig,
@@ -46,6 +54,7 @@ from ._route_policy import (
 
 __all__ = [
     "ClusterWeight",
+    "DirectResponse",
     "FaultAbort",
     "FaultConfig",
     "FaultDelay",
@@ -53,10 +62,12 @@ __all__ = [
     "HeaderMatch",
     "HeaderMutations",
     "HeaderToAdd",
+    "LocalRateLimitConfig",
     "MaxStreamDuration",
     "MirrorPolicy",
     "Percent",
     "QueryParamMatch",
+    "Redirect",
     "RetryPolicy",
     "RouteAction",
     "RouteConfigResource",
@@ -64,6 +75,7 @@ __all__ = [
     "RouteEntry",
     "RouteMatch",
     "StringMatch",
+    "TokenBucket",
     "VirtualHost",
     "decode_route_config",
 ]
@@ -127,9 +139,13 @@ class RouteEntry:
     name: str
     match: RouteMatch
     action: RouteAction | None
-    """None for a non-forwarding route (redirect, direct response): calls matching it fail."""
+    """None for a route that does not forward: it answers ``direct_response`` or
+    ``redirect`` when one is set, else calls matching it fail (no route)."""
     mutations: HeaderMutations = _NO_MUTATIONS
     fault: FaultConfig | None = None  # typed_per_filter_config["...fault"] override
+    direct_response: DirectResponse | None = None
+    redirect: Redirect | None = None
+    ratelimit: LocalRateLimitConfig | None = None  # typed_per_filter_config override
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +157,7 @@ class VirtualHost:
     retry_policy: RetryPolicy | None = None  # for routes that set none
     fault: FaultConfig | None = None
     mirror_policies: tuple[MirrorPolicy, ...] = ()
+    ratelimit: LocalRateLimitConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +167,7 @@ class RouteConfigResource:
     mutations: HeaderMutations = _NO_MUTATIONS
     most_specific_header_mutations_wins: bool = False
     fault: FaultConfig | None = None
+    ratelimit: LocalRateLimitConfig | None = None
 
     def cluster_names(self) -> frozenset[str]:
         """Every cluster any route of this config can send (or mirror) to."""
@@ -185,6 +203,9 @@ def decode_route_config(
     def fail(field: str, problem: str) -> ResourceError:
         return ResourceError(type_name, name, field_prefix + field, problem)
 
+    body_limit = DEFAULT_MAX_DIRECT_RESPONSE_BODY
+    if msg.HasField("max_direct_response_body_size_bytes"):
+        body_limit = msg.max_direct_response_body_size_bytes.value
     vhosts = []
     for i, vh in enumerate(msg.virtual_hosts):
         vpath = f"virtual_hosts[{i}]"
@@ -195,7 +216,9 @@ def decode_route_config(
                 raise fail(f"{vpath}.domains[{j}]", "must not be empty")
             if d != "*" and d.count("*") and not (d.startswith("*") or d.endswith("*")):
                 raise fail(f"{vpath}.domains[{j}]", f"wildcard only at start or end: {d!r}")
-        routes = tuple(_route(r, f"{vpath}.routes[{k}]", fail) for k, r in enumerate(vh.routes))
+        routes = tuple(
+            _route(r, f"{vpath}.routes[{k}]", fail, body_limit) for k, r in enumerate(vh.routes)
+        )
         retry = None
         if vh.HasField("retry_policy"):
             retry = decode_retry_policy(vh.retry_policy, f"{vpath}.retry_policy", fail)
@@ -213,6 +236,9 @@ def decode_route_config(
                     decode_mirror_policy(m, f"{vpath}.request_mirror_policies[{k}]", fail)
                     for k, m in enumerate(vh.request_mirror_policies)
                 ),
+                decode_ratelimit_overrides(
+                    vh.typed_per_filter_config, f"{vpath}.typed_per_filter_config", fail
+                ),
             )
         )
     return RouteConfigResource(
@@ -221,6 +247,7 @@ def decode_route_config(
         decode_mutations(msg, "", fail),
         bool(msg.most_specific_header_mutations_wins),
         decode_fault_overrides(msg.typed_per_filter_config, "typed_per_filter_config", fail),
+        decode_ratelimit_overrides(msg.typed_per_filter_config, "typed_per_filter_config", fail),
     )
 
 
@@ -260,15 +287,28 @@ def _match(m: route_components_pb2.RouteMatch, path: str, fail: Fail) -> RouteMa
     )
 
 
-def _route(r: route_components_pb2.Route, path: str, fail: Fail) -> RouteEntry:
+def _route(r: route_components_pb2.Route, path: str, fail: Fail, body_limit: int) -> RouteEntry:
     match = _match(r.match, f"{path}.match", fail)
     mutations = decode_mutations(r, f"{path}.", fail)
     fault = decode_fault_overrides(
         r.typed_per_filter_config, f"{path}.typed_per_filter_config", fail
     )
-    if r.WhichOneof("action") != "route":
-        return RouteEntry(r.name, match, None, mutations, fault)
-    return RouteEntry(r.name, match, _action(r, path, fail), mutations, fault)
+    limit = decode_ratelimit_overrides(
+        r.typed_per_filter_config, f"{path}.typed_per_filter_config", fail
+    )
+    which = r.WhichOneof("action")
+    if which == "direct_response":
+        direct = decode_direct_response(
+            r.direct_response, f"{path}.direct_response", body_limit, fail
+        )
+        return RouteEntry(r.name, match, None, mutations, fault, direct, ratelimit=limit)
+    if which == "redirect":
+        regex = match.kind == "safe_regex"
+        redirect = decode_redirect(r.redirect, f"{path}.redirect", regex, fail)
+        return RouteEntry(r.name, match, None, mutations, fault, redirect=redirect, ratelimit=limit)
+    if which != "route":
+        return RouteEntry(r.name, match, None, mutations, fault, ratelimit=limit)
+    return RouteEntry(r.name, match, _action(r, path, fail), mutations, fault, ratelimit=limit)
 
 
 def _action(r: route_components_pb2.Route, path: str, fail: Fail) -> RouteAction:

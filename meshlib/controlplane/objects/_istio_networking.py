@@ -7,6 +7,8 @@ as written in the object (``spec.http[0].route[1].weight``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,7 @@ from ._fields import (
 __all__ = [
     "GRPC_CODES",
     "Destination",
+    "DirectResponse",
     "Fault",
     "HeaderOps",
     "HttpMatch",
@@ -158,6 +161,18 @@ class Redirect:
 
 
 @dataclass(frozen=True)
+class DirectResponse:
+    """``HTTPDirectResponse``: the route answers ``status`` and ``body`` itself."""
+
+    status: int
+    body: bytes = b""
+
+
+#: The largest directResponse body: Envoy's default max_direct_response_body_size_bytes.
+MAX_DIRECT_BODY = 4096
+
+
+@dataclass(frozen=True)
 class HttpRoute:
     """One ``spec.http[]`` rule."""
 
@@ -171,6 +186,7 @@ class HttpRoute:
     fault: Fault | None = None
     mirrors: tuple[Mirror, ...] = ()
     redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
     regex_rewrite: tuple[str, str] | None = None  # (match, rewrite) of uriRegexRewrite
     request_headers: HeaderOps = HeaderOps()
     response_headers: HeaderOps = HeaderOps()
@@ -391,7 +407,10 @@ def _http_route(raw: Any, path: str) -> HttpRoute:
     redirect = _redirect(item.get("redirect"), f"{path}.redirect")
     if redirect is not None and dests:
         raise FieldError(f"{path}.redirect", "cannot be set together with route")
-    if not dests and redirect is None:
+    direct = _direct_response(item.get("directResponse"), f"{path}.directResponse")
+    if direct is not None and (dests or redirect is not None):
+        raise FieldError(f"{path}.directResponse", "cannot be set together with route or redirect")
+    if not dests and redirect is None and direct is None:
         raise FieldError(f"{path}.route", "must list at least one destination")
     if len(dests) > 1 and sum(d.weight or 0 for d in dests) <= 0:
         raise FieldError(f"{path}.route", "weights must add up to more than 0")
@@ -409,6 +428,7 @@ def _http_route(raw: Any, path: str) -> HttpRoute:
         fault=_fault(item.get("fault"), f"{path}.fault"),
         mirrors=_mirrors(item, path),
         redirect=redirect,
+        direct_response=direct,
         request_headers=req,
         response_headers=resp,
     )
@@ -433,6 +453,33 @@ def _redirect(raw: Any, path: str) -> Redirect | None:
         scheme=as_str(item.get("scheme"), f"{path}.scheme"),
         code=code or 301,
     )
+
+
+def _direct_response(raw: Any, path: str) -> DirectResponse | None:
+    if raw is None:
+        return None
+    item = as_mapping(raw, path)
+    status = as_int(item.get("status"), f"{path}.status")
+    if status is None or not 200 <= status <= 599:
+        raise FieldError(f"{path}.status", f"must be in [200, 599], got {status}")
+    body_map = as_mapping(item.get("body"), f"{path}.body")
+    text = as_str(body_map.get("string"), f"{path}.body.string")
+    encoded = as_str(body_map.get("bytes"), f"{path}.body.bytes")
+    if text is not None and encoded is not None:
+        raise FieldError(f"{path}.body", "string and bytes are exclusive")
+    body = b""
+    if text is not None:
+        body = text.encode()
+    elif encoded is not None:
+        try:
+            body = base64.b64decode(encoded, validate=True)
+        except binascii.Error as exc:
+            raise FieldError(f"{path}.body.bytes", f"not base64: {exc}") from None
+    if len(body) > MAX_DIRECT_BODY:
+        raise FieldError(
+            f"{path}.body", f"{len(body)} bytes: meshlib serves at most {MAX_DIRECT_BODY}"
+        )
+    return DirectResponse(status, body)
 
 
 def _regex_rewrite(rewrite: Mapping[str, Any], path: str) -> tuple[str, str] | None:

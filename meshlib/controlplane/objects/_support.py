@@ -56,6 +56,7 @@ _HTTP_ROUTE: tuple[str, ...] = (
     "route[].weight",
     *_under("route[].headers", _HEADER_OPS),
     *_under("redirect", ("uri", "authority", "port", "scheme", "redirectCode")),
+    *_under("directResponse", ("status", "body", "body.string", "body.bytes")),
     *_under("rewrite", ("uri", "authority", "uriRegexRewrite.match", "uriRegexRewrite.rewrite")),
     "rewrite.uriRegexRewrite",
     "timeout",

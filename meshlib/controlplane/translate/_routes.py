@@ -383,6 +383,14 @@ def routes_for(
                     route.redirect.CopyFrom(_redirect(rule.redirect))
                     out.append(route)
                 continue
+            if rule.direct_response is not None:
+                for m in matches:
+                    route = rc.Route(name=rule.name, match=_route_match(m))
+                    route.direct_response.status = rule.direct_response.status
+                    if rule.direct_response.body:
+                        route.direct_response.body.inline_bytes = rule.direct_response.body
+                    out.append(route)
+                continue
             built = _action(index, vs, rule, rpath, port)
             if built is None:
                 continue
