@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from meshlib import Mesh
-from meshlib.controlplane import spiffe_id
+from meshlib.controlplane import CertificateAuthority, spiffe_id
 from meshlib.controlplane.testing import FakeKubernetesAPI
 from meshlib.demo import BookInfo, istio_file
 from meshlib.demo._bookinfo import free_ports
@@ -144,6 +144,9 @@ def grpc_agent_bootstrap(
 
 
 def test_mesh_reads_the_grpc_agent_bootstrap(tmp_path: Path) -> None:
+    # istio-agent writes the certificates before the app starts: so does this test
+    ca = CertificateAuthority(tmp_path / "ca")
+    ca.write_workload_files(spiffe_id("default", "bookinfo-reviews"), tmp_path / "certs")
     path = tmp_path / "grpc-bootstrap.json"
     path.write_text(json.dumps(grpc_agent_bootstrap(tmp_path / "certs")))
     boot = load_bootstrap(path)
@@ -254,8 +257,12 @@ def test_control_plane_kubernetes_serves_the_manifests(
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line + proc.stdout.read()
+        seen = []  # INFO lines (what was loaded) may come before "listening on"
+        for _ in range(50):
+            seen.append(proc.stdout.readline())
+            if "listening on" in seen[-1] or not seen[-1]:
+                break
+        assert "listening on" in seen[-1], "".join(seen)
         boot = load_bootstrap({
             "xds_servers": [{"server_uri": f"127.0.0.1:{port}",
                              "channel_creds": [{"type": "insecure"}],
