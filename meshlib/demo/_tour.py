@@ -113,7 +113,7 @@ class Tour:
     def mesh_counters(self) -> tuple[int, int]:
         """Retries and ejected endpoints now, summed over the callers' meshes."""
         retries = ejected = 0
-        pattern = r"\.(upstream_rq_retry|outlier_detection_ejections_active)$"
+        pattern = r"\.(upstream_rq_retry|outlier_detection\.ejections_active)$"
         for pod in CALLERS:
             stats = self.bookinfo.stats(pod, pattern)
             for name, value in stats.items():
@@ -264,11 +264,11 @@ def step_outlier(tour: Tour) -> None:
     try:
         with tour.bookinfo.client("fortio", timeout=10) as fortio:
             load = tour.direct("fortio, details-v1-1 answering 503", fortio, url, tour.n(20, 12))
-        ejections = tour.counters("fortio", ".outlier_detection_ejections_active")
+        ejections = tour.counters("fortio", ".outlier_detection.ejections_active")
     finally:
         failing.failing = False
     retries = tour.counters("fortio", ".upstream_rq_retry")
-    footer = f"fortio: outlier_detection_ejections_active {ejections}, upstream_rq_retry {retries}"
+    footer = f"fortio: outlier_detection.ejections_active {ejections}, upstream_rq_retry {retries}"
     title = "Outlier detection: one 5xx ejects the replica"
     tour.console.print(render(title, (load,), ("→ details",), footer=footer))
     errors = sum(v for k, v in load.labels("→ details").items() if not k.startswith("2"))
