@@ -54,14 +54,19 @@ def test_kubernetes_control_plane_checks_service_account_tokens(tmp_path: Path) 
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         proc = subprocess.Popen(
             [sys.executable, "-m", "meshlib.cli", "control-plane", "--kubernetes",
-             "--kubeconfig", str(kubeconfig), "--port", "0", "--ca-dir", str(tmp_path / "ca")],
+             "--kubeconfig", str(kubeconfig), "--port", "0", "--ca-dir", str(tmp_path / "ca"),
+             "--init-ca"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         try:
             assert proc.stdout is not None
-            proc.stdout.readline()  # the CA line
-            address = proc.stdout.readline().rsplit(" ", 1)[1].strip()
+            line = ""
+            for _ in range(10):  # the CA line and INFO lines come first
+                line = proc.stdout.readline()
+                if "listening on" in line or not line:
+                    break
+            address = line.rsplit(" ", 1)[1].strip()
             identity = "spiffe://cluster.local/ns/shop/sa/web"
             token = api.service_account_token("shop", "web")
             agent = CertificateAgent(address, identity, tmp_path / "certs", token=token)

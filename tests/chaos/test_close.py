@@ -1,7 +1,6 @@
 """``Mesh.close()``: no thread or file descriptor outlives it, over many open/use/close
 cycles; a client used after close fails with one documented error (an
-``httpx.TransportError``), for known and new hosts alike (helper "core"'s fix: xfail until
-it lands)."""
+``httpx.TransportError``), for known and new hosts alike."""
 
 from __future__ import annotations
 
@@ -79,7 +78,6 @@ def test_close_leaks_no_threads_or_fds(tmp_path: Path) -> None:
     assert fds1 <= fds0 + 4, (line, sorted(os.listdir("/proc/self/fd")))
 
 
-@pytest.mark.xfail(strict=False, reason="use after close: helper core's documented error")
 def test_use_after_close_is_one_documented_error(tmp_path: Path) -> None:
     with UvicornThread(EchoApp()) as server:
         res = mesh_resources(HOST, {"c": Upstream([server.port])}, [("/", "c", {})])
