@@ -66,7 +66,7 @@ def _validate(parser: argparse.ArgumentParser) -> Handler:
         for line in problems:
             print(f"Error: {line}", file=sys.stderr)
         if problems:
-            print(f"{len(problems)} errors", file=sys.stderr)
+            print(f"{len(problems)} error{'' if len(problems) == 1 else 's'}", file=sys.stderr)
             return 1
         print(f"{count} objects are valid")
         return 0
