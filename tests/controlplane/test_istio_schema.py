@@ -395,3 +395,18 @@ def test_request_authentication_is_refused_not_skipped(tmp_path: Path) -> None:
     assert (
         "RequestAuthentication default/jwt: kind: RequestAuthentication is not supported" in problem
     )
+
+
+def test_envoy_filter_is_refused_not_skipped(tmp_path: Path) -> None:
+    # the shape of Istio's local rate-limit task: skipped, its limit would silently not apply
+    f = write(
+        tmp_path / "ef.yaml",
+        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n"
+        "metadata: {name: filter-local-ratelimit-svc}\n"
+        "spec:\n  configPatches:\n  - applyTo: HTTP_FILTER\n"
+        "    patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.local_ratelimit}}\n",
+    )
+    (problem,) = FileSource(f).load_lenient().problems
+    assert "EnvoyFilter default/filter-local-ratelimit-svc: kind: EnvoyFilter is not supported" in (
+        problem
+    )

@@ -41,11 +41,14 @@ PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
 }
 
 
-#: Kinds that change who may call whom but meshlib does not enforce: refused, never skipped
-#: (skipping them would let through what they would reject).
+#: Istio kinds that change what the mesh does but meshlib does not apply: refused, never
+#: skipped (skipping them would let through what they would reject, or drop what they add).
 REFUSED_KINDS: Mapping[str, str] = {
     "RequestAuthentication": "meshlib validates no JWTs, so requests it would reject get through",
+    "EnvoyFilter": "meshlib applies no Envoy config patches, so what it adds (a rate limit, "
+    "a header, a Lua filter) would silently do nothing",
 }
+ISTIO_GROUPS = frozenset({"security.istio.io", "networking.istio.io"})
 
 
 def object_key(doc: Mapping[str, Any]) -> str:
@@ -76,7 +79,7 @@ def parse_object(doc: Mapping[str, Any], *, schema: bool = True) -> Any:
             path, _, message = problem.partition(": ")
             extra = unknown_top_level(kind, doc) if path == "apiVersion" else []
             raise _fail(kind, doc, [FieldError(path, message), *extra])
-    if kind in REFUSED_KINDS and str(doc.get("apiVersion", "")).startswith("security.istio.io/"):
+    if kind in REFUSED_KINDS and str(doc.get("apiVersion", "")).split("/")[0] in ISTIO_GROUPS:
         why = REFUSED_KINDS[kind]
         raise _fail(kind, doc, [FieldError("kind", f"{kind} is not supported by meshlib: {why}")])
     parser = PARSERS.get(kind)
