@@ -404,7 +404,8 @@ def test_envoy_filter_is_refused_not_skipped(tmp_path: Path) -> None:
         "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n"
         "metadata: {name: filter-local-ratelimit-svc}\n"
         "spec:\n  configPatches:\n  - applyTo: HTTP_FILTER\n"
-        "    patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.local_ratelimit}}\n",
+        "    patch: {operation: INSERT_BEFORE,\n"
+        "            value: {name: envoy.filters.http.local_ratelimit}}\n",
     )
     (problem,) = FileSource(f).load_lenient().problems
     assert "EnvoyFilter default/filter-local-ratelimit-svc: kind: EnvoyFilter is not supported" in (
