@@ -102,6 +102,13 @@ class EndpointState:
             self.active_requests += 1
             self.total_requests += 1
 
+    def not_sent(self) -> None:
+        """The attempt counted by :meth:`started` never left (the connection pool refused
+        it): it is no request to this endpoint, as Envoy's ``rq_total`` counts only
+        streams attached to a connection. :meth:`finished` still follows."""
+        with self.lock:
+            self.total_requests -= 1
+
     def finished(self, outcome: Outcome) -> None:
         """Record the attempt's outcome (feeds outlier detection and LB feedback)."""
         with self.lock:

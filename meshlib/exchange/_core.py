@@ -295,6 +295,7 @@ class ExchangeCore:
     def refused(self, send: Send, error: MeshError) -> LocalReply:
         """The connection pool refused ``send`` (max_pending_requests overflow): never
         retried, as Envoy never retries an overflow."""
+        send.attempt.endpoint.not_sent()
         self.ended(send, Outcome(OutcomeKind.LOCAL), retry=False)
         return self._local(for_error(error))
 

@@ -199,3 +199,15 @@ def test_refused_calls_are_503_with_x_envoy_overloaded(task: Task) -> None:
         assert isinstance(o, httpx.Response), o
         assert o.status_code == 503
         assert o.headers.get("x-envoy-overloaded") == "true"
+
+
+def test_refused_calls_are_not_requests_to_the_endpoint(task: Task) -> None:
+    """A call the pool refused never reached httpbin: the endpoint's and the cluster's
+    request counts are the served calls only (Envoy counts streams attached to a
+    connection), so the endpoint does not show 100% success over calls it never saw."""
+    ok = sum(1 for o in task.outcomes if getattr(o, "status_code", 0) == 200)
+    text = httpx.get(task.admin.url + "/stats", timeout=10).text
+    stats = dict(line.rsplit(": ", 1) for line in text.splitlines() if ": " in line)
+    assert int(stats[f"cluster.{CLUSTER};.upstream_rq_total"]) == ok == task.backend.served
+    (host,) = task.mesh.snapshot.clusters[CLUSTER].endpoints
+    assert host.total_requests == ok
