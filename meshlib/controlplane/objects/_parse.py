@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._fields import ConfigError, FieldError, object_id
+from ._istio_authn import parse_request_authentication
 from ._istio_mesh import (
     parse_authorization_policy,
     parse_peer_authentication,
@@ -37,15 +38,14 @@ PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
     "WorkloadEntry": parse_workload_entry,
     "PeerAuthentication": parse_peer_authentication,
     "AuthorizationPolicy": parse_authorization_policy,
+    "RequestAuthentication": parse_request_authentication,
     "Sidecar": parse_sidecar,
 }
 
 
 #: Kinds that change who may call whom but meshlib does not enforce: refused, never skipped
 #: (skipping them would let through what they would reject).
-REFUSED_KINDS: Mapping[str, str] = {
-    "RequestAuthentication": "meshlib validates no JWTs, so requests it would reject get through",
-}
+REFUSED_KINDS: Mapping[str, str] = {}
 
 
 def object_key(doc: Mapping[str, Any]) -> str:
