@@ -1,14 +1,17 @@
 """RequestAuthentication and AuthorizationPolicy ``requestPrincipals`` / ``request.auth``
 conditions, end to end: YAML read by the embedded control plane, translated to the server
 listener's ``jwt_authn`` and RBAC filters, enforced by ``MeshInbound`` in front of a FastAPI
-app on a real uvicorn server, keys from a JWKS server on 127.0.0.1. No JWT code in the app."""
+app on a real uvicorn server and a Flask app on werkzeug, keys from a JWKS server on
+127.0.0.1. No JWT code in the apps."""
 
 from __future__ import annotations
 
 import base64
 import json
 import socket
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,13 @@ import httpx
 import pytest
 import yaml
 from fastapi import FastAPI, Request
+from flask import Flask
+from flask import request as flask_request
 from meshlib.integrations._server_listener import MeshInbound
 from meshlib.integrations.asgi import MeshMiddleware
 from meshlib.integrations.jwt_auth import current_jwt
+from meshlib.integrations.wsgi import MeshWSGIMiddleware
+from werkzeug.serving import make_server
 
 from meshlib import Mesh
 from meshlib.cli import build_bootstrap
@@ -87,8 +94,58 @@ def keys() -> Keys:
     return Keys()
 
 
-@pytest.fixture
-def world(tmp_path: Path, keys: Keys) -> Iterator[dict[str, Any]]:
+def asgi_app(inbound: MeshInbound) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/{path:path}")
+    async def handler(path: str, request: Request) -> dict[str, Any]:
+        result = current_jwt()
+        return {
+            "principal": result.principal if result else None,
+            "authorization": request.headers.get("authorization"),
+            "payload": request.headers.get("x-jwt-payload"),
+            "group": request.headers.get("x-jwt-group"),
+        }
+
+    app.add_middleware(MeshMiddleware, inbound=inbound)
+    return app
+
+
+def wsgi_app(inbound: MeshInbound) -> Flask:
+    app = Flask("reviews")
+
+    @app.get("/<path:path>")
+    def handler(path: str) -> dict[str, Any]:
+        result = current_jwt()
+        return {
+            "principal": result.principal if result else None,
+            "authorization": flask_request.headers.get("authorization"),
+            "payload": flask_request.headers.get("x-jwt-payload"),
+            "group": flask_request.headers.get("x-jwt-group"),
+        }
+
+    app.wsgi_app = MeshWSGIMiddleware(app.wsgi_app, inbound)  # type: ignore[method-assign]
+    return app
+
+
+@contextmanager
+def serve(kind: str, app: Any, port: int) -> Iterator[int]:
+    if kind == "asgi":
+        with UvicornThread(app, port=port) as server:
+            yield server.port
+        return
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def world(request: Any, tmp_path: Path, keys: Keys) -> Iterator[dict[str, Any]]:
     ca = CertificateAuthority(tmp_path / "ca")
     ca.write_workload_files(spiffe_id("default", "reviews"), tmp_path / "reviews")
     jwks = JwksServer(keys)
@@ -110,21 +167,9 @@ def world(tmp_path: Path, keys: Keys) -> Iterator[dict[str, Any]]:
             with Mesh(bootstrap=bootstrap) as mesh:
                 inbound = MeshInbound.for_mesh(mesh, port)
                 assert inbound.wait_until_serving().serving
-                app = FastAPI()
-
-                @app.get("/{path:path}")
-                async def handler(path: str, request: Request) -> dict[str, Any]:
-                    result = current_jwt()
-                    return {
-                        "principal": result.principal if result else None,
-                        "authorization": request.headers.get("authorization"),
-                        "payload": request.headers.get("x-jwt-payload"),
-                        "group": request.headers.get("x-jwt-group"),
-                    }
-
-                app.add_middleware(MeshMiddleware, inbound=inbound)
-                with UvicornThread(app, port=port) as server:
-                    yield {"url": f"http://127.0.0.1:{server.port}", "inbound": inbound}
+                app = asgi_app(inbound) if request.param == "asgi" else wsgi_app(inbound)
+                with serve(request.param, app, port) as bound:
+                    yield {"url": f"http://127.0.0.1:{bound}", "inbound": inbound}
                 inbound.close()
     finally:
         jwks.close()

@@ -29,11 +29,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.type.matcher.v3 import path_pb2, string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
-from ..objects._istio_mesh import AuthorizationPolicy, AuthzCondition, AuthzRule
+from ..objects._istio_mesh import AuthzCondition, AuthzRule
 from ..objects._kubernetes import MeshObjects
-from ._jwt import jwt_filter, jwt_principal, workload_jwt_rules
+from ._jwt import jwt_filter, jwt_principal, selects, workload_jwt_rules
 from ._registry import Instance, Registry
-from ._tls import ROOT_NAMESPACE, downstream_tls, peer_mode
+from ._tls import downstream_tls, peer_mode
 
 __all__ = ["INBOUND_PREFIX", "RBAC_FILTER", "inbound_listeners", "rbac_filters"]
 
@@ -47,14 +47,6 @@ def _pack(msg: object) -> any_pb2.Any:
     out = any_pb2.Any()
     out.Pack(msg, deterministic=True)
     return out
-
-
-def _selected(policy: AuthorizationPolicy, namespace: str, labels: Mapping[str, str]) -> bool:
-    if policy.selector is None:
-        return policy.namespace in (namespace, ROOT_NAMESPACE)
-    return policy.namespace == namespace and all(
-        labels.get(k) == v for k, v in policy.selector.items()
-    )
 
 
 def _str(value: str) -> string_pb2.StringMatcher:
@@ -171,7 +163,7 @@ def rbac_filters(
 ) -> list[hcm_pb2.HttpFilter]:
     """The RBAC filters for a workload: DENY rules first, then ALLOW (if any policy)."""
     out: list[hcm_pb2.HttpFilter] = []
-    selected = [p for p in objects.authorization_policies if _selected(p, namespace, labels)]
+    selected = [p for p in objects.authorization_policies if selects(p, namespace, labels)]
     issuers = [r.issuer for r in workload_jwt_rules(objects, namespace, labels)]
     for action, rbac_action in (("DENY", rbac_pb2.RBAC.DENY), ("ALLOW", rbac_pb2.RBAC.ALLOW)):
         # CUSTOM (an external authorizer meshlib does not call) fails closed, as istiod

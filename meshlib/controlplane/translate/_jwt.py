@@ -24,21 +24,27 @@ from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 from google.protobuf import any_pb2, duration_pb2
 
 from ..objects._istio_authn import JwtRuleSpec, RequestAuthentication
-from ..objects._istio_mesh import claim_path
+from ..objects._istio_mesh import AuthorizationPolicy, claim_path
 from ..objects._kubernetes import MeshObjects
 from ._tls import ROOT_NAMESPACE
 
-__all__ = ["JWT_FILTER", "jwt_filter", "jwt_principal", "workload_jwt_rules"]
+__all__ = ["JWT_FILTER", "jwt_filter", "jwt_principal", "selects", "workload_jwt_rules"]
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 _DEFAULT_SPACE_DELIMITED = ("permission", "scope")
 _CACHE = duration_pb2.Duration(seconds=300)  # Istio's JWKS cache duration
 
 
-def _selected(ra: RequestAuthentication, namespace: str, labels: Mapping[str, str]) -> bool:
-    if ra.selector is None:
-        return ra.namespace in (namespace, ROOT_NAMESPACE)
-    return ra.namespace == namespace and all(labels.get(k) == v for k, v in ra.selector.items())
+def selects(
+    policy: AuthorizationPolicy | RequestAuthentication, namespace: str, labels: Mapping[str, str]
+) -> bool:
+    """Whether a security policy applies to a workload: its ``selector`` in its namespace,
+    else its whole namespace (the mesh, from the root namespace)."""
+    if policy.selector is None:
+        return policy.namespace in (namespace, ROOT_NAMESPACE)
+    return policy.namespace == namespace and all(
+        labels.get(k) == v for k, v in policy.selector.items()
+    )
 
 
 def workload_jwt_rules(
@@ -48,7 +54,7 @@ def workload_jwt_rules(
     issuer, the first by namespace/name winning)."""
     out: dict[str, JwtRuleSpec] = {}
     for ra in sorted(objects.request_authentications, key=lambda r: (r.namespace, r.name)):
-        if _selected(ra, namespace, labels):
+        if selects(ra, namespace, labels):
             for rule in ra.rules:
                 out.setdefault(rule.issuer, rule)
     return tuple(out.values())
