@@ -11,10 +11,12 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import yaml
@@ -23,6 +25,7 @@ from flask import Flask
 from flask import request as flask_request
 from meshlib.integrations._server_listener import MeshInbound
 from meshlib.integrations.asgi import MeshMiddleware
+from meshlib.integrations.grpc_server import MeshServerInterceptor
 from meshlib.integrations.jwt_auth import current_jwt
 from meshlib.integrations.wsgi import MeshWSGIMiddleware
 from werkzeug.serving import make_server
@@ -144,8 +147,9 @@ def serve(kind: str, app: Any, port: int) -> Iterator[int]:
         server.server_close()
 
 
-@pytest.fixture(params=["asgi", "wsgi"])
-def world(request: Any, tmp_path: Path, keys: Keys) -> Iterator[dict[str, Any]]:
+@contextmanager
+def mesh_inbound(tmp_path: Path, keys: Keys) -> Iterator[tuple[MeshInbound, int]]:
+    """The embedded control plane reading the policies, and the workload's MeshInbound."""
     ca = CertificateAuthority(tmp_path / "ca")
     ca.write_workload_files(spiffe_id("default", "reviews"), tmp_path / "reviews")
     jwks = JwksServer(keys)
@@ -167,12 +171,20 @@ def world(request: Any, tmp_path: Path, keys: Keys) -> Iterator[dict[str, Any]]:
             with Mesh(bootstrap=bootstrap) as mesh:
                 inbound = MeshInbound.for_mesh(mesh, port)
                 assert inbound.wait_until_serving().serving
-                app = asgi_app(inbound) if request.param == "asgi" else wsgi_app(inbound)
-                with serve(request.param, app, port) as bound:
-                    yield {"url": f"http://127.0.0.1:{bound}", "inbound": inbound}
-                inbound.close()
+                try:
+                    yield inbound, port
+                finally:
+                    inbound.close()
     finally:
         jwks.close()
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def world(request: Any, tmp_path: Path, keys: Keys) -> Iterator[dict[str, Any]]:
+    with mesh_inbound(tmp_path, keys) as (inbound, port):
+        app = asgi_app(inbound) if request.param == "asgi" else wsgi_app(inbound)
+        with serve(request.param, app, port) as bound:
+            yield {"url": f"http://127.0.0.1:{bound}", "inbound": inbound}
 
 
 def get(world: dict[str, Any], path: str, token: str | None = None) -> httpx.Response:
@@ -235,3 +247,44 @@ def test_missing_token_passes_to_authorization(world: dict[str, Any]) -> None:
 
 def test_not_request_principals_refuses_authenticated(world: dict[str, Any], keys: Keys) -> None:
     assert get(world, "/public", keys.token()).status_code == 403
+
+
+def test_grpc_server_behind_mesh_inbound(tmp_path: Path, keys: Keys) -> None:
+    def whoami(request: bytes, context: Any) -> bytes:
+        result = current_jwt()
+        return (result.principal or "anonymous").encode() if result else b"none"
+
+    with mesh_inbound(tmp_path, keys) as (inbound, port):
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4),
+            interceptors=[MeshServerInterceptor(inbound)],
+        )
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "users", {"Get": grpc.unary_unary_rpc_method_handler(whoami)}
+                ),
+            )
+        )
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.unary_unary("/users/Get")
+
+                def metadata(**claims: Any) -> list[tuple[str, str]]:
+                    return [("authorization", f"Bearer {keys.token(**claims)}")]
+
+                assert call(b"", metadata=metadata(group="readers"), timeout=10) == (
+                    f"{ISSUER}/alice".encode()
+                )
+                for md, code in (
+                    (metadata(group="writers"), grpc.StatusCode.PERMISSION_DENIED),
+                    (metadata(aud="x", group="readers"), grpc.StatusCode.UNAUTHENTICATED),
+                    ([], grpc.StatusCode.PERMISSION_DENIED),
+                ):
+                    with pytest.raises(grpc.RpcError) as info:
+                        call(b"", metadata=md, timeout=10)
+                    assert info.value.code() == code, md
+        finally:
+            server.stop(0)
