@@ -23,6 +23,7 @@ __all__ = ["JWT_METADATA", "JwtCheck", "JwtOutcome"]
 
 JWT_METADATA = "envoy.filters.http.jwt_authn"
 _UNAUTHENTICATED = 16
+_PREFLIGHT = ("origin", "access-control-request-method")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,9 @@ class JwtCheck:
             meta = {JWT_METADATA: {key: dict(result.normalized_claims)}} if key else {}
             return JwtOutcome(None, result, meta)
         message = result.message if result.denied else "Jwt is missing"
-        if result.denied or not self.allow_missing:
+        # CORS preflights bypass the filter (bypass_cors_preflight)
+        preflight = request.method == "OPTIONS" and all(h in request.headers for h in _PREFLIGHT)
+        if result.denied or not (self.allow_missing or preflight):
             host = request.headers.get("host") or request.host
             realm = f"{request.scheme}://{host}{path}"
             reply = LocalReply(

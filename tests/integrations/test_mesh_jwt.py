@@ -23,6 +23,8 @@ import yaml
 from fastapi import FastAPI, Request
 from flask import Flask
 from flask import request as flask_request
+from meshlib.integrations._inbound import InboundRequest
+from meshlib.integrations._inbound_jwt import JWT_METADATA, JwtCheck
 from meshlib.integrations._server_listener import MeshInbound
 from meshlib.integrations.asgi import MeshMiddleware
 from meshlib.integrations.grpc_server import MeshServerInterceptor
@@ -36,6 +38,7 @@ from meshlib.controlplane import CertificateAuthority, ControlPlane
 from meshlib.controlplane.ca._authority import spiffe_id
 from tests.integrations.test_jwt_auth import ISSUER, JwksServer, Keys
 from tests.support import UvicornThread, service_objects
+from xds_client.resources._jwt_authn import JwtAuthnConfig, JwtProviderConfig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -288,3 +291,20 @@ def test_grpc_server_behind_mesh_inbound(tmp_path: Path, keys: Keys) -> None:
                     assert info.value.code() == code, md
         finally:
             server.stop(0)
+
+
+def test_without_allow_missing_a_missing_token_is_401(keys: Keys) -> None:
+    jwks = json.dumps({"keys": [keys.jwk("k1")]})
+    config = JwtAuthnConfig(
+        (JwtProviderConfig("origins-0", ISSUER, jwks=jwks, payload_in_metadata=ISSUER),), False
+    )
+    check = JwtCheck(config)
+
+    def outcome(method: str = "GET", **headers: str) -> Any:
+        return check.check(InboundRequest(method, "/x?a=1", headers, host="h"))
+
+    missing = outcome().reply
+    assert missing is not None and (missing.status, missing.body) == (401, b"Jwt is missing")
+    assert outcome("OPTIONS", origin="o", **{"access-control-request-method": "GET"}).reply is None
+    ok = outcome(authorization=f"Bearer {keys.token()}")
+    assert ok.reply is None and ok.metadata[JWT_METADATA][ISSUER]["sub"] == "alice"
