@@ -10,6 +10,7 @@ missing one passes on when the filter allows it (istiod's ``allow_missing``), el
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,11 @@ class JwtCheck:
             for p in config.providers
         ]
         self.authenticator = JwtAuthenticator(rules)
+        # keys fetched off the request path, so the first request (often on an event
+        # loop) rarely waits for them; a refresh every 5 minutes still fetches in line
+        threading.Thread(
+            target=self.authenticator.prefetch, name="meshlib-jwks-prefetch", daemon=True
+        ).start()
 
     def check(self, request: InboundRequest) -> JwtOutcome:
         path, _, query = request.path.partition("?")

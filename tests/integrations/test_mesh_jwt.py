@@ -10,6 +10,7 @@ import base64
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -151,7 +152,7 @@ def serve(kind: str, app: Any, port: int) -> Iterator[int]:
 
 
 @contextmanager
-def mesh_inbound(tmp_path: Path, keys: Keys) -> Iterator[tuple[MeshInbound, int]]:
+def mesh_inbound(tmp_path: Path, keys: Keys) -> Iterator[tuple[MeshInbound, int, JwksServer]]:
     """The embedded control plane reading the policies, and the workload's MeshInbound."""
     ca = CertificateAuthority(tmp_path / "ca")
     ca.write_workload_files(spiffe_id("default", "reviews"), tmp_path / "reviews")
@@ -175,7 +176,7 @@ def mesh_inbound(tmp_path: Path, keys: Keys) -> Iterator[tuple[MeshInbound, int]
                 inbound = MeshInbound.for_mesh(mesh, port)
                 assert inbound.wait_until_serving().serving
                 try:
-                    yield inbound, port
+                    yield inbound, port, jwks
                 finally:
                     inbound.close()
     finally:
@@ -184,10 +185,10 @@ def mesh_inbound(tmp_path: Path, keys: Keys) -> Iterator[tuple[MeshInbound, int]
 
 @pytest.fixture(params=["asgi", "wsgi"])
 def world(request: Any, tmp_path: Path, keys: Keys) -> Iterator[dict[str, Any]]:
-    with mesh_inbound(tmp_path, keys) as (inbound, port):
+    with mesh_inbound(tmp_path, keys) as (inbound, port, jwks):
         app = asgi_app(inbound) if request.param == "asgi" else wsgi_app(inbound)
         with serve(request.param, app, port) as bound:
-            yield {"url": f"http://127.0.0.1:{bound}", "inbound": inbound}
+            yield {"url": f"http://127.0.0.1:{bound}", "inbound": inbound, "jwks": jwks}
 
 
 def get(world: dict[str, Any], path: str, token: str | None = None) -> httpx.Response:
@@ -201,6 +202,14 @@ def test_listener_carries_jwt_authn_before_rbac(world: dict[str, Any]) -> None:
     assert names[0] == "envoy.filters.http.jwt_authn"
     assert names[1:] == ["envoy.filters.http.rbac.allow", "envoy.filters.http.router"]
     assert chain.jwt is not None and chain.jwt.allow_missing
+
+
+def test_keys_are_fetched_before_the_first_request(world: dict[str, Any]) -> None:
+    for _ in range(200):  # bounded: the prefetch thread started with the listener
+        if world["jwks"].fetches:
+            break
+        time.sleep(0.05)
+    assert world["jwks"].fetches == 1
 
 
 def test_valid_token_allowed_with_claims_and_headers(world: dict[str, Any], keys: Keys) -> None:
@@ -257,7 +266,7 @@ def test_grpc_server_behind_mesh_inbound(tmp_path: Path, keys: Keys) -> None:
         result = current_jwt()
         return (result.principal or "anonymous").encode() if result else b"none"
 
-    with mesh_inbound(tmp_path, keys) as (inbound, port):
+    with mesh_inbound(tmp_path, keys) as (inbound, port, _):
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=4),
             interceptors=[MeshServerInterceptor(inbound)],
