@@ -101,18 +101,23 @@ def keys() -> Keys:
     return Keys()
 
 
+def seen(headers: Any) -> dict[str, Any]:
+    """What the app sees: the principal and the headers jwt_authn changes."""
+    result = current_jwt()
+    return {
+        "principal": result.principal if result else None,
+        "authorization": headers.get("authorization"),
+        "payload": headers.get("x-jwt-payload"),
+        "group": headers.get("x-jwt-group"),
+    }
+
+
 def asgi_app(inbound: MeshInbound) -> FastAPI:
     app = FastAPI()
 
     @app.get("/{path:path}")
     async def handler(path: str, request: Request) -> dict[str, Any]:
-        result = current_jwt()
-        return {
-            "principal": result.principal if result else None,
-            "authorization": request.headers.get("authorization"),
-            "payload": request.headers.get("x-jwt-payload"),
-            "group": request.headers.get("x-jwt-group"),
-        }
+        return seen(request.headers)
 
     app.add_middleware(MeshMiddleware, inbound=inbound)
     return app
@@ -123,13 +128,7 @@ def wsgi_app(inbound: MeshInbound) -> Flask:
 
     @app.get("/<path:path>")
     def handler(path: str) -> dict[str, Any]:
-        result = current_jwt()
-        return {
-            "principal": result.principal if result else None,
-            "authorization": flask_request.headers.get("authorization"),
-            "payload": flask_request.headers.get("x-jwt-payload"),
-            "group": flask_request.headers.get("x-jwt-group"),
-        }
+        return seen(flask_request.headers)
 
     app.wsgi_app = MeshWSGIMiddleware(app.wsgi_app, inbound)  # type: ignore[method-assign]
     return app
