@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -22,6 +22,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from meshlib.context import RequestContext, deadline_from_headers, extract_trace, request_scope
 from meshlib.local_reply import LocalReply
 from meshlib.telemetry._metrics import process_instruments
+
+from ._jwt_context import current
 
 if TYPE_CHECKING:
     from meshlib.telemetry import Telemetry
@@ -60,6 +62,7 @@ class AuthzDecision:
     reason: str = ""
     status: int = 403  # what a denied HTTP caller gets (503 while not serving)
     reply: LocalReply | None = None  # the mesh's whole answer instead (local rate limit)
+    jwt: Any = None  # the request's JwtResult when the listener validates JWTs
 
 
 class Authorizer(Protocol):
@@ -97,7 +100,7 @@ class InboundCall:
     def scope(self) -> Iterator[None]:
         """Run the handler with the request context and the server span current."""
         ctx = trace.set_span_in_context(self.span, self.trace_context)
-        with request_scope(self.context, ctx):
+        with request_scope(self.context, ctx), current(self.decision.jwt):
             yield
 
     def finish(

@@ -16,6 +16,7 @@ rotated key works as soon as the JWKS serves it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -158,6 +159,12 @@ class JwtAuthenticator:
             )
             if name
         )
+
+    def prefetch(self) -> None:
+        """Fetch every remote JWKS now (errors are left for the first request to report)."""
+        for cache in self._jwks:
+            with contextlib.suppress(_Failure):
+                cache.keys(None)
 
     @property
     def header_names(self) -> frozenset[str]:

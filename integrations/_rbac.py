@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ class _Request:
     principal: str | None  # verified SPIFFE ID
     port: int
     remote_ip: str | None
+    metadata: Mapping[str, Any]  # dynamic metadata by filter (jwt_authn's payload)
 
 
 _Rule = Callable[[_Request], bool]
@@ -121,7 +122,63 @@ def _principal(msg: rbac_pb2.Principal, field: str, where: str) -> _Rule:
     if which in ("direct_remote_ip", "remote_ip", "source_ip"):
         inside = _cidr(getattr(msg, which))
         return lambda r: inside(r.remote_ip)
+    if which == "metadata":
+        return _metadata(msg.metadata, f"{field}.metadata", where)
     raise fail(f"{field}.{which}", "unsupported principal")
+
+
+_MISSING = object()
+
+
+def _metadata(msg: Any, field: str, where: str) -> _Rule:
+    """Envoy's MetadataMatcher over the request's dynamic metadata."""
+    fail = _fail(where)
+    keys = []
+    for i, seg in enumerate(msg.path):
+        if not seg.key:
+            raise fail(f"{field}.path[{i}].key", "must not be empty")
+        keys.append(seg.key)
+    if not keys:
+        raise fail(f"{field}.path", "must not be empty")
+    value = _value(msg.value, f"{field}.value", fail)
+    filter_name, invert = msg.filter, bool(msg.invert)
+
+    def rule(r: _Request) -> bool:
+        node: Any = r.metadata.get(filter_name, _MISSING)
+        for key in keys:
+            node = node.get(key, _MISSING) if isinstance(node, Mapping) else _MISSING
+        return value(node) != invert
+
+    return rule
+
+
+def _value(
+    msg: Any, field: str, fail: Callable[[str, str], ResourceError]
+) -> Callable[[Any], bool]:
+    """Envoy's ValueMatcher (string, bool, present, list one_of, or); a missing value never
+    matches, a non-primitive one is not present."""
+    which = msg.WhichOneof("match_pattern")
+    if which == "string_match":
+        s = compile_string(decode_string_matcher(msg.string_match, f"{field}.string_match", fail))
+        return lambda v: isinstance(v, str) and s(v)
+    if which == "bool_match":
+        want = msg.bool_match
+        return lambda v: isinstance(v, bool) and v == want
+    if which == "present_match":
+        present = msg.present_match
+        return lambda v: (v is not _MISSING and not isinstance(v, Mapping | list)) == present
+    if which == "list_match":
+        if msg.list_match.WhichOneof("match_pattern") != "one_of":
+            raise fail(f"{field}.list_match", "one_of is required")
+        inner = _value(msg.list_match.one_of, f"{field}.list_match.one_of", fail)
+        return lambda v: isinstance(v, list) and any(inner(x) for x in v)
+    if which == "or_match":
+        parts = [
+            _value(m, f"{field}.or_match.value_matchers[{i}]", fail)
+            for i, m in enumerate(msg.or_match.value_matchers)
+        ]
+        return lambda v: any(p(v) for p in parts)
+    raise fail(f"{field}.{which}", "unsupported value matcher")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +243,11 @@ class RbacAuthorizer:
     def __init__(self, filters: Sequence[RbacFilter]) -> None:
         self.filters = tuple(filters)
 
-    def check(self, request: InboundRequest) -> AuthzDecision:
+    def check(
+        self, request: InboundRequest, metadata: Mapping[str, Any] | None = None
+    ) -> AuthzDecision:
+        """The decision for ``request``; ``metadata``: dynamic metadata the filters
+        before RBAC set (the verified JWT payload)."""
         path = request.path.split("?", 1)[0]
         call = Call(
             request.host or request.headers.get("host", ""),
@@ -194,7 +255,9 @@ class RbacAuthorizer:
             request.path,
             request.headers,
         )
-        r = _Request(call, path, request.peer_identity, request.port, request.remote_ip)
+        r = _Request(
+            call, path, request.peer_identity, request.port, request.remote_ip, metadata or {}
+        )
         for f in self.filters:
             matched = f.first_match(r)
             if f.action == "LOG":

@@ -11,6 +11,7 @@ serving (503); a request no filter chain accepts (plaintext under STRICT) is ref
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import ssl
@@ -26,10 +27,12 @@ from meshlib.exchange._ratelimit import LocalRateLimiter
 from meshlib.security import provider_from_config
 from xds_client import Bootstrap, XdsClient
 from xds_client.resources import LISTENER, ListenerResource, RbacConfig, ResourceError
+from xds_client.resources._jwt_authn import JwtAuthnConfig
 from xds_client.resources.listener import FilterChain
 from xds_client.resources.route import LocalRateLimitConfig
 
 from ._inbound import AuthzDecision, Inbound, InboundRequest
+from ._inbound_jwt import JwtCheck
 from ._rbac import RbacAuthorizer, RbacFilter, compile_rbac
 from .tls import mesh_server_context
 
@@ -45,6 +48,7 @@ class _Chain:
     authorizer: RbacAuthorizer | None
     error: str = ""  # an RBAC config we cannot evaluate: the chain denies everything
     limiter: LocalRateLimiter | None = None  # the chain's local rate limit filter
+    jwt: JwtCheck | None = None  # the chain's jwt_authn filter (before RBAC)
 
     @property
     def tls(self) -> bool:
@@ -71,20 +75,24 @@ class ServingState:
 def _compile_chain(chain: FilterChain) -> _Chain:
     filters: list[RbacFilter] = []
     limiter = None
+    jwt = None
     for f in chain.http.http_filters:
         if isinstance(f.config, LocalRateLimitConfig) and f.config.bucket is not None:
             limiter = LocalRateLimiter(f.config)
     try:
         for f in chain.http.http_filters:
+            if isinstance(f.config, JwtAuthnConfig):
+                jwt = JwtCheck(f.config)
             if isinstance(f.config, RbacConfig) and f.config.action is not None:
                 config = rbac_filter_pb2.RBAC(rules=rbac_pb2.RBAC.FromString(f.config.rules))
                 compiled = compile_rbac(f.name, config)
                 if compiled is not None:
                     filters.append(compiled)
-    except (ResourceError, ValueError) as exc:
+    except (ResourceError, ValueError, ImportError) as exc:
+        # ImportError: jwt_authn without PyJWT installed (meshlib[jwt])
         log.error("inbound filter chain %s: cannot enforce RBAC, denying all: %s", chain.name, exc)
         return _Chain(chain, None, str(exc))
-    return _Chain(chain, RbacAuthorizer(filters) if filters else None, limiter=limiter)
+    return _Chain(chain, RbacAuthorizer(filters) if filters else None, limiter=limiter, jwt=jwt)
 
 
 def _matches(chain: FilterChain, request: InboundRequest) -> bool:
@@ -164,8 +172,9 @@ class MeshInbound(Inbound):
         return self.state
 
     def check(self, request: InboundRequest) -> AuthzDecision:
-        """Pick the filter chain for this connection, then apply its RBAC filters, then
-        its local rate limit (one token bucket per chain, as the outbound path's)."""
+        """Pick the filter chain for this connection, then apply its ``jwt_authn`` filter
+        (an invalid token: 401), its RBAC filters (matching the verified token's claims),
+        then its local rate limit (one token bucket per chain, as the outbound path's)."""
         state = self.state
         if not state.serving:
             return AuthzDecision(False, policy="not-serving", reason=state.reason, status=503)
@@ -173,9 +182,21 @@ class MeshInbound(Inbound):
             if _matches(chain.chain, request):
                 if chain.error:
                     return AuthzDecision(False, policy=chain.chain.name, reason=chain.error)
+                metadata = None
+                jwt_result = None
+                if chain.jwt is not None:
+                    outcome = chain.jwt.check(request)
+                    if outcome.reply is not None:
+                        refused = outcome.reply
+                        return AuthzDecision(
+                            False, chain.chain.name, refused.reason, refused.status, refused
+                        )
+                    metadata, jwt_result = outcome.metadata, outcome.result
                 decision = AuthzDecision(True)
                 if chain.authorizer is not None:
-                    decision = chain.authorizer.check(request)
+                    decision = chain.authorizer.check(request, metadata)
+                if jwt_result is not None:
+                    decision = dataclasses.replace(decision, jwt=jwt_result)
                 if decision.allowed and chain.limiter is not None:
                     reply = chain.limiter.admit()
                     if reply is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from meshlib.local_reply import rbac_denied
 
 from ._inbound import Inbound, InboundRequest
+from ._jwt_context import SCOPE_KEY, asgi_headers
 
 __all__ = ["MeshMiddleware", "peer_identity_from_scope"]
 
@@ -105,6 +106,10 @@ class MeshMiddleware:
             await send(message)
 
         error: BaseException | None = None
+        if call.decision.jwt is not None:  # the listener's jwt_authn verified a token
+            scope = dict(scope)
+            scope["headers"] = asgi_headers(scope["headers"], call.decision.jwt)
+            scope[SCOPE_KEY] = call.decision.jwt
         try:
             with call.scope():
                 await self.app(scope, receive, send_and_watch)

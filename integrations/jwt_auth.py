@@ -16,8 +16,6 @@ outside (before) the mesh's authorization middleware. Requires ``meshlib[jwt]`` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
@@ -26,6 +24,7 @@ import grpc
 import grpc.aio
 
 from ._jwt import JwksCache, JwtAuthenticator, JwtResult, NeedsFetch
+from ._jwt_context import SCOPE_KEY, asgi_headers, current, current_jwt, wsgi_apply
 from ._jwt_rules import JwtConfigError, JwtHeader, JwtRule
 from .grpc_server import _kinds, _rebuild
 
@@ -44,30 +43,12 @@ __all__ = [
     "current_jwt",
 ]
 
-_CURRENT: contextvars.ContextVar[JwtResult | None] = contextvars.ContextVar(
-    "meshlib_jwt", default=None
-)
-SCOPE_KEY = "meshlib.jwt"
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-
-def current_jwt() -> JwtResult | None:
-    """The JWT result of the request being handled (None outside one)."""
-    return _CURRENT.get()
-
-
-@contextlib.contextmanager
-def _current(result: JwtResult) -> Iterator[None]:
-    token = _CURRENT.set(result)
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
 
 
 def _challenge(url: str) -> list[tuple[str, str]]:
@@ -104,14 +85,9 @@ class JwtMiddleware:
             await send({"type": "http.response.body", "body": result.message.encode()})
             return
         scope = dict(scope)
-        scope["headers"] = [
-            (k, v)
-            for k, v in scope["headers"]
-            if k.decode("latin-1").lower() not in result.remove_headers
-            and k.decode("latin-1").lower() not in result.set_headers
-        ] + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in result.set_headers.items()]
+        scope["headers"] = asgi_headers(scope["headers"], result)
         scope[SCOPE_KEY] = result
-        with _current(result):
+        with current(result):
             await self.app(scope, receive, send)
 
 
@@ -138,12 +114,8 @@ class JwtWSGIMiddleware:
             )
             start_response("401 Unauthorized", _challenge(url))
             return [result.message.encode()]
-        for name in (*result.remove_headers, *result.set_headers):
-            environ.pop("HTTP_" + name.upper().replace("-", "_"), None)
-        for name, value in result.set_headers.items():
-            environ["HTTP_" + name.upper().replace("-", "_")] = value
-        environ[SCOPE_KEY] = result
-        with _current(result):
+        wsgi_apply(environ, result)
+        with current(result):
             # the app's iterable is consumed later by the server; current_jwt() is set
             # while the app builds it, which is where handlers run for Flask and most others
             return self.app(environ, start_response)
@@ -194,13 +166,13 @@ class JwtServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if kind in ("unary_unary", "stream_unary"):
 
             def unary(request: Any, context: Any) -> Any:
-                with _current(check(context)):
+                with current(check(context)):
                     return behavior(request, context)
 
             return _rebuild(handler, kind, unary)
 
         def streaming(request: Any, context: Any) -> Iterator[Any]:
-            with _current(check(context)):
+            with current(check(context)):
                 yield from behavior(request, context)
 
         return _rebuild(handler, kind, streaming)
@@ -232,13 +204,13 @@ class JwtAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if kind in ("unary_unary", "stream_unary") or not inspect.isasyncgenfunction(behavior):
 
             async def unary(request: Any, context: Any) -> Any:
-                with _current(await check(context)):
+                with current(await check(context)):
                     return await behavior(request, context)
 
             return _rebuild(handler, kind, unary)
 
         async def streaming(request: Any, context: Any) -> Any:
-            with _current(await check(context)):
+            with current(await check(context)):
                 async for item in behavior(request, context):
                     yield item
 

@@ -15,6 +15,7 @@ from typing import Any
 from meshlib.local_reply import rbac_denied
 
 from ._inbound import Inbound, InboundCall, InboundRequest
+from ._jwt_context import wsgi_apply
 from .tls import spiffe_id_from_pem
 
 __all__ = ["MeshWSGIMiddleware"]
@@ -80,6 +81,8 @@ class MeshWSGIMiddleware:
                 status_line, [*response_headers, ("X-Request-Id", request_id)], exc_info
             )
 
+        if call.decision.jwt is not None:  # the listener's jwt_authn verified a token
+            wsgi_apply(environ, call.decision.jwt)
         try:
             with call.scope():
                 body = self.app(environ, watch)

@@ -2,8 +2,9 @@
 
 Reads Kubernetes and Istio objects (Service, EndpointSlice, Endpoints, Pod,
 ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication,
-AuthorizationPolicy, Sidecar) from YAML/JSON files, translates them into xDS resources
-named as istiod names them, and serves them over ADS (state of the world and delta):
+RequestAuthentication, AuthorizationPolicy, Sidecar) from YAML/JSON files, translates
+them into xDS resources named as istiod names them, and serves them over ADS (state of
+the world and delta):
 API listeners to proxyless clients (gRPC's xDS client, meshlib's ``xds_client``),
 socket listeners, clusters, routes and SDS secrets to Envoy.
 """
@@ -17,6 +18,7 @@ from .ca._authority import (
     WorkloadFiles,
     spiffe_id,
 )
+from .objects._istio_authn import RequestAuthentication
 from .objects._istio_mesh import (
     AuthorizationPolicy,
     PeerAuthentication,
@@ -91,6 +93,7 @@ __all__ = [
     "ObjectRef",
     "PeerAuthentication",
     "Pod",
+    "RequestAuthentication",
     "ResourceKind",
     "Resources",
     "Service",

@@ -33,6 +33,7 @@ def test_exported_names() -> None:
             "ObjectRef",
             "PeerAuthentication",
             "Pod",
+            "RequestAuthentication",
             "RESOURCE_KINDS",
             "ROUTE_TYPE",
             "ResourceKind",

@@ -385,16 +385,21 @@ def test_service_settings_meshlib_does_not_route_by_are_refused(
     assert problem.endswith("is not supported by meshlib")
 
 
-def test_request_authentication_is_refused_not_skipped(tmp_path: Path) -> None:
-    f = write(
+def test_request_authentication_is_read_and_unhonoured_fields_refused(tmp_path: Path) -> None:
+    ok = write(
         tmp_path / "jwt.yaml",
         "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\n"
         "spec: {jwtRules: [{issuer: me, jwksUri: 'https://example.com/jwks'}]}\n",
     )
-    (problem,) = FileSource(f).load_lenient().problems
-    assert (
-        "RequestAuthentication default/jwt: kind: RequestAuthentication is not supported" in problem
+    (ra,) = FileSource(ok).load().request_authentications
+    assert ra.rules[0].issuer == "me" and ra.rules[0].jwks_uri == "https://example.com/jwks"
+    bad = write(
+        tmp_path / "jwt.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\n"
+        "spec: {targetRefs: [{kind: Gateway, name: gw}], jwtRules: [{issuer: me}]}\n",
     )
+    (problem,) = FileSource(bad).load_lenient().problems
+    assert "RequestAuthentication default/jwt: spec.targetRefs: not supported by meshlib" in problem
 
 
 def test_envoy_filter_is_refused_not_skipped(tmp_path: Path) -> None:

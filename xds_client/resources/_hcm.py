@@ -1,6 +1,6 @@
 """The HttpConnectionManager of a listener (client API listener or server filter chain):
-where routes come from, and the HTTP filters (fault, rbac, local_ratelimit, router;
-unknown filters only if marked optional, gRFC A39)."""
+where routes come from, and the HTTP filters (fault, rbac, local_ratelimit, router, and
+jwt_authn on server listeners; unknown filters only if marked optional, gRFC A39)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from ._base import ResourceError, unpack_nested
+from ._jwt_authn import JWT_AUTHN_TYPE, JwtAuthnConfig, decode_jwt_authn
 from ._ratelimit import LOCAL_RATELIMIT_TYPE, LocalRateLimitConfig, decode_local_ratelimit
 from ._route_policy import FaultConfig, decode_fault
 from .route import RouteConfigResource, decode_route_config
@@ -31,6 +32,7 @@ __all__ = [
     "FaultConfig",
     "HttpConnectionManager",
     "HttpFilter",
+    "JwtAuthnConfig",
     "LocalRateLimitConfig",
     "RbacConfig",
     "decode_hcm",
@@ -61,7 +63,7 @@ class RbacConfig:
 class HttpFilter:
     name: str
     type_url: str
-    config: FaultConfig | RbacConfig | LocalRateLimitConfig | None = None
+    config: FaultConfig | RbacConfig | LocalRateLimitConfig | JwtAuthnConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,7 @@ def _ratelimit(msg: Any, path: str, fail: Fail) -> LocalRateLimitConfig:
     return decode_local_ratelimit(m, f"{path}.typed_config", fail)
 
 
-_Decoded = FaultConfig | RbacConfig | LocalRateLimitConfig | None
+_Decoded = FaultConfig | RbacConfig | LocalRateLimitConfig | JwtAuthnConfig | None
 _CONFIGS: dict[str, Callable[[Any, str, Fail], _Decoded]] = {
     FAULT_TYPE: _fault,
     RBAC_TYPE: _rbac,
@@ -109,9 +111,10 @@ assert router_pb2.Router.DESCRIPTOR.full_name in ROUTER_TYPE  # the type is regi
 
 
 def decode_hcm(
-    any_: Any, path: str, fail: Fail, type_name: str, name: str
+    any_: Any, path: str, fail: Fail, type_name: str, name: str, *, server: bool = False
 ) -> HttpConnectionManager:
-    """Validate an ``Any`` holding an HttpConnectionManager found at ``path``."""
+    """Validate an ``Any`` holding an HttpConnectionManager found at ``path``;
+    ``server``: a server listener's, where ``jwt_authn`` is also understood."""
     if any_.type_url != HCM_TYPE:
         raise fail(path, f"unsupported type {any_.type_url!r} (expected HttpConnectionManager)")
     hcm = unpack_nested(
@@ -142,6 +145,8 @@ def decode_hcm(
         seen.add(f.name)
         type_url = f.typed_config.type_url if f.HasField("typed_config") else ""
         decoder = _CONFIGS.get(type_url)
+        if server and type_url == JWT_AUTHN_TYPE:
+            decoder = decode_jwt_authn
         if decoder is None:
             if f.is_optional:
                 continue

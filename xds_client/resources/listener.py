@@ -161,7 +161,9 @@ class ListenerType:
         f = c.filters[0]
         if not f.HasField("typed_config"):
             raise fail(f"{path}.filters[0].typed_config", "is required")
-        http = decode_hcm(f.typed_config, f"{path}.filters[0].typed_config", fail, "Listener", name)
+        http = decode_hcm(
+            f.typed_config, f"{path}.filters[0].typed_config", fail, "Listener", name, server=True
+        )
         tls = None
         if c.HasField("transport_socket"):
             ts = c.transport_socket

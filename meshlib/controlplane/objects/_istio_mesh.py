@@ -35,6 +35,7 @@ __all__ = [
     "ServiceEntryPort",
     "Sidecar",
     "WorkloadEntry",
+    "claim_path",
     "ip_block",
     "parse_authorization_policy",
     "parse_peer_authentication",
@@ -46,10 +47,18 @@ __all__ = [
 _RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
 _MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 _ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
-_SOURCE_FIELDS = ("principals", "namespaces", "ipBlocks", "remoteIpBlocks")
+_SOURCE_FIELDS = ("principals", "requestPrincipals", "namespaces", "ipBlocks", "remoteIpBlocks")
 _IP_FIELDS = ("ipBlocks", "remoteIpBlocks")
 _OPERATION_FIELDS = ("hosts", "ports", "methods", "paths")
-_WHEN_KEYS = ("source.ip", "source.namespace", "source.principal", "destination.port")
+_WHEN_KEYS = (
+    "source.ip",
+    "source.namespace",
+    "source.principal",
+    "destination.port",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+)
 
 
 @dataclass(frozen=True)
@@ -329,6 +338,22 @@ def ip_block(value: str, path: str) -> str:
     return value
 
 
+def _bracketed(key: str) -> bool:
+    """``request.headers[name]`` or ``request.auth.claims[a][b]...``."""
+    if key.startswith("request.headers[") and key[-1] == "]":
+        return True
+    return claim_path(key) is not None
+
+
+def claim_path(key: str) -> tuple[str, ...] | None:
+    """The claim path of ``request.auth.claims[a][b]``, None for another key."""
+    prefix = "request.auth.claims["
+    if not key.startswith(prefix) or not key.endswith("]"):
+        return None
+    parts = key[len(prefix) : -1].split("][")
+    return tuple(parts) if all(parts) else None
+
+
 def _rule(raw: Any, path: str) -> AuthzRule:
     item = as_mapping(raw, path)
     sources = tuple(
@@ -352,7 +377,7 @@ def _rule(raw: Any, path: str) -> AuthzRule:
         wpath = f"{path}.when[{i}]"
         wmap = as_mapping(w, wpath, required=True)
         key = str(as_str(wmap.get("key"), f"{wpath}.key", required=True))
-        if key not in _WHEN_KEYS and not (key.startswith("request.headers[") and key[-1] == "]"):
+        if key not in _WHEN_KEYS and not _bracketed(key):
             raise FieldError(f"{wpath}.key", f"unsupported key {key!r}")
         values = as_str_list(wmap.get("values"), f"{wpath}.values")
         negated = as_str_list(wmap.get("notValues"), f"{wpath}.notValues")

@@ -24,6 +24,7 @@ from ._fields import as_port as _port
 from ._fields import as_str as _str
 from ._fields import metadata as _metadata
 from ._fields import wrap as _wrap
+from ._istio_authn import RequestAuthentication
 from ._istio_mesh import (
     AuthorizationPolicy,
     PeerAuthentication,
@@ -166,6 +167,7 @@ class MeshObjects:
     workload_entries: tuple[WorkloadEntry, ...] = ()
     peer_authentications: tuple[PeerAuthentication, ...] = ()
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()
+    request_authentications: tuple[RequestAuthentication, ...] = ()
     sidecars: tuple[Sidecar, ...] = ()
 
     def slices_for(self, service: Service) -> tuple[EndpointSlice, ...]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._fields import ConfigError, FieldError, object_id
+from ._istio_authn import parse_request_authentication
 from ._istio_mesh import (
     parse_authorization_policy,
     parse_peer_authentication,
@@ -37,6 +38,7 @@ PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
     "WorkloadEntry": parse_workload_entry,
     "PeerAuthentication": parse_peer_authentication,
     "AuthorizationPolicy": parse_authorization_policy,
+    "RequestAuthentication": parse_request_authentication,
     "Sidecar": parse_sidecar,
 }
 
@@ -44,7 +46,6 @@ PARSERS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
 #: Istio kinds that change what the mesh does but meshlib does not apply: refused, never
 #: skipped (skipping them would let through what they would reject, or drop what they add).
 REFUSED_KINDS: Mapping[str, str] = {
-    "RequestAuthentication": "meshlib validates no JWTs, so requests it would reject get through",
     "EnvoyFilter": "meshlib applies no Envoy config patches, so what it adds (a rate limit, "
     "a header, a Lua filter) would silently do nothing",
 }

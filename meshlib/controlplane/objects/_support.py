@@ -168,7 +168,7 @@ _TRAFFIC_POLICY: tuple[str, ...] = (
     "portLevelSettings[].port.number",
     *(f"portLevelSettings[].{p}" for p in _POLICY_SECTIONS),
 )
-_SOURCE = ("principals", "namespaces", "ipBlocks", "remoteIpBlocks")
+_SOURCE = ("principals", "requestPrincipals", "namespaces", "ipBlocks", "remoteIpBlocks")
 _WORKLOAD = ("address", "ports.*", "labels.*", "locality", "weight", "serviceAccount", "network")
 
 #: Honoured paths per kind (every Istio kind the control plane reads).
@@ -223,6 +223,34 @@ SUPPORTED: Mapping[str, frozenset[str]] = {
             "spec.portLevelMtls{}.mode",
             "spec.selector",
             "spec.selector.matchLabels.*",
+        ),
+        "RequestAuthentication": (
+            "spec",
+            "spec.selector",
+            "spec.selector.matchLabels.*",
+            "spec.jwtRules",
+            *(
+                f"spec.jwtRules[].{p}"
+                for p in (
+                    "issuer",
+                    "audiences.*",
+                    "jwksUri",
+                    "jwks_uri",
+                    "jwks",
+                    "fromHeaders",
+                    "fromHeaders[].name",
+                    "fromHeaders[].prefix",
+                    "fromParams.*",
+                    "fromCookies.*",
+                    "outputPayloadToHeader",
+                    "outputClaimToHeaders",
+                    "outputClaimToHeaders[].header",
+                    "outputClaimToHeaders[].claim",
+                    "forwardOriginalToken",
+                    "timeout",
+                    "spaceDelimitedClaims.*",
+                )
+            ),
         ),
         "AuthorizationPolicy": (
             "spec",

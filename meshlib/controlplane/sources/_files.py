@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import yaml
 
 from ..objects._fields import ConfigError, object_id
+from ..objects._istio_authn import RequestAuthentication
 from ..objects._istio_mesh import (
     AuthorizationPolicy,
     PeerAuthentication,
@@ -60,6 +61,7 @@ _FIELDS: dict[type, str] = {
     WorkloadEntry: "workload_entries",
     PeerAuthentication: "peer_authentications",
     AuthorizationPolicy: "authorization_policies",
+    RequestAuthentication: "request_authentications",
     Sidecar: "sidecars",
 }
 

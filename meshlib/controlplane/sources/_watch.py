@@ -67,6 +67,7 @@ RESOURCE_KINDS: tuple[ResourceKind, ...] = (
     ResourceKind("Sidecar", "networking.istio.io", "v1", "sidecars"),
     ResourceKind("PeerAuthentication", "security.istio.io", "v1", "peerauthentications"),
     ResourceKind("AuthorizationPolicy", "security.istio.io", "v1", "authorizationpolicies"),
+    ResourceKind("RequestAuthentication", "security.istio.io", "v1", "requestauthentications"),
 )
 
 

@@ -1,18 +1,20 @@
-"""Inbound listeners for proxyless servers: PeerAuthentication and AuthorizationPolicy.
+"""Inbound listeners for proxyless servers: PeerAuthentication, RequestAuthentication
+and AuthorizationPolicy.
 
 Every endpoint ``ip:port`` of a service gets listener
 ``xds.istio.io/grpc/lds/inbound/<ip>:<port>`` (what a gRPC xDS server asks for): one
 filter chain, ``inbound-mtls`` (client certificate required) when the workload's mode
 is STRICT, else ``inbound-plaintext``; an inline route configuration ``inbound`` whose
-route has a ``non_forwarding_action``; and RBAC filters (DENY policies, then ALLOW
-policies) before the router, translated from the AuthorizationPolicies that select
-the workload.
+route has a ``non_forwarding_action``; the ``jwt_authn`` filter of the
+RequestAuthentications that select the workload (see ``_jwt``), then RBAC filters (DENY
+policies, then ALLOW policies) before the router, translated from the
+AuthorizationPolicies that select the workload.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -27,30 +29,24 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.type.matcher.v3 import path_pb2, string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
-from ..objects._istio_mesh import AuthorizationPolicy, AuthzCondition, AuthzRule
+from ..objects._istio_mesh import AuthzCondition, AuthzRule
 from ..objects._kubernetes import MeshObjects
+from ._jwt import jwt_filter, jwt_principal, selects, workload_jwt_rules
 from ._registry import Instance, Registry
-from ._tls import ROOT_NAMESPACE, downstream_tls, peer_mode
+from ._tls import downstream_tls, peer_mode
 
 __all__ = ["INBOUND_PREFIX", "RBAC_FILTER", "inbound_listeners", "rbac_filters"]
 
 INBOUND_PREFIX = "xds.istio.io/grpc/lds/inbound/"
 RBAC_FILTER = "envoy.filters.http.rbac"
 _ROUTER = "envoy.filters.http.router"
+_PRINCIPAL_KEYS = ("source.", "request.auth.")
 
 
 def _pack(msg: object) -> any_pb2.Any:
     out = any_pb2.Any()
     out.Pack(msg, deterministic=True)
     return out
-
-
-def _selected(policy: AuthorizationPolicy, namespace: str, labels: Mapping[str, str]) -> bool:
-    if policy.selector is None:
-        return policy.namespace in (namespace, ROOT_NAMESPACE)
-    return policy.namespace == namespace and all(
-        labels.get(k) == v for k, v in policy.selector.items()
-    )
 
 
 def _str(value: str) -> string_pb2.StringMatcher:
@@ -64,7 +60,10 @@ def _str(value: str) -> string_pb2.StringMatcher:
     return string_pb2.StringMatcher(exact=value)
 
 
-def _principal(key: str, value: str) -> rbac_pb2.Principal:
+def _principal(key: str, value: str, issuers: Sequence[str]) -> rbac_pb2.Principal:
+    jwt = jwt_principal(key, value, issuers)
+    if jwt is not None:
+        return jwt
     if key in ("principals", "source.principal"):
         return rbac_pb2.Principal(
             authenticated=rbac_pb2.Principal.Authenticated(
@@ -107,13 +106,15 @@ def _any_of_perm(items: list[rbac_pb2.Permission]) -> rbac_pb2.Permission:
     return items[0] if len(items) == 1 else rbac_pb2.Permission(or_rules={"rules": items})
 
 
-def _principal_condition(c: AuthzCondition) -> list[rbac_pb2.Principal]:
+def _principal_condition(c: AuthzCondition, issuers: Sequence[str]) -> list[rbac_pb2.Principal]:
     out = []
     if c.values:
-        out.append(_any_of_p([_principal(c.key, v) for v in c.values]))
+        out.append(_any_of_p([_principal(c.key, v, issuers) for v in c.values]))
     if c.not_values:
         out.append(
-            rbac_pb2.Principal(not_id=_any_of_p([_principal(c.key, v) for v in c.not_values]))
+            rbac_pb2.Principal(
+                not_id=_any_of_p([_principal(c.key, v, issuers) for v in c.not_values])
+            )
         )
     return out
 
@@ -131,18 +132,18 @@ def _permission_condition(c: AuthzCondition) -> list[rbac_pb2.Permission]:
     return out
 
 
-def _rule_policy(rule: AuthzRule) -> rbac_pb2.Policy:
-    when_p = [c for c in rule.when if c.key.startswith("source.")]
-    when_perm = [c for c in rule.when if not c.key.startswith("source.")]
+def _rule_policy(rule: AuthzRule, issuers: Sequence[str]) -> rbac_pb2.Policy:
+    when_p = [c for c in rule.when if c.key.startswith(_PRINCIPAL_KEYS)]
+    when_perm = [c for c in rule.when if not c.key.startswith(_PRINCIPAL_KEYS)]
     principals = rbac_pb2.Principal(any=True)
     if rule.sources:
         groups = []
         for source in rule.sources:
-            parts = [p for c in source for p in _principal_condition(c)]
+            parts = [p for c in source for p in _principal_condition(c, issuers)]
             groups.append(rbac_pb2.Principal(and_ids={"ids": parts}))
         principals = _any_of_p(groups)
     if when_p:
-        extra = [p for c in when_p for p in _principal_condition(c)]
+        extra = [p for c in when_p for p in _principal_condition(c, issuers)]
         principals = rbac_pb2.Principal(and_ids={"ids": [principals, *extra]})
     permissions = rbac_pb2.Permission(any=True)
     if rule.operations:
@@ -162,7 +163,8 @@ def rbac_filters(
 ) -> list[hcm_pb2.HttpFilter]:
     """The RBAC filters for a workload: DENY rules first, then ALLOW (if any policy)."""
     out: list[hcm_pb2.HttpFilter] = []
-    selected = [p for p in objects.authorization_policies if _selected(p, namespace, labels)]
+    selected = [p for p in objects.authorization_policies if selects(p, namespace, labels)]
+    issuers = [r.issuer for r in workload_jwt_rules(objects, namespace, labels)]
     for action, rbac_action in (("DENY", rbac_pb2.RBAC.DENY), ("ALLOW", rbac_pb2.RBAC.ALLOW)):
         # CUSTOM (an external authorizer meshlib does not call) fails closed, as istiod
         # does for a provider it cannot use: the requests the policy selects are denied.
@@ -175,7 +177,7 @@ def rbac_filters(
         for p in sorted(policies, key=lambda p: (p.namespace, p.name)):
             for i, rule in enumerate(p.rules):
                 rbac.policies[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"].CopyFrom(
-                    _rule_policy(rule)
+                    _rule_policy(rule, issuers)
                 )
         name = f"{RBAC_FILTER}.{action.lower()}"
         out.append(
@@ -201,7 +203,8 @@ def _listener(objects: MeshObjects, namespace: str, inst: Instance) -> listener_
             )
         ],
     )
-    filters = rbac_filters(objects, namespace, inst.labels)
+    jwt = jwt_filter(workload_jwt_rules(objects, namespace, inst.labels))
+    filters = ([jwt] if jwt is not None else []) + rbac_filters(objects, namespace, inst.labels)
     filters.append(hcm_pb2.HttpFilter(name=_ROUTER, typed_config=_pack(router_pb2.Router())))
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix="inbound", route_config=route, http_filters=filters
