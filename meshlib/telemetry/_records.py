@@ -8,6 +8,7 @@ configured.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .._call import Call
 from .._outcome import Outcome
 from . import _semconv as sc
+from ._access_log import ACCESS_LOG, log_call
 from ._semconv import response_flags
 from ._tally import BACKLOG, attempt_labels, call_labels
 
@@ -37,6 +39,8 @@ _LOCAL_STATUS = {
     "DO": 503,
 }
 _perf_counter = time.perf_counter
+_access_on = ACCESS_LOG.isEnabledFor
+_INFO = logging.INFO
 
 
 class CallRecord:
@@ -136,6 +140,8 @@ class CallRecord:
                 self._t.breaker_overflow(self.cluster or str(getattr(error, "cluster", "")))
         if error is not None or self.span is not None or self._otel is not None:
             self._end_observed(status, grpc_status, error, retries)
+        if _access_on(_INFO):
+            log_call(self)
         tally = self._t.tally
         calls = tally.calls
         calls.append(

@@ -6,6 +6,8 @@ metrics; what a client gets after ``Mesh.close()``."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +143,28 @@ def test_after_close_every_call_is_mesh_closed(world: LocalReplyWorld, tmp_path:
     with pytest.raises(meshlib.MeshClosedError):
         asyncio.run(run())
     client.close()
+
+
+def test_the_access_log_writes_envoys_line_with_the_flag(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Off by default; with ``meshlib.access`` at INFO, one line per call in Envoy's
+    default format: the status and the response flag the core decided."""
+    with mesh.httpx_client(timeout=10) as client:
+        with caplog.at_level(logging.INFO, logger="meshlib"):
+            client.get(f"http://{MESH_HOST}/ok")
+        assert not [r for r in caplog.records if r.name == "meshlib.access"]  # opt-in
+        with caplog.at_level(logging.INFO, logger="meshlib.access"):
+            client.get(f"http://{MESH_HOST}/ok", headers={"x-request-id": "req-1"})
+            client.get(f"http://{MESH_HOST}/uo")
+            client.get(f"http://{MESH_HOST}/nothing")
+    lines = [r.getMessage() for r in caplog.records if r.name == "meshlib.access"]
+    assert len(lines) == 3, lines
+    ok, overflow, no_route = lines
+    assert re.fullmatch(
+        r'\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /ok HTTP/1\.1" 200 - - - \d+ - '
+        rf'"-" "python-httpx/[^"]+" "req-1" "{re.escape(MESH_HOST)}" "127\.0\.0\.1:\d+"',
+        ok,
+    ), ok
+    assert '"GET /uo HTTP/1.1" 503 UO ' in overflow
+    assert '"GET /nothing HTTP/1.1" 404 NR ' in no_route
