@@ -96,7 +96,8 @@ def test_stats_include_what_the_telemetry_seam_records(live: Live) -> None:
         if h["hostname"] == live.addresses[0]
     )
     assert host["latency_p99_ms"] is not None
-    stats = get(live, "/stats?filter=^istio_requests_total").text
+    # this mesh's outbound calls (inbound, reporter=destination, is process-wide)
+    stats = get(live, "/stats?filter=^istio_requests_total%5C%7Breporter%3Dsource").text
     assert stats.count("\n") == 1 and stats.rstrip().endswith(": 1")
 
 
